@@ -1,0 +1,1 @@
+"""Agents: plain classes with typed methods (messages in, messages out), wrapped as Ray actors by the runtime."""

@@ -1,0 +1,65 @@
+"""The one small interface every generation engine implements.
+
+Batched prompts in, ``n`` completions per prompt out, each with its token counts. A prompt
+is a chat plus an optional ``prefix``: the start of the assistant's answer (the teacher's
+first steps), which the completion continues. ``task`` and ``problem`` let the reference
+engine answer from the dataset's human solution.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import msgspec
+
+from schoolroom.messages import Problem
+
+
+class Prompt(msgspec.Struct, frozen=True, kw_only=True):
+    messages: list[dict[str, str]]
+    prefix: str = ""
+    task: str = ""
+    args: dict[str, Any] = {}
+    problem: Problem | None = None
+
+
+class Params(msgspec.Struct, frozen=True, kw_only=True):
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+class Completion(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    latency_s: float = 0.0
+
+
+class Engine(abc.ABC):
+    """Generates completions; ``name`` is the engine kind, ``model`` what it runs."""
+
+    name: str = ""
+    model: str = ""
+    adapter: str | None = None  # version of the adapter in use, None = base model
+
+    @abc.abstractmethod
+    def generate(self, prompts: list[Prompt], params: Params) -> list[list[Completion]]:
+        """``params.n`` completions for each prompt, in prompt order."""
+
+    def load_adapter(self, version: str, path: str) -> None:
+        raise TypeError(f"the {self.name} engine cannot load adapters")
+
+    def close(self) -> None:
+        pass
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """Text up to the first stop string (which is dropped), and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,164 @@
+"""Append-only JSONL message log.
+
+One JSON record per line; the first line is a :class:`~schoolroom.messages.Header` with the
+schema version. ``Writer.write`` appends a batch, flushes and fsyncs it, so a crash leaves
+at most a torn last line (no trailing newline). ``read`` yields typed messages and reports
+a torn tail; a ``Writer`` reopening the file for resume truncates it. Nothing written
+before the torn line is ever lost.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import msgspec
+
+from schoolroom.messages import SCHEMA_VERSION, Header, Message, decode, encode
+
+
+class LogError(ValueError):
+    """An unreadable log line: names the file and the 1-based line number."""
+
+    def __init__(self, path: str | os.PathLike, line: int, reason: str):
+        self.path, self.line, self.reason = str(path), line, reason
+        super().__init__(f"{self.path}:{line}: {reason}")
+
+
+class TornLineError(LogError):
+    """The last line has no newline: a crash interrupted the write."""
+
+
+class TornLineWarning(UserWarning):
+    pass
+
+
+def _tail_start(f) -> int:
+    """Offset just after the last newline of an open binary file (0 if none)."""
+    end = f.seek(0, os.SEEK_END)
+    pos = end
+    while pos > 0:
+        step = min(65536, pos)
+        pos -= step
+        f.seek(pos)
+        chunk = f.read(step)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            return pos + i + 1
+    return 0
+
+
+class Writer:
+    """Appends messages to ``path``; safe to call from several threads of one process.
+
+    Opening an existing log resumes it: a torn last line is cut off (``self.truncated``
+    says how many bytes) and the header's schema version is checked.
+    """
+
+    def __init__(self, path: str | os.PathLike, run_id: str = ""):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.truncated = 0
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self._f = open(self.path, "ab")
+        if fresh:
+            self._append([encode(Header(run_id=run_id))])
+        else:
+            self._repair()
+            self._check_header()
+
+    def _repair(self) -> None:
+        with open(self.path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            keep = _tail_start(f)
+            if keep < size:
+                f.truncate(keep)
+                f.flush()
+                os.fsync(f.fileno())
+                self.truncated = size - keep
+                warnings.warn(
+                    f"{self.path}: cut a torn last line of {self.truncated} bytes left by an interrupted write",
+                    TornLineWarning, stacklevel=3,
+                )
+
+    def _check_header(self) -> None:
+        with open(self.path, "rb") as f:
+            first = f.readline()
+        try:
+            rec = decode(first)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise LogError(self.path, 1, f"not a schoolroom log header: {e}") from None
+        if not isinstance(rec, Header):
+            raise LogError(self.path, 1, "first line is not a header")
+        if rec.schema != SCHEMA_VERSION:
+            raise LogError(self.path, 1, f"schema version {rec.schema}, this schoolroom writes {SCHEMA_VERSION}")
+
+    def _append(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        with self._lock:
+            self._f.write(b"".join(line + b"\n" for line in lines))
+            self._f.flush()
+            os.fsync(self._f.fileno())
+
+    def write(self, messages: Message | Iterable[Message]) -> None:
+        """Append one message or a batch, then flush and fsync."""
+        if isinstance(messages, Message):
+            messages = [messages]
+        self._append([encode(m) for m in messages])
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._f.closed:
+                self._f.close()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read(path: str | os.PathLike, on_torn: str = "warn") -> Iterator[Message]:
+    """Yield the typed messages of a log in order.
+
+    An invalid line or an unknown message type raises :class:`LogError` naming the file and
+    line, after every message before it was yielded. A torn last line (no trailing newline,
+    the mark of a crash mid-write) is reported by ``on_torn``: ``"warn"`` (default),
+    ``"raise"`` (:class:`TornLineError`) or ``"ignore"``.
+    """
+    if on_torn not in ("warn", "raise", "ignore"):
+        raise ValueError(f"on_torn must be warn, raise or ignore, not {on_torn!r}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no message log at {path}")
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
+                reason = f"torn last line ({len(line)} bytes, no newline): a write was interrupted"
+                if on_torn == "raise":
+                    raise TornLineError(path, n, reason)
+                if on_torn == "warn":
+                    warnings.warn(f"{path}:{n}: {reason}; it is skipped", TornLineWarning, stacklevel=2)
+                return
+            if not line.strip():
+                continue
+            try:
+                rec = decode(line)
+            except msgspec.ValidationError as e:
+                raise LogError(path, n, f"invalid message: {e}") from None
+            except msgspec.DecodeError as e:
+                raise LogError(path, n, f"not valid JSON: {e}") from None
+            if isinstance(rec, Header):
+                if rec.schema != SCHEMA_VERSION:
+                    raise LogError(path, n, f"schema version {rec.schema}, this schoolroom reads {SCHEMA_VERSION}")
+                continue
+            yield rec
+
+
+def read_all(path: str | os.PathLike, on_torn: str = "warn") -> list[Message]:
+    return list(read(path, on_torn=on_torn))

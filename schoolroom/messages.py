@@ -1,0 +1,222 @@
+"""The one vocabulary every layer speaks.
+
+Every message is a frozen, tagged ``msgspec.Struct``. The common envelope (id, run id,
+round, sender, recipient, time, parents) comes from :class:`Message`; ``parents`` holds the
+ids of the messages this one answers, so a log is a causal graph. ``decode``/``encode``
+handle the whole union; the log writes one message per JSON line.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, TypeVar, Union
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+Scalar = Union[int, float, str, bool, None]
+
+
+M = TypeVar("M", bound="Message")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Envelope shared by every message. Subclasses add the payload."""
+
+    id: str = msgspec.field(default_factory=new_id)
+    run_id: str = ""
+    round: int = 0
+    sender: str = ""
+    recipient: str = ""
+    time: float = msgspec.field(default_factory=time.time)
+    parents: tuple[str, ...] = ()
+
+    def reply(self, cls: type[M], **fields: Any) -> M:
+        """A message of type ``cls`` answering this one: same run and round, parent = self."""
+        fields.setdefault("run_id", self.run_id)
+        fields.setdefault("round", self.round)
+        fields.setdefault("recipient", self.sender)
+        fields.setdefault("parents", (self.id,))
+        return cls(**fields)
+
+
+class Problem(Message, frozen=True, kw_only=True, tag="problem"):
+    problem_id: str
+    dataset: str
+    question: str
+    gold_steps: tuple[str, ...] = ()
+    answer: str = ""
+    meta: dict[str, Scalar] = {}
+
+
+class Attempt(Message, frozen=True, kw_only=True, tag="attempt"):
+    """A student's solution: the text it wrote after ``prefix`` (guidance it was given)."""
+
+    problem_id: str
+    text: str
+    steps: tuple[str, ...] = ()
+    answer: str | None = None
+    prefix: str = ""
+    model: str = ""
+    adapter: str | None = None
+    sample: int = 0
+    tokens: int = 0
+
+
+class Verdict(Message, frozen=True, kw_only=True, tag="verdict"):
+    problem_id: str
+    attempt_id: str
+    correct: bool
+    predicted: str | None = None
+    gold: str = ""
+
+
+class Mistake(Message, frozen=True, kw_only=True, tag="mistake"):
+    """A wrong attempt; ``first_wrong_step`` (0-based) when known, e.g. from exploration."""
+
+    problem_id: str
+    attempt_id: str
+    text: str
+    predicted: str | None = None
+    gold: str = ""
+    first_wrong_step: int | None = None
+
+
+class Guidance(Message, frozen=True, kw_only=True, tag="guidance"):
+    """What a teacher gives a student: the first ``k`` steps, a plan or a hint."""
+
+    problem_id: str
+    kind: str = "first_steps"
+    k: int = 0
+    steps: tuple[str, ...] = ()
+    text: str = ""
+    teacher: str = ""
+
+
+class Rationale(Message, frozen=True, kw_only=True, tag="rationale"):
+    """A worked solution written for training (tailored, enriched, gold)."""
+
+    problem_id: str
+    text: str
+    steps: tuple[str, ...] = ()
+    answer: str | None = None
+    source: str = ""
+    mistake_id: str | None = None
+
+
+class Plan(Message, frozen=True, kw_only=True, tag="plan"):
+    problem_id: str
+    text: str
+    steps: tuple[str, ...] = ()
+
+
+class StepRewards(Message, frozen=True, kw_only=True, tag="step_rewards"):
+    """Monte-Carlo process labels: fraction of rollouts from each step prefix that reach the gold answer."""
+
+    problem_id: str
+    attempt_id: str
+    rewards: tuple[float | None, ...] = ()
+    first_pit: int | None = None
+    rollouts: int = 0
+    tokens: int = 0
+    search: str = "linear"
+
+
+class PreferencePair(Message, frozen=True, kw_only=True, tag="preference_pair"):
+    problem_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    level: str = "step"
+
+
+class TrainRequest(Message, frozen=True, kw_only=True, tag="train_request"):
+    """Train an adapter of kind ``sft``/``dpo``/``reflection`` on the messages named in ``data``."""
+
+    kind: str
+    data: tuple[str, ...] = ()
+    base_adapter: str | None = None
+    lora: dict[str, Any] = {}
+    hyper: dict[str, Any] = {}
+    seed: int = 0
+    name: str = ""
+
+
+class TrainResult(Message, frozen=True, kw_only=True, tag="train_result"):
+    request_id: str
+    adapter: str
+    path: str
+    metrics: dict[str, float] = {}
+
+
+class EvalReport(Message, frozen=True, kw_only=True, tag="eval_report"):
+    name: str
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    adapter: str | None = None
+    metrics: dict[str, Any] = {}
+
+
+class Usage(Message, frozen=True, kw_only=True, tag="usage"):
+    """Cost of one engine call: tokens in and out, latency, and money where known."""
+
+    agent: str
+    engine: str
+    model: str = ""
+    calls: int = 1
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cost: float = 0.0
+    errors: int = 0
+
+
+class Note(Message, frozen=True, kw_only=True, tag="note"):
+    """Something worth recording that is not an exchange: a skipped bad teacher output, a resume."""
+
+    kind: str
+    text: str
+    problem_id: str | None = None
+    data: dict[str, Any] = {}
+
+
+class Header(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="header"):
+    """First line of every log: the schema version and the run it belongs to."""
+
+    schema: int = SCHEMA_VERSION
+    run_id: str = ""
+    created: float = msgspec.field(default_factory=time.time)
+    producer: str = "schoolroom"
+
+
+AnyMessage = Union[
+    Problem, Attempt, Verdict, Mistake, Guidance, Rationale, Plan, StepRewards,
+    PreferencePair, TrainRequest, TrainResult, EvalReport, Usage, Note,
+]
+MESSAGE_TYPES: tuple[type[Message], ...] = AnyMessage.__args__  # type: ignore[attr-defined]
+Record = Union[Header, AnyMessage]
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Record)
+
+
+def encode(msg: Message | Header) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes | str) -> Message | Header:
+    """Decode one JSON record into its typed Struct; raises ``msgspec.ValidationError``/``DecodeError``."""
+    return _decoder.decode(data)
+
+
+def to_builtins(msg: Message) -> dict[str, Any]:
+    return msgspec.to_builtins(msg)

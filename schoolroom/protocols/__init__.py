@@ -1,0 +1,1 @@
+"""Interaction protocols: one file each, over typed agent handles."""

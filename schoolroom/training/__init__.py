@@ -1,0 +1,1 @@
+"""Training with TRL and peft. Never talks to Ray."""

