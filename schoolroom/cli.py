@@ -1,4 +1,10 @@
-"""Command line: ``schoolroom smoke`` (more commands arrive with the protocols)."""
+"""schoolroom: run classroom experiments, resume them, and replay their message logs.
+
+  schoolroom run CONFIG [--set key=value ...] [--limit N] [--out DIR] [--reuse AGENT=RUN]
+  schoolroom resume RUN
+  schoolroom replay RUN [--transcript PROBLEM_ID]
+  schoolroom smoke
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 
 def smoke(args: argparse.Namespace) -> int:
@@ -39,6 +46,80 @@ def smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """Progress bars for agent calls on a terminal; one line per finished call elsewhere."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=self.console, disable=not self.console.is_terminal)
+        self.tasks: dict[str, int] = {}
+        self.t0 = time.perf_counter()
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if not self.console.is_terminal:
+            if done == total:
+                self.console.print(f"[{time.perf_counter() - self.t0:6.0f}s] {label}: {done}/{total}", highlight=False)
+            return
+        if label not in self.tasks or self.bars.tasks[self.tasks[label]].finished:
+            self.tasks[label] = self.bars.add_task(label, total=total)
+        self.bars.update(self.tasks[label], completed=done)
+
+    def __enter__(self):
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bars.stop()
+
+
+def _reuse(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        agent, sep, run = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--reuse takes AGENT=RUN_DIR, not {item!r}")
+        out[agent] = str(Path(run) / "messages.jsonl") if Path(run).is_dir() else run
+    return out
+
+
+def run_cmd(args: argparse.Namespace) -> int:
+    from schoolroom import config as configlib
+    from schoolroom.protocols import runner
+
+    if args.command == "resume":
+        args.config = str(Path(args.run) / "config.toml")
+    try:
+        cfg, _ = configlib.load(args.config, args.set)
+        with _Progress() as progress:
+            run_dir = runner.run(cfg, source=args.config, out=args.out, limit=args.limit,
+                                 resume=getattr(args, "run", None), reuse=_reuse(args.reuse), progress=progress)
+    except configlib.ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    print((run_dir / "report.md").read_text())
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def replay_cmd(args: argparse.Namespace) -> int:
+    from schoolroom import log
+    from schoolroom.protocols.replay import summary, transcript
+
+    path = Path(args.run)
+    path = path / "messages.jsonl" if path.is_dir() else path
+    messages = log.read_all(path)
+    try:
+        print(transcript(messages, args.transcript) if args.transcript else summary(messages))
+    except KeyError as e:
+        print(e.args[0], file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = argparse.ArgumentParser(prog="schoolroom", description=__doc__)
@@ -49,6 +130,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-tokens", type=int, default=96)
     p.set_defaults(func=smoke)
+    p = sub.add_parser("run", help="run an experiment config into a run directory")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set agents.student.max_tokens=64")
+    p.add_argument("--limit", type=int, help="cap the problems of every problem set")
+    p.add_argument("--out", help="parent folder of the run directory (default: run.out)")
+    p.add_argument("--reuse", action="append", default=[], metavar="AGENT=RUN",
+                   help="answer AGENT's calls from an earlier run's log where the arguments match")
+    p.set_defaults(func=run_cmd)
+    p = sub.add_parser("resume", help="finish an interrupted run: logged calls are not asked again")
+    p.add_argument("run")
+    p.set_defaults(func=run_cmd, set=[], out=None, limit=None, reuse=[])
+    p = sub.add_parser("replay", help="summarize a run from its message log, or print one problem's exchange")
+    p.add_argument("run", help="run directory or messages.jsonl")
+    p.add_argument("--transcript", metavar="PROBLEM_ID")
+    p.set_defaults(func=replay_cmd)
     args = parser.parse_args(argv)
     return args.func(args)
 

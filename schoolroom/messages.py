@@ -189,6 +189,22 @@ class Note(Message, frozen=True, kw_only=True, tag="note"):
     data: dict[str, Any] = {}
 
 
+class Call(Message, frozen=True, kw_only=True, tag="call"):
+    """The runtime's record of one agent call: what it returned (message ids, or a plain value).
+
+    ``key`` hashes the agent, method, round and arguments; a resumed run answers a call whose
+    key is already logged from the log instead of asking the agent again.
+    """
+
+    agent: str
+    method: str
+    key: str
+    outputs: tuple[str, ...] = ()
+    shape: str = "list"  # list | one | value
+    value: Any = None
+    seconds: float = 0.0
+
+
 class Header(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="header"):
     """First line of every log: the schema version and the run it belongs to."""
 
@@ -200,7 +216,7 @@ class Header(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="h
 
 AnyMessage = Union[
     Problem, Attempt, Verdict, Mistake, Guidance, Rationale, Plan, StepRewards,
-    PreferencePair, TrainRequest, TrainResult, EvalReport, Usage, Note,
+    PreferencePair, TrainRequest, TrainResult, EvalReport, Usage, Note, Call,
 ]
 MESSAGE_TYPES: tuple[type[Message], ...] = AnyMessage.__args__  # type: ignore[attr-defined]
 Record = Union[Header, AnyMessage]

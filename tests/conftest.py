@@ -31,3 +31,29 @@ def hf_engine():
     from schoolroom.agents.engines.hf import HFEngine
 
     return HFEngine("smollm2-135m-instruct", batch_size=8)
+
+
+@pytest.fixture
+def ray_local():
+    """A light local Ray (2 CPUs, no dashboard), started once and reused; restarted after a test that stopped it."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200_000_000, logging_level="warning")
+    yield ray
+
+
+def tiny_config(address: str = "inline", n: int = 3, max_tokens: int = 24, **protocol) -> dict:
+    """A first_step run small enough for a test: 3 synthetic problems, few tokens."""
+    return {
+        "run": {"name": "tiny", "seed": 0},
+        "runtime": {"address": address, "chunk_size": 2},
+        "data": {"eval": {"source": "synthetic", "n": n, "steps": [1, 2, 3], "seed": 0}},
+        "agents": {
+            "student": {"role": "student", "engine": "hf", "max_tokens": max_tokens, "batch_size": 4,
+                        "resources": {"num_cpus": 1}},
+            "reference": {"role": "teacher", "engine": "reference", "resources": {"num_cpus": 0}},
+            "verifier": {"role": "verifier", "resources": {"num_cpus": 0}},
+        },
+        "protocol": {"name": "first_step", "teachers": ["reference"], "ks": [0, 1], **protocol},
+    }

@@ -33,6 +33,7 @@ def one_of_each() -> list[m.Message]:
         m.EvalReport(name="eval", n=10, correct=3, accuracy=0.3, ci_low=0.1, ci_high=0.6, adapter="dpo-1"),
         m.Usage(agent="teacher", engine="openai", model="gpt", prompt_tokens=10, completion_tokens=5, latency_s=0.1),
         m.Note(kind="unparsed", text="teacher reply had no answer", problem_id="p1", data={"raw": "blah"}),
+        m.Call(agent="student", method="solve", key="abc", outputs=(a.id,), shape="list", seconds=1.5),
     ]
 
 
@@ -64,9 +65,9 @@ def test_torn_last_line_is_reported_and_truncated_on_resume(tmp_path):
         w.write(msgs)
     whole = path.read_bytes()
     path.write_bytes(whole + m.encode(msgs[0])[:25])  # a crash in the middle of a write
-    with pytest.warns(log.TornLineWarning, match=r"messages.jsonl:16: torn last line"):
+    with pytest.warns(log.TornLineWarning, match=r"messages.jsonl:17: torn last line"):
         assert log.read_all(path) == msgs
-    with pytest.raises(log.TornLineError, match="messages.jsonl:16"):
+    with pytest.raises(log.TornLineError, match="messages.jsonl:17"):
         list(log.read(path, on_torn="raise"))
     with pytest.warns(log.TornLineWarning, match="cut a torn last line of 25 bytes"):
         w = log.Writer(path)

@@ -30,6 +30,7 @@ class Params(msgspec.Struct, frozen=True, kw_only=True):
     top_p: float = 1.0
     n: int = 1
     stop: tuple[str, ...] = ()
+    stop_after: str = ""  # end the completion at the first line break after this marker (e.g. "####")
     seed: int = 0
 
 
@@ -59,7 +60,14 @@ class Engine(abc.ABC):
         pass
 
 
-def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
-    """Text up to the first stop string (which is dropped), and whether one was found."""
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
+def cut_at_stop(text: str, params: Params) -> tuple[str, bool]:
+    """Text up to the first stop string (dropped) or the line break after ``stop_after``; and whether it was cut."""
+    cuts = [i for i in (text.find(s) for s in params.stop) if i >= 0]
+    if params.stop_after:
+        i = text.find(params.stop_after)
+        j = text.find("\n", i + len(params.stop_after)) if i >= 0 else -1
+        if j >= 0:
+            cuts.append(j)
+    if not cuts:
+        return text, False
+    return text[:min(cuts)], True

@@ -7,6 +7,23 @@ import time
 from schoolroom.agents.engines.base import Completion, Engine, Params, Prompt, cut_at_stop
 
 
+class _AfterMarker:
+    """Per-row stop: the row's new text holds ``marker`` and then a line break (its answer line is done)."""
+
+    def __init__(self, tokenizer, marker: str, prompt_len: int):
+        self.tok, self.marker, self.start = tokenizer, marker, prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = []
+        for row in input_ids[:, self.start:]:
+            text = self.tok.decode(row, skip_special_tokens=True)
+            i = text.find(self.marker)
+            done.append(i >= 0 and "\n" in text[i + len(self.marker):])
+        return torch.tensor(done, device=input_ids.device)
+
+
 class HFEngine(Engine):
     name = "hf"
 
@@ -67,6 +84,9 @@ class HFEngine(Engine):
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if params.stop:
                 kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+            if params.stop_after:
+                kwargs["stopping_criteria"] = [_AfterMarker(self.tokenizer, params.stop_after,
+                                                            enc["input_ids"].shape[1])]
             with torch.inference_mode():
                 gen = self.lm.generate(**enc, **kwargs)
             new = gen[:, enc["input_ids"].shape[1]:]
@@ -78,7 +98,7 @@ class HFEngine(Engine):
                 n_tokens = int((ids != self.tokenizer.pad_token_id).sum())
                 eos = bool((ids == self.tokenizer.eos_token_id).any())
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                text, stopped = cut_at_stop(text, params.stop)
+                text, stopped = cut_at_stop(text, params)
                 prompt_tokens = int(enc["attention_mask"][row // copies].sum())
                 done = "stop" if eos or stopped else "length"
                 c = Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=n_tokens,

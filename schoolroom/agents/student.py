@@ -1,0 +1,51 @@
+"""The Student: solves problems, optionally continuing a teacher's guidance; loads adapters."""
+
+from __future__ import annotations
+
+from schoolroom.agents.base import Agent, effect
+from schoolroom.agents.engines import Prompt
+from schoolroom.environment import extract_answer, split_steps
+from schoolroom.environment.prompts import chat, render
+from schoolroom.messages import Attempt, Guidance, Problem, TrainResult
+
+
+def guidance_prefix(g: Guidance | None) -> str:
+    """The text a student's answer starts with: the guidance steps, one a line."""
+    if g is None or not (g.steps or g.text):
+        return ""
+    return ("\n".join(g.steps) if g.steps else g.text).rstrip("\n") + "\n"
+
+
+class Student(Agent):
+    role = "student"
+
+    def solve_prompt(self, problem: Problem, prefix: str = "") -> Prompt:
+        return Prompt(messages=chat(render("student_solve", question=problem.question), self.config.system_prompt),
+                      prefix=prefix, task="solve", problem=problem)
+
+    def solve(self, problems: list[Problem], guidance: list[Guidance | None] | None = None, n: int = 1,
+              temperature: float | None = None, max_tokens: int | None = None) -> list[Attempt]:
+        """``n`` attempts per problem (problem-major order); ``guidance[i]`` starts the answer to problem ``i``."""
+        guidance = guidance or [None] * len(problems)
+        if len(guidance) != len(problems):
+            raise ValueError(f"{len(guidance)} guidance for {len(problems)} problems")
+        prefixes = [guidance_prefix(g) for g in guidance]
+        prompts = [self.solve_prompt(p, pre) for p, pre in zip(problems, prefixes)]
+        params = self.params(n=n, temperature=temperature, max_tokens=max_tokens, stop_after="####")
+        outs = self.generate(prompts, params)
+        attempts = []
+        for p, g, pre, cs in zip(problems, guidance, prefixes, outs):
+            for i, c in enumerate(cs):
+                full = pre + c.text
+                attempts.append(Attempt(
+                    problem_id=p.problem_id, text=c.text, steps=tuple(split_steps(full)), answer=extract_answer(full),
+                    prefix=pre, model=self.engine.model, adapter=self.engine.adapter, sample=i,
+                    tokens=c.completion_tokens, sender=self.name,
+                    parents=(p.id,) + ((g.id,) if g is not None else ())))
+        return attempts
+
+    @effect
+    def load(self, result: TrainResult) -> str:
+        """Generate with the adapter of ``result`` from now on; returns its version."""
+        self.engine.load_adapter(result.adapter, result.path)
+        return result.adapter

@@ -1,0 +1,181 @@
+"""Experiment configs: a TOML file decoded into typed Structs.
+
+A typo or a wrong type fails before anything starts, and the error names the file and the
+key path (``experiments/x.toml: Expected `int`, got `str` - at `$.agents.student.max_tokens```).
+``--set a.b=c`` overrides go through the same decoding. Protocol-specific settings live in
+``[protocol]`` and are decoded by the protocol's own Struct (see ``decode_section``).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class Resources(_Strict):
+    """What the agent's Ray actor asks for; ``custom`` names custom resources (``{"teacher_node": 1}``)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    custom: dict[str, float] = {}
+    memory_mb: int | None = None
+
+
+class AgentConfig(_Strict):
+    """One agent: its role, its generation engine and model, sampling settings and resources."""
+
+    role: str  # teacher | student | verifier | explorer | trainer
+    engine: str = "hf"  # hf | openai | reference | vllm
+    model: str = "smollm2-135m-instruct"
+    # hf / vllm
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 16
+    threads: int | None = None
+    max_model_len: int = 2048
+    gpu_memory_utilization: float = 0.85
+    tensor_parallel_size: int = 1
+    enable_lora: bool = True
+    max_lora_rank: int = 16
+    # openai
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+    max_retries: int = 6
+    concurrency: int = 4
+    extra_body: dict[str, Any] = {}
+    # generation
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] = []
+    seed: int = 0
+    system_prompt: str | None = None
+    resources: Resources = Resources()
+    options: dict[str, Any] = {}
+
+
+class DataConfig(_Strict):
+    """A problem set: ``source = "synthetic"`` (``n`` problems of ``steps`` steps) or a dataset name."""
+
+    source: str = "synthetic"
+    split: str = "test"
+    n: int = 30
+    steps: list[int] = msgspec.field(default_factory=lambda: [1, 2, 3])
+    seed: int = 0
+    offset: int = 0
+    limit: int | None = None
+    data_dir: str | None = None
+
+
+class RuntimeConfig(_Strict):
+    """``address``: ``local`` (start a light local Ray), ``inline`` (no Ray: debug with pdb), ``auto`` or a
+    cluster address (``ray://head:10001``, ``head:6379``)."""
+
+    address: str = "local"
+    num_cpus: int | None = None
+    object_store_mb: int = 200
+    call_timeout_s: float = 3600.0
+    chunk_size: int = 32
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    out: str = "runs"
+
+
+class Config(_Strict):
+    run: RunConfig = RunConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    data: dict[str, DataConfig] = {}
+    agents: dict[str, AgentConfig] = {}
+    protocol: dict[str, Any] = {}
+
+
+def set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, making tables as needed."""
+    keys = dotted.split(".")
+    node = raw
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {k} is not a table")
+    node[keys[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` with a TOML value (``3``, ``[0, 1]``, ``"x"``); a bare word is a string."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set takes key=value, not {item!r}")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return key.strip(), value
+
+
+def decode(raw: dict[str, Any], source: str = "<config>") -> Config:
+    raw = dict(raw)
+    tables: dict[str, dict] = {}
+    for key, cls in (("agents", AgentConfig), ("data", DataConfig)):
+        section = raw.pop(key, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: Expected a table - at `$.{key}`")
+        # one entry at a time, so an error names the entry (`$.agents.student.max_tokens`)
+        tables[key] = {name: decode_section(v, cls, f"{key}.{name}", source) for name, v in section.items()}
+    try:
+        cfg = msgspec.structs.replace(msgspec.convert(raw, Config), **tables)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    for name, agent in cfg.agents.items():
+        if agent.role not in ("teacher", "student", "verifier", "explorer", "trainer"):
+            raise ConfigError(f"{source}: unknown role {agent.role!r} - at `$.agents.{name}.role`")
+        if agent.engine not in ("hf", "openai", "reference", "vllm"):
+            raise ConfigError(f"{source}: unknown engine {agent.engine!r} - at `$.agents.{name}.engine`")
+    return cfg
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> tuple[Config, dict[str, Any]]:
+    """(typed config, raw dict with overrides applied) for a TOML file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no config file {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        set_key(raw, *parse_override(item))
+    return decode(raw, str(path)), raw
+
+
+def decode_section(raw: dict[str, Any], cls: type, where: str, source: str = "<config>"):
+    """Decode a sub-table (e.g. ``[protocol]``) into ``cls``, errors pointing at ``$.where...``."""
+    try:
+        return msgspec.convert(raw, cls)
+    except msgspec.ValidationError as e:
+        msg = str(e).replace("`$", f"`$.{where}")
+        if "`$" not in str(e):
+            msg += f" - at `$.{where}`"
+        raise ConfigError(f"{source}: {msg}") from None
+
+
+def dump(raw: dict[str, Any]) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(raw)

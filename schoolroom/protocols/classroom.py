@@ -1,0 +1,279 @@
+"""The protocol API.
+
+A protocol is a function ``(room, cfg) -> Report`` registered with ``@protocol(name, Config)``.
+The :class:`Classroom` gives it typed handles to its agents (``room.student``,
+``room.verifier``, ``room.agent("gpt4")``), its problem sets, rounds, and ``room.record``.
+Every call through a handle is logged with all the messages that cross, and a call whose
+arguments were already answered in the log (a resumed run, or a run reusing another run's
+teacher) is answered from the log instead of asking the agent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import msgspec
+from msgspec.structs import replace
+
+from schoolroom.agents.runtime import ROLES, spawn
+from schoolroom.agents.student import Student
+from schoolroom.agents.verifier import Verifier
+from schoolroom.config import Config, DataConfig
+from schoolroom.environment import load, synthetic
+from schoolroom.log import Writer
+from schoolroom.messages import Call, Message, Note, Problem
+
+
+class Series(msgspec.Struct, frozen=True):
+    label: str
+    x: list[float]
+    y: list[float]
+    low: list[float] = []
+    high: list[float] = []
+
+
+class Figure(msgspec.Struct, frozen=True):
+    """A line plot a protocol asks for; the runner draws it to ``<name>.png``."""
+
+    name: str
+    title: str
+    xlabel: str
+    ylabel: str
+    series: list[Series]
+    xticks: list[float] = []
+
+
+class Report(msgspec.Struct):
+    title: str
+    markdown: str
+    metrics: dict[str, Any] = {}
+    figures: list[Figure] = []
+
+
+PROTOCOLS: dict[str, tuple[Callable[..., Report], type]] = {}
+
+
+def protocol(name: str, config: type):
+    """Register ``fn(room, cfg) -> Report`` as protocol ``name`` with settings Struct ``config``."""
+
+    def register(fn):
+        PROTOCOLS[name] = (fn, config)
+        return fn
+
+    return register
+
+
+def _norm(x: Any) -> Any:
+    """Arguments as they enter a call key: problems by dataset id (stable across runs), messages by id."""
+    if isinstance(x, Problem):
+        return "problem:" + x.problem_id
+    if isinstance(x, Message):
+        return x.id
+    if isinstance(x, (list, tuple)):
+        return [_norm(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): _norm(v) for k, v in sorted(x.items())}
+    return x
+
+
+def call_key(agent: str, method: str, round: int, args: tuple, kwargs: dict) -> str:
+    blob = msgspec.json.encode([agent, method, round, _norm(list(args)), _norm(kwargs)])
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def _messages_in(x: Any) -> Iterator[Message]:
+    if isinstance(x, Message):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _messages_in(v)
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _messages_in(v)
+
+
+class AgentHandle:
+    """Calls the agent's methods wherever it runs; ``room.student.solve(...)`` reads like a local call."""
+
+    def __init__(self, room: Classroom, name: str, role: str, host):
+        self._room, self.name, self.role, self.host = room, name, role, host
+
+    def __getattr__(self, method: str):
+        if method.startswith("_") or not callable(getattr(ROLES[self.role], method, None)):
+            raise AttributeError(f"agent {self.name} ({self.role}) has no method {method!r}")
+
+        def call(*args, **kwargs):
+            return self._room._call(self, method, args, kwargs)
+
+        call.__name__ = method
+        return call
+
+    def node_id(self) -> str:
+        return self.host.node_id()
+
+
+class Classroom:
+    def __init__(self, config: Config, log: Writer, run_id: str, previous: list[Message] = (),
+                 reuse: dict[str, list[Message]] | None = None, limit: int | None = None,
+                 progress: Callable[[str, int, int], None] | None = None):
+        self.config, self.log, self.run_id = config, log, run_id
+        self.round = 0
+        self.limit = limit
+        self.progress = progress or (lambda label, done, total: None)
+        self._logged: set[str] = {m.id for m in previous}
+        self._memo: dict[str, tuple[Any, bool]] = {}
+        self._sets: dict[str, list[Problem]] = {}
+        self._remember(previous, logged=True)
+        for agent, old in (reuse or {}).items():
+            self._remember([m for m in old if not isinstance(m, Call) or m.agent == agent], logged=False)
+        self.agents: dict[str, AgentHandle] = {}
+        for name, ac in config.agents.items():
+            self.agents[name] = AgentHandle(self, name, ac.role, spawn(name, ac, config.runtime))
+        self._wait_ready()
+
+    # ---- setup and resume
+    def _remember(self, messages: list[Message], logged: bool) -> None:
+        """Index a log's calls (for answering them again) and problem sets (for resuming)."""
+        by_id = {m.id: m for m in messages}
+        for m in messages:
+            if isinstance(m, Call):
+                if m.shape == "value":
+                    result = m.value
+                else:
+                    items = [by_id[i] for i in m.outputs if i in by_id]
+                    if len(items) < len(m.outputs):
+                        continue  # outputs lost: ask again
+                    result = items[0] if m.shape == "one" else items
+                self._memo[m.key] = (result, logged)
+            elif logged and isinstance(m, Note) and m.kind == "problem_set":
+                self._sets[m.data["name"]] = [by_id[i] for i in m.data["ids"]]
+
+    def _wait_ready(self) -> None:
+        futures = [(h, h.host.submit("ready")) for h in self.agents.values()]
+        for h, fut in futures:
+            h.host.result(fut, self.config.runtime.call_timeout_s)
+            self.progress(f"started {h.name}", 1, 1)
+
+    def close(self) -> None:
+        for h in self.agents.values():
+            try:
+                h.host.kill()
+            except Exception:  # an actor already gone
+                pass
+
+    # ---- what protocols use
+    def agent(self, name: str) -> Any:
+        if name not in self.agents:
+            raise KeyError(f"no agent {name!r} in the config; agents: {', '.join(self.agents)}")
+        return self.agents[name]
+
+    def _by_role(self, role: str) -> Any:
+        found = [h for h in self.agents.values() if h.role == role]
+        if len(found) != 1:
+            raise KeyError(f"the config has {len(found)} agents with role {role}; use room.agent(name)")
+        return found[0]
+
+    @property
+    def student(self) -> Student:
+        return cast(Student, self._by_role("student"))
+
+    @property
+    def verifier(self) -> Verifier:
+        return cast(Verifier, self._by_role("verifier"))
+
+    def problems(self, name: str) -> list[Problem]:
+        """The problem set ``[data.<name>]``, loaded once and logged (a resumed run reads it from the log)."""
+        if name not in self._sets:
+            if name not in self.config.data:
+                raise KeyError(f"no problem set {name!r}: add [data.{name}] to the config")
+            problems = [replace(p, run_id=self.run_id, sender="environment")
+                        for p in self._load_set(self.config.data[name])]
+            self.record(*problems)
+            self.record(Note(kind="problem_set", text=f"{len(problems)} problems in set {name}",
+                             data={"name": name, "ids": [p.id for p in problems]}))
+            self._sets[name] = problems
+        return self._sets[name]
+
+    def _load_set(self, d: DataConfig) -> list[Problem]:
+        limit = min(x for x in (d.limit, self.limit) if x is not None) if (d.limit or self.limit) else None
+        if d.source == "synthetic":
+            return synthetic(min(d.n, limit) if limit else d.n, steps=d.steps, seed=d.seed)
+        problems = load(d.source, d.split, data_dir=d.data_dir)[d.offset:]
+        return problems[:limit] if limit else problems
+
+    def rounds(self, n: int, start: int = 1) -> Iterator[int]:
+        for r in range(start, start + n):
+            self.round = r
+            yield r
+
+    def record(self, *messages: Message) -> None:
+        """Log messages the protocol itself makes (reports, problem sets)."""
+        fresh = [self._stamp(m, "protocol") for m in messages if m.id not in self._logged]
+        self.log.write(fresh)
+        self._logged.update(m.id for m in fresh)
+
+    # ---- the call path
+    def _stamp(self, m: Any, sender: str | None = None) -> Any:
+        if isinstance(m, Message):
+            return replace(m, run_id=self.run_id, round=self.round, sender=m.sender or sender or "")
+        if isinstance(m, list):
+            return [self._stamp(x, sender) for x in m]
+        return m
+
+    def _split(self, args: tuple) -> list[tuple]:
+        size = self.config.runtime.chunk_size
+        if not args or not isinstance(args[0], list) or size <= 0 or len(args[0]) <= size:
+            return [args]
+        n = len(args[0])
+        return [tuple(a[i:i + size] if isinstance(a, list) and len(a) == n else a for a in args)
+                for i in range(0, n, size)]
+
+    def _call(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Any:
+        effect = bool(getattr(getattr(ROLES[handle.role], method), "_schoolroom_effect", False))
+        pieces = self._split(args)
+        results: list[Any] = [None] * len(pieces)
+        pending = []
+        for i, piece in enumerate(pieces):
+            key = call_key(handle.name, method, self.round, piece, kwargs)
+            if not effect and key in self._memo:
+                result, logged = self._memo[key]
+                results[i] = result if logged else self._log_call(handle, method, key, result, [], 0.0)
+                continue
+            inputs = [m for m in _messages_in((piece, kwargs)) if m.id not in self._logged]
+            if inputs:
+                self.record(*inputs)
+            pending.append((i, key, piece))
+        label = f"{handle.name}.{method}" + (f" (round {self.round})" if self.round else "")
+        done = len(pieces) - len(pending)
+        futures = [(i, key, handle.host.submit(method, *piece, **kwargs)) for i, key, piece in pending]
+        t0 = time.perf_counter()
+        for i, key, fut in futures:
+            result, side = handle.host.result(fut, self.config.runtime.call_timeout_s)
+            results[i] = self._log_call(handle, method, key, result, side, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            done += 1
+            self.progress(label, done, len(pieces))
+        if len(pieces) == 1:
+            return results[0]
+        return [x for r in results for x in r]
+
+    def _log_call(self, handle: AgentHandle, method: str, key: str, result: Any, side: list, seconds: float) -> Any:
+        result = self._stamp(result, handle.name)
+        side = self._stamp(side, handle.name)
+        if isinstance(result, Message):
+            shape, out, value = "one", [result], None
+        elif isinstance(result, list) and all(isinstance(x, Message) for x in result):
+            shape, out, value = "list", result, None
+        else:
+            shape, out, value = "value", [], msgspec.to_builtins(result)
+        new = [m for m in out if m.id not in self._logged]
+        call = Call(agent=handle.name, method=method, key=key, outputs=tuple(m.id for m in out), shape=shape,
+                    value=value, seconds=round(seconds, 3), run_id=self.run_id, round=self.round,
+                    sender="runtime")
+        self.log.write(new + side + [call])
+        self._logged.update(m.id for m in new + side + [call])
+        self._memo[key] = (result, True)
+        return result

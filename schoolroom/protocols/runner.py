@@ -1,0 +1,118 @@
+"""Run a protocol from a config into a run directory, or resume one.
+
+A run directory holds ``config.toml`` (the config as resolved: repeat the run from it),
+``messages.jsonl`` (every message, append-only), ``metrics.json``, ``report.md`` and a PNG
+per figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from schoolroom import config as configlib
+from schoolroom import log as loglib
+from schoolroom.protocols import first_step  # noqa: F401  (registers the protocol)
+from schoolroom.protocols.classroom import PROTOCOLS, Classroom, Figure, Report
+from schoolroom.protocols.replay import usage_markdown, usage_rows
+
+
+def _strip_none(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _strip_none(v) for k, v in x.items() if v is not None}
+    if isinstance(x, list):
+        return [_strip_none(v) for v in x if v is not None]
+    return x
+
+
+def protocol_of(cfg: configlib.Config, source: str):
+    raw = dict(cfg.protocol)
+    name = raw.pop("name", None)
+    if name not in PROTOCOLS:
+        raise configlib.ConfigError(f"{source}: unknown protocol {name!r} - at `$.protocol.name`; "
+                                    f"known: {', '.join(sorted(PROTOCOLS))}")
+    fn, cls = PROTOCOLS[name]
+    pcfg = configlib.decode_section(raw, cls, "protocol", source)
+    return name, fn, pcfg
+
+
+def resolved(cfg: configlib.Config, name: str, pcfg) -> dict:
+    out = msgspec.to_builtins(cfg)
+    out["protocol"] = {"name": name, **msgspec.to_builtins(pcfg)}
+    return _strip_none(out)
+
+
+def draw(fig: Figure, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for s in fig.series:
+        yerr = None
+        if s.low and s.high:
+            yerr = [[y - lo for y, lo in zip(s.y, s.low)], [hi - y for y, hi in zip(s.y, s.high)]]
+        ax.errorbar(s.x, s.y, yerr=yerr, marker="o", capsize=4, label=s.label)
+    ax.set_title(fig.title, fontsize=10)
+    ax.set_xlabel(fig.xlabel)
+    ax.set_ylabel(fig.ylabel)
+    if fig.xticks:
+        ax.set_xticks(fig.xticks)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    f.tight_layout()
+    f.savefig(path)
+    plt.close(f)
+
+
+def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None, limit: int | None = None,
+        resume: str | Path | None = None, reuse: dict[str, str] | None = None, progress=None) -> Path:
+    """Run (or resume) the configured protocol; returns the run directory."""
+    name, fn, pcfg = protocol_of(cfg, source)
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / "messages.jsonl").exists():
+            raise FileNotFoundError(f"nothing to resume: no messages.jsonl in {run_dir}")
+        previous = loglib.read_all(run_dir / "messages.jsonl")
+        run_id = next((m.run_id for m in previous if m.run_id), run_dir.name)
+    else:
+        run_id = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        run_dir = Path(out or cfg.run.out) / run_id
+        run_dir.mkdir(parents=True, exist_ok=False)
+        previous = []
+        (run_dir / "config.toml").write_text(configlib.dump(resolved(cfg, name, pcfg)))
+    reused = {agent: loglib.read_all(path) for agent, path in (reuse or {}).items()}
+    writer = loglib.Writer(run_dir / "messages.jsonl", run_id=run_id)
+    t0 = time.perf_counter()
+    room = None
+    try:
+        room = Classroom(cfg, writer, run_id, previous=previous, reuse=reused, limit=limit, progress=progress)
+        report: Report = fn(room, pcfg)
+    finally:
+        if room is not None:
+            room.close()
+        writer.close()
+    wall = time.perf_counter() - t0
+    write_report(run_dir, report, wall, resumed=bool(resume))
+    return run_dir
+
+
+def write_report(run_dir: Path, report: Report, wall_s: float, resumed: bool = False) -> None:
+    messages = loglib.read_all(run_dir / "messages.jsonl")
+    metrics = dict(report.metrics, wall_s=round(wall_s, 1), usage=usage_rows(messages), resumed=resumed)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    for fig in report.figures:
+        draw(fig, run_dir / f"{fig.name}.png")
+    plots = "".join(f"\n![{f.title}]({f.name}.png)\n" for f in report.figures)
+    (run_dir / "report.md").write_text(
+        report.markdown + "\n" + plots + "\n## Cost\n\n" + usage_markdown(messages) +
+        f"\n\nWall time: {wall_s:.0f} s{' (this resumed part)' if resumed else ''}; "
+        f"{len(messages)} messages in `messages.jsonl`; {os.cpu_count()} CPUs.\n")

@@ -1,0 +1,127 @@
+"""The first_step protocol end to end: inline and on local Ray, resume after a crash, replay, configs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import msgspec
+import pytest
+from conftest import tiny_config
+
+from schoolroom import config as configlib
+from schoolroom import log
+from schoolroom.messages import Attempt, Call, Usage, Verdict
+from schoolroom.protocols import runner
+from schoolroom.protocols.replay import summary, transcript
+
+pytestmark = pytest.mark.slow
+
+VOLATILE = {"id", "time", "parents", "run_id", "key", "outputs", "seconds", "latency_s", "attempt_id", "data"}
+
+
+def content(messages) -> list[dict]:
+    """Messages without what differs between two identical runs: ids, times, latencies."""
+    return [{k: v for k, v in msgspec.to_builtins(m).items() if k not in VOLATILE} for m in messages]
+
+
+def run_tiny(tmp_path, **kw):
+    return runner.run(configlib.decode(tiny_config(**kw)), out=str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def inline_run(tmp_path_factory):
+    return run_tiny(tmp_path_factory.mktemp("inline"), address="inline")
+
+
+def test_inline_run_writes_a_complete_run_directory(inline_run):
+    for f in ("config.toml", "messages.jsonl", "metrics.json", "report.md", "accuracy_vs_k.png"):
+        assert (inline_run / f).stat().st_size > 0, f
+    messages = log.read_all(inline_run / "messages.jsonl")
+    attempts = [m for m in messages if isinstance(m, Attempt)]
+    verdicts = [m for m in messages if isinstance(m, Verdict)]
+    assert len(attempts) == len(verdicts) == 6  # 3 problems x k in (0, 1)
+    assert {m.sender for m in attempts} == {"student"} and all(m.run_id for m in messages)
+    metrics = json.loads((inline_run / "metrics.json").read_text())
+    assert metrics["n"] == 3 and metrics["comparable_n"] == 2 and metrics["set_aside"] == 1
+    report = (inline_run / "report.md").read_text()
+    assert "difference vs k=0" in report and "By number of gold steps" in report and "Wall time" in report
+    # the resolved config repeats the run
+    again, _ = configlib.load(inline_run / "config.toml")
+    first = configlib.decode(tiny_config(address="inline"))
+    assert msgspec.structs.replace(again, protocol={}) == msgspec.structs.replace(first, protocol={})
+    assert runner.protocol_of(again, "again")[2] == runner.protocol_of(first, "first")[2]
+
+
+def test_same_messages_inline_and_on_local_ray(inline_run, tmp_path, ray_local):
+    ray_dir = run_tiny(tmp_path, address="local")
+    a = log.read_all(inline_run / "messages.jsonl")
+    b = log.read_all(ray_dir / "messages.jsonl")
+    assert content(a) == content(b)
+
+
+def test_crash_then_resume_asks_nothing_twice(inline_run, tmp_path):
+    whole = log.read_all(inline_run / "messages.jsonl")
+    calls = [i for i, m in enumerate(whole) if isinstance(m, Call) and m.agent == "student"]
+    # crash: keep the log up to the second student call, plus half a line
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    (crashed / "config.toml").write_text((inline_run / "config.toml").read_text())
+    lines = (inline_run / "messages.jsonl").read_bytes().splitlines(keepends=True)
+    kept = lines[: calls[1] + 2]  # + header line, + the line after the call
+    (crashed / "messages.jsonl").write_bytes(b"".join(kept) + lines[calls[1] + 2][:30])
+    before = log.read_all(crashed / "messages.jsonl", on_torn="ignore")
+    with pytest.warns(log.TornLineWarning):
+        runner.run(configlib.decode(tiny_config()), resume=crashed)
+    after = log.read_all(crashed / "messages.jsonl")
+    assert after[: len(before)] == before, "nothing logged before the crash is lost or changed"
+    student_usage = [m for m in after[len(before):] if isinstance(m, Usage) and m.agent == "student"]
+    total_usage = [m for m in whole if isinstance(m, Usage) and m.agent == "student"]
+    assert len(student_usage) == len(total_usage) - 2, "the two logged student calls were not asked again"
+    assert json.loads((crashed / "metrics.json").read_text())["teachers"] == \
+        json.loads((inline_run / "metrics.json").read_text())["teachers"]
+
+
+def test_replay_summary_and_transcript(inline_run):
+    messages = log.read_all(inline_run / "messages.jsonl")
+    s = summary(messages)
+    assert "reference k=1" in s and "unguided" in s and "| student | hf |" in s
+    pid = next(m.problem_id for m in messages if isinstance(m, Attempt))
+    t = transcript(messages, pid)
+    assert t.count("Attempt") == 2 and "Verdict" in t and "gold steps" in t
+    out = subprocess.run([sys.executable, "-m", "schoolroom.cli", "replay", str(inline_run), "--transcript", pid],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Guidance" in out.stdout
+
+
+def test_config_errors_name_the_file_and_key(tmp_path):
+    raw = tiny_config()
+    path = tmp_path / "bad.toml"
+    raw["agents"]["student"]["max_tokens"] = "many"
+    path.write_text(configlib.dump(raw))
+    with pytest.raises(configlib.ConfigError, match=r"bad.toml: Expected `int`, got `str` - at `\$.agents.student.max_tokens`"):
+        configlib.load(path)
+    raw["agents"]["student"]["max_tokens"] = 5
+    raw["agents"]["student"]["max_tokns"] = 5
+    path.write_text(configlib.dump(raw))
+    with pytest.raises(configlib.ConfigError, match=r"unknown field `max_tokns` - at `\$.agents.student`"):
+        configlib.load(path)
+    del raw["agents"]["student"]["max_tokns"]
+    raw["protocol"]["kss"] = [1]
+    path.write_text(configlib.dump(raw))
+    cfg, _ = configlib.load(path)
+    with pytest.raises(configlib.ConfigError, match=r"bad.toml: .*unknown field `kss` - at `\$.protocol`"):
+        runner.protocol_of(cfg, str(path))
+    out = subprocess.run([sys.executable, "-m", "schoolroom.cli", "run", str(path)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "kss" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_set_overrides_go_through_the_same_decoding(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(configlib.dump(tiny_config()))
+    cfg, _ = configlib.load(path, ["agents.student.max_tokens=7", "protocol.ks=[0, 2]", "run.name=renamed"])
+    assert cfg.agents["student"].max_tokens == 7 and cfg.protocol["ks"] == [0, 2] and cfg.run.name == "renamed"
+    with pytest.raises(configlib.ConfigError, match=r"\$.agents.student.max_tokens"):
+        configlib.load(path, ["agents.student.max_tokens=lots"])
