@@ -54,6 +54,8 @@ class AgentConfig(_Strict):
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = 60.0
     max_retries: int = 6
+    backoff_s: float = 0.5  # exponential backoff with jitter: waits up to backoff_s * 2**attempt, capped
+    max_backoff_s: float = 20.0
     concurrency: int = 4
     extra_body: dict[str, Any] = {}
     # generation

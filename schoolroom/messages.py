@@ -117,11 +117,17 @@ class Plan(Message, frozen=True, kw_only=True, tag="plan"):
 
 
 class StepRewards(Message, frozen=True, kw_only=True, tag="step_rewards"):
-    """Monte-Carlo process labels: fraction of rollouts from each step prefix that reach the gold answer."""
+    """Monte-Carlo process labels of an attempt's steps.
+
+    ``rewards[i]``: the fraction of rollouts from the prefix ending with step ``i`` (0-based) that reach
+    the gold answer; None where the search did not look. ``start``: the same from the question alone.
+    ``first_pit``: the first step from which no rollout is correct (0-based), None if not found.
+    """
 
     problem_id: str
     attempt_id: str
     rewards: tuple[float | None, ...] = ()
+    start: float | None = None
     first_pit: int | None = None
     rollouts: int = 0
     tokens: int = 0
@@ -129,11 +135,19 @@ class StepRewards(Message, frozen=True, kw_only=True, tag="step_rewards"):
 
 
 class PreferencePair(Message, frozen=True, kw_only=True, tag="preference_pair"):
+    """Chosen over rejected as continuations of ``prompt`` (the question) + ``prefix`` (steps already taken).
+
+    Step level (Self-Explore): prefix = the steps before the first pit, rejected = the pit step,
+    chosen = a correct completion from that prefix. Outcome level: no prefix, whole solutions.
+    """
+
     problem_id: str
     prompt: str
     chosen: str
     rejected: str
+    prefix: str = ""
     level: str = "step"
+    step: int | None = None
 
 
 class TrainRequest(Message, frozen=True, kw_only=True, tag="train_request"):

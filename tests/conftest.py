@@ -33,14 +33,18 @@ def hf_engine():
     return HFEngine("smollm2-135m-instruct", batch_size=8)
 
 
-@pytest.fixture
-def ray_local():
+def ensure_ray():
     """A light local Ray (2 CPUs, no dashboard), started once and reused; restarted after a test that stopped it."""
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200_000_000, logging_level="warning")
-    yield ray
+    return ray
+
+
+@pytest.fixture
+def ray_local():
+    return ensure_ray()
 
 
 def tiny_config(address: str = "inline", n: int = 3, max_tokens: int = 24, **protocol) -> dict:
@@ -57,3 +61,23 @@ def tiny_config(address: str = "inline", n: int = 3, max_tokens: int = 24, **pro
         },
         "protocol": {"name": "first_step", "teachers": ["reference"], "ks": [0, 1], **protocol},
     }
+
+
+def gold_text(problem) -> str:
+    return "\n".join(problem.gold_steps + (f"#### {problem.answer}",))
+
+
+@pytest.fixture(scope="session")
+def answer_42_adapter(tmp_path_factory):
+    """A LoRA adapter trained (inline, a few SFT steps) to answer "#### 42" to everything: easy to see loaded."""
+    from schoolroom.agents.trainer import Trainer
+    from schoolroom.config import AgentConfig
+    from schoolroom.environment import synthetic
+    from schoolroom.messages import Rationale, TrainRequest
+
+    problems = synthetic(8, steps=[1, 2], seed=42)
+    data = [Rationale(problem_id=p.problem_id, text="#### 42", source="test") for p in problems]
+    trainer = Trainer("trainer", AgentConfig(role="trainer"), workdir=str(tmp_path_factory.mktemp("run")))
+    request = TrainRequest(kind="sft", name="answer42", data=tuple(r.id for r in data), seed=0,
+                           hyper={"max_steps": 8, "batch_size": 4, "learning_rate": 5e-3})
+    return trainer.train(request, data, problems)

@@ -86,6 +86,7 @@ def test_table_is_large_and_two_sided():
 EXTRACTION = [
     ("Janet sells 9 eggs.\nShe makes 9 * 2 = $18.\n#### 18", "18"),
     ("#### 1,000", "1,000"),
+    ("#### 5 + 3 = 8", "8"),
     ("so #### 5. Then #### 7.", "7"),
     ("Therefore the answer is $\\boxed{\\frac{\\pi}{2}}$.", "\\frac{\\pi}{2}"),
     ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),

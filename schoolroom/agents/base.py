@@ -27,9 +27,10 @@ class Agent:
     role = ""
     uses_engine = True
 
-    def __init__(self, name: str, config: AgentConfig, engine: Engine | None = None):
+    def __init__(self, name: str, config: AgentConfig, engine: Engine | None = None, workdir: str = "."):
         self.name = name
         self.config = config
+        self.workdir = workdir  # the run directory: where an agent writes files (adapters)
         self._engine = engine
         self._side: list[Message] = []
 

@@ -9,12 +9,15 @@ import os
 from typing import Any
 
 from schoolroom.agents.base import Agent
+from schoolroom.agents.explorer import Explorer
 from schoolroom.agents.student import Student
 from schoolroom.agents.teacher import Teacher
+from schoolroom.agents.trainer import Trainer
 from schoolroom.agents.verifier import Verifier
 from schoolroom.config import AgentConfig, RuntimeConfig
 
-ROLES: dict[str, type[Agent]] = {"student": Student, "teacher": Teacher, "verifier": Verifier}
+ROLES: dict[str, type[Agent]] = {"student": Student, "teacher": Teacher, "verifier": Verifier, "explorer": Explorer,
+                                 "trainer": Trainer}
 
 # environment variables an actor needs to see what the driver sees (data, cache, offline mode)
 FORWARDED_PREFIXES = ("SCHOOLROOM_", "HF_", "TRANSFORMERS_", "VLLM_", "TOKENIZERS_")
@@ -31,11 +34,11 @@ def is_effect(role: str, method: str) -> bool:
 class Host:
     """Holds one agent and runs its methods; returns each result with the side messages it recorded."""
 
-    def __init__(self, name: str, config: AgentConfig, secrets: dict[str, str] | None = None):
+    def __init__(self, name: str, config: AgentConfig, secrets: dict[str, str] | None = None, workdir: str = "."):
         os.environ.update(secrets or {})  # an API key travels as an argument, never in a runtime_env Ray may log
         if config.role not in ROLES:
             raise ValueError(f"agent {name}: unknown role {config.role!r}; known: {', '.join(ROLES)}")
-        self.agent = ROLES[config.role](name, config)
+        self.agent = ROLES[config.role](name, config, workdir=workdir)
 
     def call(self, method: str, args: tuple, kwargs: dict) -> tuple[Any, list]:
         result = getattr(self.agent, method)(*args, **kwargs)
@@ -53,9 +56,9 @@ class Host:
 class InlineHost:
     """Runs the agent in this process: set breakpoints in agent code and step through with pdb."""
 
-    def __init__(self, name: str, config: AgentConfig):
+    def __init__(self, name: str, config: AgentConfig, workdir: str = "."):
         self.name = name
-        self.host = Host(name, config)
+        self.host = Host(name, config, workdir=workdir)
 
     def submit(self, method: str, *args, **kwargs):
         return lambda: self.host.call(method, args, kwargs)  # runs when its result is asked for
@@ -77,7 +80,7 @@ class AgentTimeout(TimeoutError):
 class RayHost:
     """The agent as a Ray actor holding the CPUs, GPUs and custom resources its config asks for."""
 
-    def __init__(self, name: str, config: AgentConfig):
+    def __init__(self, name: str, config: AgentConfig, workdir: str = "."):
         import ray
 
         r = config.resources
@@ -88,7 +91,7 @@ class RayHost:
         if r.memory_mb:
             opts["memory"] = r.memory_mb * 2**20
         self.name = name
-        self.actor = ray.remote(Host).options(**opts).remote(name, config, secrets)
+        self.actor = ray.remote(Host).options(**opts).remote(name, config, secrets, workdir)
 
     def submit(self, method: str, *args, **kwargs):
         return self.actor.call.remote(method, args, kwargs)
@@ -130,8 +133,10 @@ def start_ray(rt: RuntimeConfig) -> None:
         ray.init(address=rt.address, logging_level="warning")
 
 
-def spawn(name: str, config: AgentConfig, rt: RuntimeConfig) -> InlineHost | RayHost:
+def spawn(name: str, config: AgentConfig, rt: RuntimeConfig, workdir: str = ".") -> InlineHost | RayHost:
+    """Start agent ``name`` where the runtime says; ``workdir`` (the run directory) is where it may write files."""
+    workdir = os.path.abspath(workdir)
     if rt.address == "inline":
-        return InlineHost(name, config)
+        return InlineHost(name, config, workdir)
     start_ray(rt)
-    return RayHost(name, config)
+    return RayHost(name, config, workdir)

@@ -16,12 +16,14 @@ def guidance_prefix(g: Guidance | None) -> str:
     return ("\n".join(g.steps) if g.steps else g.text).rstrip("\n") + "\n"
 
 
+def solve_prompt(problem: Problem, prefix: str = "", system: str | None = None) -> Prompt:
+    """How a student is asked to solve a problem (also what the trainer trains it on)."""
+    return Prompt(messages=chat(render("student_solve", question=problem.question), system), prefix=prefix,
+                  task="solve", problem=problem)
+
+
 class Student(Agent):
     role = "student"
-
-    def solve_prompt(self, problem: Problem, prefix: str = "") -> Prompt:
-        return Prompt(messages=chat(render("student_solve", question=problem.question), self.config.system_prompt),
-                      prefix=prefix, task="solve", problem=problem)
 
     def solve(self, problems: list[Problem], guidance: list[Guidance | None] | None = None, n: int = 1,
               temperature: float | None = None, max_tokens: int | None = None) -> list[Attempt]:
@@ -30,7 +32,7 @@ class Student(Agent):
         if len(guidance) != len(problems):
             raise ValueError(f"{len(guidance)} guidance for {len(problems)} problems")
         prefixes = [guidance_prefix(g) for g in guidance]
-        prompts = [self.solve_prompt(p, pre) for p, pre in zip(problems, prefixes)]
+        prompts = [solve_prompt(p, pre, self.config.system_prompt) for p, pre in zip(problems, prefixes)]
         params = self.params(n=n, temperature=temperature, max_tokens=max_tokens, stop_after="####")
         outs = self.generate(prompts, params)
         attempts = []
@@ -45,7 +47,10 @@ class Student(Agent):
         return attempts
 
     @effect
-    def load(self, result: TrainResult) -> str:
-        """Generate with the adapter of ``result`` from now on; returns its version."""
+    def load(self, result: TrainResult | None) -> str | None:
+        """Generate with the adapter of ``result`` from now on (None: the base model); returns its version."""
+        if result is None:
+            self.engine.unload_adapter()
+            return None
         self.engine.load_adapter(result.adapter, result.path)
         return result.adapter

@@ -43,6 +43,7 @@ def extract_answer(text: str | None) -> str | None:
         return None
     if "####" in text:
         said = text.rsplit("####", 1)[1].split("\n", 1)[0].strip().rstrip(".").strip()
+        said = said.rsplit("=", 1)[-1].strip()  # "#### 5 + 3 = 8" states 8
         if said:
             return said
     boxed = last_boxed(text)

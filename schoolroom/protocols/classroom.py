@@ -19,12 +19,16 @@ import msgspec
 from msgspec.structs import replace
 
 from schoolroom.agents.runtime import ROLES, spawn
+from schoolroom.agents.explorer import Explorer
 from schoolroom.agents.student import Student
+from schoolroom.agents.teacher import Teacher
+from schoolroom.agents.trainer import Trainer
 from schoolroom.agents.verifier import Verifier
 from schoolroom.config import Config, DataConfig
 from schoolroom.environment import load, synthetic
 from schoolroom.log import Writer
-from schoolroom.messages import Call, Message, Note, Problem
+from schoolroom.messages import Call, EvalReport, Message, Note, Problem, TrainResult, Verdict
+from schoolroom.protocols.stats import wilson
 
 
 class Series(msgspec.Struct, frozen=True):
@@ -84,17 +88,6 @@ def call_key(agent: str, method: str, round: int, args: tuple, kwargs: dict) -> 
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
-def _messages_in(x: Any) -> Iterator[Message]:
-    if isinstance(x, Message):
-        yield x
-    elif isinstance(x, (list, tuple)):
-        for v in x:
-            yield from _messages_in(v)
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _messages_in(v)
-
-
 class AgentHandle:
     """Calls the agent's methods wherever it runs; ``room.student.solve(...)`` reads like a local call."""
 
@@ -118,8 +111,8 @@ class AgentHandle:
 class Classroom:
     def __init__(self, config: Config, log: Writer, run_id: str, previous: list[Message] = (),
                  reuse: dict[str, list[Message]] | None = None, limit: int | None = None,
-                 progress: Callable[[str, int, int], None] | None = None):
-        self.config, self.log, self.run_id = config, log, run_id
+                 progress: Callable[[str, int, int], None] | None = None, workdir: str = "."):
+        self.config, self.log, self.run_id, self.workdir = config, log, run_id, workdir
         self.round = 0
         self.limit = limit
         self.progress = progress or (lambda label, done, total: None)
@@ -131,7 +124,7 @@ class Classroom:
             self._remember([m for m in old if not isinstance(m, Call) or m.agent == agent], logged=False)
         self.agents: dict[str, AgentHandle] = {}
         for name, ac in config.agents.items():
-            self.agents[name] = AgentHandle(self, name, ac.role, spawn(name, ac, config.runtime))
+            self.agents[name] = AgentHandle(self, name, ac.role, spawn(name, ac, config.runtime, workdir))
         self._wait_ready()
 
     # ---- setup and resume
@@ -184,6 +177,30 @@ class Classroom:
     def verifier(self) -> Verifier:
         return cast(Verifier, self._by_role("verifier"))
 
+    @property
+    def teacher(self) -> Teacher:
+        return cast(Teacher, self._by_role("teacher"))
+
+    @property
+    def explorer(self) -> Explorer:
+        return cast(Explorer, self._by_role("explorer"))
+
+    @property
+    def trainer(self) -> Trainer:
+        return cast(Trainer, self._by_role("trainer"))
+
+    def evaluate(self, name: str, problems: list[Problem], adapter: TrainResult | None = None) -> list[Verdict]:
+        """The student (with ``adapter`` loaded, or the base model) solves ``problems`` greedily; an EvalReport
+        named ``name`` is logged. Returns the verdicts."""
+        self.student.load(adapter)
+        attempts = self.student.solve(problems)
+        verdicts = self.verifier.check(attempts, problems)
+        correct = sum(v.correct for v in verdicts)
+        p, lo, hi = wilson(correct, len(verdicts))
+        self.record(EvalReport(name=name, n=len(verdicts), correct=correct, accuracy=p, ci_low=lo, ci_high=hi,
+                               adapter=adapter.adapter if adapter else None))
+        return verdicts
+
     def problems(self, name: str) -> list[Problem]:
         """The problem set ``[data.<name>]``, loaded once and logged (a resumed run reads it from the log)."""
         if name not in self._sets:
@@ -223,6 +240,21 @@ class Classroom:
             return [self._stamp(x, sender) for x in m]
         return m
 
+    def _stamp_inputs(self, x: Any) -> Any:
+        """Messages the protocol made and passes to an agent: stamped with run and round, and logged first."""
+        if isinstance(x, Message):
+            if x.id in self._logged:
+                return x
+            x = self._stamp(x, "protocol")
+            self.log.write([x])
+            self._logged.add(x.id)
+            return x
+        if isinstance(x, (list, tuple)):
+            return type(x)(self._stamp_inputs(v) for v in x)
+        if isinstance(x, dict):
+            return {k: self._stamp_inputs(v) for k, v in x.items()}
+        return x
+
     def _split(self, args: tuple) -> list[tuple]:
         size = self.config.runtime.chunk_size
         if not args or not isinstance(args[0], list) or size <= 0 or len(args[0]) <= size:
@@ -242,13 +274,11 @@ class Classroom:
                 result, logged = self._memo[key]
                 results[i] = result if logged else self._log_call(handle, method, key, result, [], 0.0)
                 continue
-            inputs = [m for m in _messages_in((piece, kwargs)) if m.id not in self._logged]
-            if inputs:
-                self.record(*inputs)
-            pending.append((i, key, piece))
+            piece, kw = self._stamp_inputs(piece), self._stamp_inputs(kwargs)
+            pending.append((i, key, piece, kw))
         label = f"{handle.name}.{method}" + (f" (round {self.round})" if self.round else "")
         done = len(pieces) - len(pending)
-        futures = [(i, key, handle.host.submit(method, *piece, **kwargs)) for i, key, piece in pending]
+        futures = [(i, key, handle.host.submit(method, *piece, **kw)) for i, key, piece, kw in pending]
         t0 = time.perf_counter()
         for i, key, fut in futures:
             result, side = handle.host.result(fut, self.config.runtime.call_timeout_s)

@@ -58,7 +58,7 @@ def draw(fig: Figure, path: Path) -> None:
     for s in fig.series:
         yerr = None
         if s.low and s.high:
-            yerr = [[y - lo for y, lo in zip(s.y, s.low)], [hi - y for y, hi in zip(s.y, s.high)]]
+            yerr = [[max(0.0, y - lo) for y, lo in zip(s.y, s.low)], [max(0.0, hi - y) for y, hi in zip(s.y, s.high)]]
         ax.errorbar(s.x, s.y, yerr=yerr, marker="o", capsize=4, label=s.label)
     ax.set_title(fig.title, fontsize=10)
     ax.set_xlabel(fig.xlabel)
@@ -94,7 +94,8 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
     t0 = time.perf_counter()
     room = None
     try:
-        room = Classroom(cfg, writer, run_id, previous=previous, reuse=reused, limit=limit, progress=progress)
+        room = Classroom(cfg, writer, run_id, previous=previous, reuse=reused, limit=limit, progress=progress,
+                         workdir=str(run_dir))
         report: Report = fn(room, pcfg)
     finally:
         if room is not None:
@@ -103,6 +104,11 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
     wall = time.perf_counter() - t0
     write_report(run_dir, report, wall, resumed=bool(resume))
     return run_dir
+
+
+def _span(messages) -> float:
+    times = [m.time for m in messages]
+    return max(times) - min(times) if times else 0.0
 
 
 def write_report(run_dir: Path, report: Report, wall_s: float, resumed: bool = False) -> None:
@@ -114,5 +120,7 @@ def write_report(run_dir: Path, report: Report, wall_s: float, resumed: bool = F
     plots = "".join(f"\n![{f.title}]({f.name}.png)\n" for f in report.figures)
     (run_dir / "report.md").write_text(
         report.markdown + "\n" + plots + "\n## Cost\n\n" + usage_markdown(messages) +
-        f"\n\nWall time: {wall_s:.0f} s{' (this resumed part)' if resumed else ''}; "
+        f"\n\nWall time: {wall_s:.0f} s" +
+        (f" for this resumed part; {_span(messages):.0f} s from the first to the last logged message" if resumed else "") +
+        "; "
         f"{len(messages)} messages in `messages.jsonl`; {os.cpu_count()} CPUs.\n")

@@ -56,8 +56,17 @@ class Engine(abc.ABC):
     def load_adapter(self, version: str, path: str) -> None:
         raise TypeError(f"the {self.name} engine cannot load adapters")
 
+    def unload_adapter(self) -> None:
+        self.adapter = None
+
     def close(self) -> None:
         pass
+
+
+def render_prompt(tokenizer, prompt: Prompt) -> str:
+    """The text a local model sees: the chat template with the generation header, then the answer's prefix."""
+    text = tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
+    return text + prompt.prefix
 
 
 def cut_at_stop(text: str, params: Params) -> tuple[str, bool]:

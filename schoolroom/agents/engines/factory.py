@@ -20,7 +20,8 @@ def make_engine(c: AgentConfig) -> Engine:
         from schoolroom.agents.engines.openai import OpenAIEngine
 
         return OpenAIEngine(c.model, base_url=c.base_url, api_key_env=c.api_key_env, timeout_s=c.timeout_s,
-                            max_retries=c.max_retries, concurrency=c.concurrency, extra_body=c.extra_body)
+                            max_retries=c.max_retries, concurrency=c.concurrency, extra_body=c.extra_body,
+                            backoff_s=c.backoff_s, max_backoff_s=c.max_backoff_s)
     if c.engine == "vllm":
         from schoolroom.agents.engines.vllm import VLLMEngine
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from schoolroom.agents.engines.base import Completion, Engine, Params, Prompt, cut_at_stop
+from schoolroom.agents.engines.base import Completion, Engine, Params, Prompt, cut_at_stop, render_prompt
 
 
 class _AfterMarker:
@@ -44,15 +44,21 @@ class HFEngine(Engine):
 
     # -- prompts
     def render(self, prompt: Prompt) -> str:
-        text = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
-        return text + prompt.prefix
+        return render_prompt(self.tokenizer, prompt)
 
     # -- adapters
     def load_adapter(self, version: str, path: str) -> None:
         """Generate with the peft adapter in ``path`` from now on (``version`` names it in Attempts)."""
         from peft import PeftModel
 
-        self.lm = PeftModel.from_pretrained(self.base, path, adapter_name="default").eval()
+        if self.lm is self.base:
+            self.lm = PeftModel.from_pretrained(self.base, path, adapter_name=version).eval()
+        elif version != self.adapter:
+            old = self.adapter
+            self.lm.load_adapter(path, adapter_name=version)
+            self.lm.set_adapter(version)
+            self.lm.delete_adapter(old)
+            self.lm.eval()
         self.adapter = version
 
     def unload_adapter(self) -> None:

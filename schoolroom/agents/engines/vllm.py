@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from schoolroom.agents.engines.base import Completion, Engine, Params, Prompt, cut_at_stop
+from schoolroom.agents.engines.base import Completion, Engine, Params, Prompt, cut_at_stop, render_prompt
 
 
 def _import_vllm():
@@ -48,8 +48,7 @@ class VLLMEngine(Engine):
         self._lora_ids: dict[str, int] = {}
 
     def render(self, prompt: Prompt) -> str:
-        text = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
-        return text + prompt.prefix
+        return render_prompt(self.tokenizer, prompt)
 
     def load_adapter(self, version: str, path: str) -> None:
         from vllm.lora.request import LoRARequest

@@ -1,0 +1,73 @@
+"""What SFT, DPO and the reflection loss share: loading the policy, LoRA settings, trainer arguments."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+DEFAULT_LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+DEFAULT_HYPER = {"learning_rate": 5e-4, "epochs": 1.0, "batch_size": 4, "grad_accum": 1, "max_steps": -1,
+                 "max_length": 512, "beta": 0.1, "warmup_steps": 0}
+
+
+def lora_config(settings: dict[str, Any]):
+    from peft import LoraConfig
+
+    s = DEFAULT_LORA | dict(settings)
+    unknown = set(s) - set(LoraConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown LoRA settings: {', '.join(sorted(unknown))}")
+    return LoraConfig(task_type="CAUSAL_LM", **s)
+
+
+def hyper(settings: dict[str, Any]) -> dict[str, Any]:
+    h = DEFAULT_HYPER | dict(settings)
+    return h
+
+
+def load_policy(model_path: str, device: str = "cpu", adapter: str | None = None, trainable: bool = True):
+    """The base model, with ``adapter`` loaded (trainable, to continue it) when given."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    return model.to(device)
+
+
+def trainer_args(cls, h: dict[str, Any], out_dir: str, seed: int, device: str, **extra):
+    """A TRL config (SFTConfig, DPOConfig) for small LoRA runs: no checkpoints, no reports, CPU when asked."""
+    kwargs = dict(output_dir=out_dir, per_device_train_batch_size=int(h["batch_size"]),
+                  gradient_accumulation_steps=int(h["grad_accum"]), learning_rate=float(h["learning_rate"]),
+                  num_train_epochs=float(h["epochs"]), max_steps=int(h["max_steps"]), warmup_steps=int(h["warmup_steps"]),
+                  logging_steps=1, save_strategy="no", report_to=[], seed=seed, data_seed=seed,
+                  gradient_checkpointing=False, disable_tqdm=True, dataloader_num_workers=0,
+                  max_length=int(h["max_length"]), lr_scheduler_type="linear")
+    if device == "cpu":
+        kwargs["use_cpu"] = True  # TRL defaults to bf16, which needs this on CPU (autocast; faster than fp32)
+    kwargs.update(extra)
+    return cls(**kwargs)
+
+
+def run_trainer(trainer, out_dir: str) -> dict[str, float]:
+    """Train, save only the policy's adapter in ``out_dir``, and return the final metrics."""
+    t = time.perf_counter()
+    result = trainer.train()
+    model = trainer.model
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir, selected_adapters=["default"])
+    logs = [x for x in trainer.state.log_history if "loss" in x]
+    metrics = {"train_loss": float(result.training_loss), "steps": float(trainer.state.global_step),
+               "seconds": time.perf_counter() - t}
+    if logs:
+        metrics["first_loss"] = float(logs[0]["loss"])
+        metrics["last_loss"] = float(logs[-1]["loss"])
+        for key in ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected"):
+            vals = [x[key] for x in logs if key in x]
+            if vals:
+                metrics[f"last_{key.replace('/', '_')}"] = float(vals[-1])
+    return metrics

