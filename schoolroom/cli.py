@@ -61,8 +61,7 @@ class _Progress:
 
     def __call__(self, label: str, done: int, total: int) -> None:
         if not self.console.is_terminal:
-            if done == total:
-                self.console.print(f"[{time.perf_counter() - self.t0:6.0f}s] {label}: {done}/{total}", highlight=False)
+            self.console.print(f"[{time.perf_counter() - self.t0:6.0f}s] {label}: {done}/{total}", highlight=False)
             return
         if label not in self.tasks or self.bars.tasks[self.tasks[label]].finished:
             self.tasks[label] = self.bars.add_task(label, total=total)

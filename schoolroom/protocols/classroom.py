@@ -40,7 +40,7 @@ class Series(msgspec.Struct, frozen=True):
 
 
 class Figure(msgspec.Struct, frozen=True):
-    """A line plot a protocol asks for; the runner draws it to ``<name>.png``."""
+    """A plot a protocol asks for (``kind``: line or bar); the runner draws it to ``<name>.png``."""
 
     name: str
     title: str
@@ -48,6 +48,8 @@ class Figure(msgspec.Struct, frozen=True):
     ylabel: str
     series: list[Series]
     xticks: list[float] = []
+    xticklabels: list[str] = []
+    kind: str = "line"
 
 
 class Report(msgspec.Struct):
@@ -162,6 +164,11 @@ class Classroom:
         if name not in self.agents:
             raise KeyError(f"no agent {name!r} in the config; agents: {', '.join(self.agents)}")
         return self.agents[name]
+
+    def describe(self, name: str) -> str:
+        """How an agent generates, for reports: ``hf smollm2-135m-instruct``, ``gold solutions (reference)``."""
+        a = self.config.agents[name]
+        return "gold solutions (reference)" if a.engine == "reference" else f"{a.engine} {a.model}"
 
     def _by_role(self, role: str) -> Any:
         found = [h for h in self.agents.values() if h.role == role]

@@ -45,7 +45,7 @@ def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Prob
     lines = [f"# First-step guidance: {room.config.run.name}", "",
              f"Student `{room.config.agents[_student(room)].model}` on {len(problems)} problems "
              f"(set `{cfg.problems}`: {_describe(room, cfg.problems)}); k in {ks}; "
-             f"teachers: {', '.join(f'`{t}` ({_engine(room, t)})' for t in cfg.teachers)}.",
+             f"teachers: {', '.join(f'`{t}` ({room.describe(t)})' for t in cfg.teachers)}.",
              "",
              f"## Accuracy on the {len(keep)} problems with more than {kmax} gold steps",
              "",
@@ -108,11 +108,6 @@ def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Prob
 
 def _student(room: Classroom) -> str:
     return next(n for n, a in room.config.agents.items() if a.role == "student")
-
-
-def _engine(room: Classroom, name: str) -> str:
-    a = room.config.agents[name]
-    return "gold solutions" if a.engine == "reference" else f"{a.engine} {a.model}"
 
 
 def _describe(room: Classroom, name: str) -> str:

@@ -18,7 +18,7 @@ import msgspec
 
 from schoolroom import config as configlib
 from schoolroom import log as loglib
-from schoolroom.protocols import first_step  # noqa: F401  (registers the protocol)
+from schoolroom.protocols import first_step, self_explore  # noqa: F401  (registers the protocols)
 from schoolroom.protocols.classroom import PROTOCOLS, Classroom, Figure, Report
 from schoolroom.protocols.replay import usage_markdown, usage_rows
 
@@ -54,20 +54,26 @@ def draw(fig: Figure, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    f, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for s in fig.series:
+    f, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
+    width = 0.8 / max(1, len(fig.series))
+    for i, s in enumerate(fig.series):
         yerr = None
         if s.low and s.high:
             yerr = [[max(0.0, y - lo) for y, lo in zip(s.y, s.low)], [max(0.0, hi - y) for y, hi in zip(s.y, s.high)]]
-        ax.errorbar(s.x, s.y, yerr=yerr, marker="o", capsize=4, label=s.label)
+        if fig.kind == "bar":
+            xs = [x + (i - (len(fig.series) - 1) / 2) * width for x in s.x]
+            ax.bar(xs, s.y, width=width, yerr=yerr, capsize=4, label=s.label)
+        else:
+            ax.errorbar(s.x, s.y, yerr=yerr, marker="o", capsize=4, label=s.label)
     ax.set_title(fig.title, fontsize=10)
     ax.set_xlabel(fig.xlabel)
     ax.set_ylabel(fig.ylabel)
     if fig.xticks:
-        ax.set_xticks(fig.xticks)
+        ax.set_xticks(fig.xticks, fig.xticklabels or None)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if len(fig.series) > 1 or fig.kind == "line":
+        ax.legend()
     f.tight_layout()
     f.savefig(path)
     plt.close(f)
