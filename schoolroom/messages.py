@@ -70,11 +70,14 @@ class Attempt(Message, frozen=True, kw_only=True, tag="attempt"):
 
 
 class Verdict(Message, frozen=True, kw_only=True, tag="verdict"):
+    """A grade of an Attempt (or of a Rationale: ``attempt_id`` names whichever was judged)."""
+
     problem_id: str
     attempt_id: str
     correct: bool
     predicted: str | None = None
     gold: str = ""
+    reason: str = ""
 
 
 class Mistake(Message, frozen=True, kw_only=True, tag="mistake"):

@@ -63,10 +63,6 @@ def tiny_config(address: str = "inline", n: int = 3, max_tokens: int = 24, **pro
     }
 
 
-def gold_text(problem) -> str:
-    return "\n".join(problem.gold_steps + (f"#### {problem.answer}",))
-
-
 @pytest.fixture(scope="session")
 def answer_42_adapter(tmp_path_factory):
     """A LoRA adapter trained (inline, a few SFT steps) to answer "#### 42" to everything: easy to see loaded."""

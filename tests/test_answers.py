@@ -107,6 +107,12 @@ def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
 
 
+def test_strict_extraction_needs_a_stated_answer():
+    assert extract_answer("He had 12, bought 5, and now has 17 apples.", strict=True) is None
+    assert extract_answer("so the answer is 17.", strict=True) == "17"
+    assert extract_answer("#### 17", strict=True) == "17"
+
+
 def test_extracted_answers_match_gold():
     assert answers_match(extract_answer("The answer is: $18.50."), "18.5")
     assert answers_match(extract_answer("So the total is 1,250 dollars."), "1250")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ensure_ray, gold_text
+from conftest import ensure_ray
 
 from schoolroom import models
 from schoolroom.agents.engines.hf import HFEngine
@@ -13,14 +13,14 @@ from schoolroom.agents.runtime import spawn
 from schoolroom.agents.student import Student
 from schoolroom.agents.trainer import Trainer
 from schoolroom.config import AgentConfig, Resources, RuntimeConfig
-from schoolroom.environment import synthetic
+from schoolroom.environment import solution_text, synthetic
 from schoolroom.messages import PreferencePair, Rationale, TrainRequest, TrainResult
 from schoolroom.training.logprobs import preference_margin
 
 pytestmark = pytest.mark.slow
 
 PROBLEMS = synthetic(4, steps=2, seed=11)
-GOLD = [Rationale(problem_id=p.problem_id, text=gold_text(p), source="gold") for p in PROBLEMS]
+GOLD = [Rationale(problem_id=p.problem_id, text=solution_text(p.gold_steps, p.answer), source="gold") for p in PROBLEMS]
 PAIRS = [PreferencePair(problem_id=p.problem_id, prompt=p.question, prefix=p.gold_steps[0] + "\n",
                         chosen=p.gold_steps[1] + f"\n#### {p.answer}", rejected=f"So the answer is {int(p.answer) + 7}.")
          for p in PROBLEMS]
@@ -91,3 +91,22 @@ def test_the_student_answers_differently_with_an_adapter(answer_42_adapter):
     student.load(answer_42_adapter)
     tuned = student.solve(PROBLEMS)
     assert [a.answer for a in tuned] == ["42"] * 4 and [a.answer for a in base] != ["42"] * 4
+
+
+def test_the_classroom_asks_again_once_an_adapter_is_loaded(answer_42_adapter, tmp_path):
+    from schoolroom import config as configlib
+    from schoolroom.log import Writer
+    from schoolroom.protocols.classroom import Classroom
+
+    cfg = configlib.decode({"runtime": {"address": "inline"},
+                            "data": {"eval": {"source": "synthetic", "n": 3, "steps": [1], "seed": 5}},
+                            "agents": {"student": {"role": "student", "max_tokens": 12}}})
+    with Writer(tmp_path / "messages.jsonl") as w:
+        room = Classroom(cfg, w, "run", workdir=str(tmp_path))
+        problems = room.problems("eval")
+        base = room.student.solve(problems)
+        assert room.student.solve(problems) == base, "the same question of the same student is answered once"
+        room.student.load(answer_42_adapter)
+        tuned = room.student.solve(problems)
+        room.close()
+    assert [a.answer for a in tuned] == ["42"] * 3 and [a.answer for a in base] != ["42"] * 3

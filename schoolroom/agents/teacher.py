@@ -1,16 +1,41 @@
-"""The Teacher: guides a student with the first k steps (more writing methods arrive with their protocols)."""
+"""The Teacher: guides (first k steps), tailors rationales to a student's mistakes, plans and enriches.
+
+Each writing method fills a prompt template from ``schoolroom/environment/prompts/`` (a text
+file a user can read and change) and parses the reply into messages; a reply that cannot be
+parsed becomes a ``Note`` and is skipped, never a crash.
+"""
 
 from __future__ import annotations
 
+import re
+
 from schoolroom.agents.base import Agent
 from schoolroom.agents.engines import Prompt
-from schoolroom.environment import split_steps
+from schoolroom.environment import extract_answer, solution_text, split_steps
 from schoolroom.environment.prompts import chat, render
-from schoolroom.messages import Guidance, Problem
+from schoolroom.messages import Guidance, Mistake, Plan, Problem, Rationale
+
+_NUMBERED = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):]\s*", re.IGNORECASE)
+
+
+def solution_steps(text: str) -> list[str]:
+    """A written solution's steps, without the final ``#### answer`` line."""
+    return [s for s in split_steps(text) if not s.startswith("####")]
 
 
 class Teacher(Agent):
     role = "teacher"
+
+    def _ask(self, template: str, problems: list[Problem], task: str, n: int = 1, temperature: float | None = None,
+             **fields: list[str]) -> list[list[str]]:
+        """Fill ``template`` per problem (``fields`` gives per-problem values) and return ``n`` replies each."""
+        prompts = [Prompt(messages=chat(render(template, question=p.question, solution=solution_text(p.gold_steps, p.answer),
+                                               **{k: v[i] for k, v in fields.items()}), self.config.system_prompt),
+                          task=task, problem=p) for i, p in enumerate(problems)]
+        if n > 1 and not (temperature or self.config.temperature):
+            temperature = 0.7  # n greedy replies would be n copies
+        outs = self.generate(prompts, self.params(n=n, temperature=temperature))
+        return [[c.text for c in cs] for cs in outs]
 
     def guide(self, problems: Problem | list[Problem], k: int) -> Guidance | list[Guidance]:
         """The first ``k`` steps of a solution for each problem (one Guidance per problem)."""
@@ -22,10 +47,65 @@ class Teacher(Agent):
         outs = self.generate(prompts, self.params(n=1))
         guidance = []
         for p, (c,) in zip(batch, outs):
-            steps = [s for s in split_steps(c.text) if not s.startswith("####")][:k]
+            steps = solution_steps(c.text)[:k]
             if len(steps) < k:
                 self.note("unparsed", f"asked for {k} steps, the reply has {len(steps)}", p.problem_id,
                           reply=c.text, task="first_steps")
             guidance.append(Guidance(problem_id=p.problem_id, kind="first_steps", k=k, steps=tuple(steps),
                                      text="\n".join(steps), teacher=self.name, sender=self.name, parents=(p.id,)))
         return guidance[0] if single else guidance
+
+    def tailor(self, mistakes: list[Mistake], problems: list[Problem], n: int = 1,
+               temperature: float | None = None, answer_key: str = "solution") -> list[Rationale]:
+        """``n`` correct rationales per mistake, written for the student who made it (tailored learning).
+
+        ``answer_key``: what the teacher is shown beside the wrong solution: ``"answer"`` (the gold final
+        answer, as in the paper) or ``"solution"`` (the whole reference solution: a small model needs it).
+        """
+        by_id = {p.problem_id: p for p in problems}
+        batch = [by_id[m.problem_id] for m in mistakes]
+        keys = [f"The correct final answer is {p.answer}." if answer_key == "answer" else
+                f"A correct reference solution:\n{solution_text(p.gold_steps, p.answer)}" for p in batch]
+        replies = self._ask("teacher_tailor", batch, "tailor", n=n, temperature=temperature,
+                            wrong_solution=[m.text.strip() for m in mistakes], answer_key=keys)
+        out = []
+        for m, p, texts in zip(mistakes, batch, replies):
+            for text in texts:
+                r = self._rationale(text, p, "tailored", (m.id, p.id), mistake_id=m.id)
+                if r is not None:
+                    out.append(r)
+        return out
+
+    def _rationale(self, text: str, p: Problem, source: str, parents: tuple, **extra) -> Rationale | None:
+        """A written solution as a Rationale; None (and a Note) when it has no steps or no stated final answer."""
+        steps, answer = solution_steps(text), extract_answer(text, strict=True)
+        if not steps or answer is None:
+            why = "no steps" if not steps else "no final answer (#### x, \\boxed{x} or 'the answer is x')"
+            self.note("unparsed", f"{source} reply skipped: {why}", p.problem_id, reply=text, task=source, **extra)
+            return None
+        return Rationale(problem_id=p.problem_id, text=text.strip(), steps=tuple(steps), answer=answer, source=source,
+                         sender=self.name, parents=parents, **extra)
+
+    def plan(self, problems: list[Problem]) -> list[Plan]:
+        """ERP: a high-level plan for each problem, written from the human solution (one Plan per problem;
+        an unparsable reply gives an empty Plan and a Note)."""
+        out = []
+        for p, (text,) in zip(problems, self._ask("teacher_plan", problems, "plan")):
+            steps = [_NUMBERED.sub("", s).strip() for s in split_steps(text) if not s.startswith("####")]
+            steps = [s for s in steps if s]
+            if not steps:
+                self.note("unparsed", "the plan has no steps", p.problem_id, reply=text, task="plan")
+            out.append(Plan(problem_id=p.problem_id, text="\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1)),
+                            steps=tuple(steps), sender=self.name, parents=(p.id,)))
+        return out
+
+    def enrich(self, problems: list[Problem], plans: list[Plan]) -> list[Rationale]:
+        """ERS: the human solution rewritten along the plan with the skipped steps filled in (unparsable
+        replies are noted and skipped)."""
+        replies = self._ask("teacher_enrich", problems, "enrich", plan=[pl.text or "(no plan)" for pl in plans])
+        out = []
+        for p, pl, (text,) in zip(problems, plans, replies):
+            r = self._rationale(text, p, "ers", (p.id, pl.id))
+            if r is not None:
+                out.append(r)
+        return out

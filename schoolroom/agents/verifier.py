@@ -1,19 +1,21 @@
-"""The Verifier: grades attempts against the gold answer (no model)."""
+"""The Verifier: grades attempts and written rationales against the gold answer (no model)."""
 
 from __future__ import annotations
 
 from schoolroom.agents.base import Agent
 from schoolroom.environment import answers_match
-from schoolroom.messages import Attempt, Mistake, Problem, Verdict
+from schoolroom.messages import Attempt, Mistake, Problem, Rationale, Verdict
 
 
 class Verifier(Agent):
     role = "verifier"
     uses_engine = False
 
-    def check(self, attempts: Attempt | list[Attempt], problems: Problem | list[Problem]) -> Verdict | list[Verdict]:
-        """One Verdict per attempt; ``problems`` is aligned with ``attempts`` or a pool to look them up in."""
-        single = isinstance(attempts, Attempt)
+    def check(self, attempts: Attempt | Rationale | list[Attempt | Rationale],
+              problems: Problem | list[Problem]) -> Verdict | list[Verdict]:
+        """One Verdict per attempt or rationale (its ``attempt_id`` names what was judged, ``reason`` why it
+        is wrong); ``problems`` is a pool to look the problems up in."""
+        single = isinstance(attempts, (Attempt, Rationale))
         batch = [attempts] if single else list(attempts)
         pool = [problems] if isinstance(problems, Problem) else list(problems)
         by_id = {p.problem_id: p for p in pool}
@@ -22,8 +24,10 @@ class Verifier(Agent):
             p = by_id.get(a.problem_id)
             if p is None:
                 raise KeyError(f"no problem {a.problem_id} for attempt {a.id}")
-            verdicts.append(Verdict(problem_id=a.problem_id, attempt_id=a.id, correct=answers_match(a.answer, p.answer),
-                                    predicted=a.answer, gold=p.answer, sender=self.name, parents=(a.id, p.id)))
+            ok = answers_match(a.answer, p.answer)
+            reason = "" if ok else ("no final answer" if a.answer is None else "wrong final answer")
+            verdicts.append(Verdict(problem_id=a.problem_id, attempt_id=a.id, correct=ok, predicted=a.answer,
+                                    gold=p.answer, reason=reason, sender=self.name, parents=(a.id, p.id)))
         return verdicts[0] if single else verdicts
 
     def mistakes(self, attempts: list[Attempt], verdicts: list[Verdict]) -> list[Mistake]:

@@ -37,8 +37,9 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def extract_answer(text: str | None) -> str | None:
-    """The final answer in ``text``: ``#### x``, then ``\\boxed{x}``, then "the answer is x", then the last number."""
+def extract_answer(text: str | None, strict: bool = False) -> str | None:
+    """The final answer in ``text``: ``#### x``, then ``\\boxed{x}``, then "the answer is x", then (unless
+    ``strict``) the last number."""
     if not text:
         return None
     if "####" in text:
@@ -57,7 +58,7 @@ def extract_answer(text: str | None) -> str | None:
             return nums[0].strip()
         if said:
             return said
-    nums = _NUMBER_IN_TEXT.findall(text)
+    nums = [] if strict else _NUMBER_IN_TEXT.findall(text)
     if nums:
         return nums[-1].strip()
     return None
@@ -133,6 +134,11 @@ def answers_match(predicted: str | None, gold: str | None) -> bool:
     if a is not None or b is not None or "\\" in predicted + gold or any(c in predicted + gold for c in "^_{}()"):
         return _math_verify(predicted, gold)
     return False
+
+
+def solution_text(steps, answer) -> str:
+    """A worked solution in the form students are taught: one step a line, then ``#### answer``."""
+    return "\n".join(tuple(steps) + (f"#### {answer}",))
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")

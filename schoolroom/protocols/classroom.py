@@ -27,7 +27,7 @@ from schoolroom.agents.verifier import Verifier
 from schoolroom.config import Config, DataConfig
 from schoolroom.environment import load, synthetic
 from schoolroom.log import Writer
-from schoolroom.messages import Call, EvalReport, Message, Note, Problem, TrainResult, Verdict
+from schoolroom.messages import Call, EvalReport, Message, Note, Problem, TrainResult, Usage, Verdict
 from schoolroom.protocols.stats import wilson
 
 
@@ -57,6 +57,7 @@ class Report(msgspec.Struct):
     markdown: str
     metrics: dict[str, Any] = {}
     figures: list[Figure] = []
+    files: dict[str, str] = {}  # extra files for the run directory (name -> text), e.g. a dataset as JSONL
 
 
 PROTOCOLS: dict[str, tuple[Callable[..., Report], type]] = {}
@@ -85,8 +86,10 @@ def _norm(x: Any) -> Any:
     return x
 
 
-def call_key(agent: str, method: str, round: int, args: tuple, kwargs: dict) -> str:
-    blob = msgspec.json.encode([agent, method, round, _norm(list(args)), _norm(kwargs)])
+def call_key(agent: str, method: str, round: int, args: tuple, kwargs: dict, state: Any = None) -> str:
+    """What identifies a call: agent, method, round, arguments, and the agent's state (its last effect call,
+    e.g. the adapter it loaded), so the same question asked of a changed agent is asked again."""
+    blob = msgspec.json.encode([agent, method, round, _norm(list(args)), _norm(kwargs), state])
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
@@ -95,6 +98,7 @@ class AgentHandle:
 
     def __init__(self, room: Classroom, name: str, role: str, host):
         self._room, self.name, self.role, self.host = room, name, role, host
+        self.state: Any = None  # the last effect call on this agent (method and arguments), part of call keys
 
     def __getattr__(self, method: str):
         if method.startswith("_") or not callable(getattr(ROLES[self.role], method, None)):
@@ -121,6 +125,7 @@ class Classroom:
         self._logged: set[str] = {m.id for m in previous}
         self._memo: dict[str, tuple[Any, bool]] = {}
         self._sets: dict[str, list[Problem]] = {}
+        self._usage: dict[str, dict[str, float]] = {}
         self._remember(previous, logged=True)
         for agent, old in (reuse or {}).items():
             self._remember([m for m in old if not isinstance(m, Call) or m.agent == agent], logged=False)
@@ -228,6 +233,11 @@ class Classroom:
         problems = load(d.source, d.split, data_dir=d.data_dir)[d.offset:]
         return problems[:limit] if limit else problems
 
+    def usage(self, agent: str) -> dict[str, float]:
+        """What ``agent``'s engine has cost in this run so far (calls answered from the log cost nothing):
+        generations, prompt and completion tokens. Take the difference around a round for that round's cost."""
+        return dict(self._usage.get(agent, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}))
+
     def rounds(self, n: int, start: int = 1) -> Iterator[int]:
         for r in range(start, start + n):
             self.round = r
@@ -276,7 +286,7 @@ class Classroom:
         results: list[Any] = [None] * len(pieces)
         pending = []
         for i, piece in enumerate(pieces):
-            key = call_key(handle.name, method, self.round, piece, kwargs)
+            key = call_key(handle.name, method, self.round, piece, kwargs, handle.state)
             if not effect and key in self._memo:
                 result, logged = self._memo[key]
                 results[i] = result if logged else self._log_call(handle, method, key, result, [], 0.0)
@@ -293,6 +303,8 @@ class Classroom:
             t0 = time.perf_counter()
             done += 1
             self.progress(label, done, len(pieces))
+        if effect:
+            handle.state = [method, _norm(list(args)), _norm(kwargs)]
         if len(pieces) == 1:
             return results[0]
         return [x for r in results for x in r]
@@ -307,6 +319,11 @@ class Classroom:
         else:
             shape, out, value = "value", [], msgspec.to_builtins(result)
         new = [m for m in out if m.id not in self._logged]
+        for u in side:
+            if isinstance(u, Usage):
+                total = self._usage.setdefault(u.agent, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+                for f in total:
+                    total[f] += getattr(u, f)
         call = Call(agent=handle.name, method=method, key=key, outputs=tuple(m.id for m in out), shape=shape,
                     value=value, seconds=round(seconds, 3), run_id=self.run_id, round=self.round,
                     sender="runtime")

@@ -18,7 +18,7 @@ import msgspec
 
 from schoolroom import config as configlib
 from schoolroom import log as loglib
-from schoolroom.protocols import first_step, self_explore  # noqa: F401  (registers the protocols)
+from schoolroom.protocols import enriched, first_step, self_explore, tailored  # noqa: F401  (registers them)
 from schoolroom.protocols.classroom import PROTOCOLS, Classroom, Figure, Report
 from schoolroom.protocols.replay import usage_markdown, usage_rows
 
@@ -123,6 +123,8 @@ def write_report(run_dir: Path, report: Report, wall_s: float, resumed: bool = F
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     for fig in report.figures:
         draw(fig, run_dir / f"{fig.name}.png")
+    for name, text in report.files.items():
+        (run_dir / name).write_text(text)
     plots = "".join(f"\n![{f.title}]({f.name}.png)\n" for f in report.figures)
     (run_dir / "report.md").write_text(
         report.markdown + "\n" + plots + "\n## Cost\n\n" + usage_markdown(messages) +

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from schoolroom.environment import solution_text
 from schoolroom.messages import Attempt, Note, PreferencePair, Problem, Rationale, StepRewards, TrainRequest, TrainResult
 from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
 from schoolroom.protocols.stats import fmt_acc, fmt_diff, paired_difference, wilson
@@ -69,7 +70,7 @@ def self_explore(room: Classroom, cfg: SelfExploreConfig) -> Report:
 
 
 def gold_rationale(p: Problem) -> Rationale:
-    return Rationale(problem_id=p.problem_id, text="\n".join(p.gold_steps + (f"#### {p.answer}",)),
+    return Rationale(problem_id=p.problem_id, text=solution_text(p.gold_steps, p.answer),
                      steps=p.gold_steps, answer=p.answer, source="gold", parents=(p.id,))
 
 

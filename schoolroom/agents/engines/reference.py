@@ -1,12 +1,14 @@
 """The "human teacher": answers from the dataset's reference solution instead of a model.
 
-Tasks it answers (``Prompt.task``): ``first_steps`` (the first ``args["k"]`` gold steps) and
-``solve`` (the whole gold solution ending in ``#### answer``). It costs nothing and is exact.
+Tasks it answers (``Prompt.task``): ``first_steps`` (the first ``args["k"]`` gold steps), and
+``solve`` and ``tailor`` (the whole gold solution ending in ``#### answer``: what a human teacher
+writes for a student who went wrong). It costs nothing and is exact. It cannot plan or enrich.
 """
 
 from __future__ import annotations
 
 from schoolroom.agents.engines.base import Completion, Engine, Params, Prompt
+from schoolroom.environment import solution_text
 
 
 class ReferenceEngine(Engine):
@@ -19,9 +21,10 @@ class ReferenceEngine(Engine):
             raise ValueError("the reference engine needs the problem in the prompt")
         if prompt.task == "first_steps":
             return "\n".join(p.gold_steps[: int(prompt.args.get("k", 1))])
-        if prompt.task == "solve":
-            return "\n".join(p.gold_steps + (f"#### {p.answer}",))
-        raise ValueError(f"the reference engine answers first_steps and solve, not {prompt.task or 'a free prompt'!r}")
+        if prompt.task in ("solve", "tailor"):
+            return solution_text(p.gold_steps, p.answer)
+        raise ValueError(f"the reference engine answers first_steps, solve and tailor, not "
+                         f"{prompt.task or 'a free prompt'!r}: give this teacher a model")
 
     def generate(self, prompts: list[Prompt], params: Params) -> list[list[Completion]]:
         return [[Completion(text=self.answer(p), finish_reason="stop")] * params.n for p in prompts]

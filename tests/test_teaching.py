@@ -1,0 +1,101 @@
+"""Teachers that write: tailored rounds and enriched instruction tuning, end to end, and bad replies skipped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from schoolroom import config as configlib
+from schoolroom import log
+from schoolroom.agents.teacher import Teacher
+from schoolroom.config import AgentConfig
+from schoolroom.environment import synthetic
+from schoolroom.messages import EvalReport, Mistake, Note, Plan, Rationale, TrainResult, Verdict
+from schoolroom.protocols import runner
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"source": "synthetic", "n": 3, "steps": [2]}
+
+
+def classroom(address: str, teacher: dict, protocol: dict) -> dict:
+    return {
+        "run": {"name": f"tiny_{protocol['name']}"},
+        "runtime": {"address": address},
+        "data": {"train": SMALL | {"seed": 3}, "eval": SMALL | {"seed": 4}},
+        "agents": {
+            "student": {"role": "student", "max_tokens": 32, "resources": {"num_cpus": 0.5}},
+            "teacher": {"role": "teacher", "resources": {"num_cpus": 0.5}} | teacher,
+            "trainer": {"role": "trainer", "resources": {"num_cpus": 1}},
+            "verifier": {"role": "verifier", "resources": {"num_cpus": 0}},
+        },
+        "protocol": protocol,
+    }
+
+
+TAILORED = {"name": "tailored", "max_rounds": 1, "rationales_per_mistake": 2,
+            "train_settings": {"max_steps": 1, "batch_size": 4},
+            "variants": [{"name": "reflection", "reflection_weight": 0.5}]}
+
+
+def test_one_tailored_round_on_ray(tmp_path, ray_local):
+    # the human teacher (reference engine): every tailored rationale is the gold solution, so training happens
+    run_dir = runner.run(configlib.decode(classroom("local", {"engine": "reference"}, TAILORED)), out=str(tmp_path))
+    messages = log.read_all(run_dir / "messages.jsonl")
+    mistakes = [m for m in messages if isinstance(m, Mistake)]
+    rationales = [m for m in messages if isinstance(m, Rationale)]
+    assert mistakes and len(rationales) == 2 * len(mistakes)
+    assert all(r.mistake_id in {m.id for m in mistakes} and r.source == "tailored" for r in rationales)
+    graded = {v.attempt_id for v in messages if isinstance(v, Verdict)}
+    assert {r.id for r in rationales} <= graded, "the verifier judged every rationale"
+    (result,) = [m for m in messages if isinstance(m, TrainResult)]
+    assert result.metrics["with_negative"] == len(rationales) and result.metrics["reflection_weight"] == 0.5
+    assert {m.name for m in messages if isinstance(m, EvalReport)} == {"reflection/round 0", "reflection/round 1"}
+    report = (run_dir / "report.md").read_text()
+    assert "| reflection | 0.5 | 1 |" in report and "reflection term" in report
+    assert (run_dir / "accuracy_per_round.png").exists()
+
+
+def test_unparsable_teacher_replies_are_logged_and_skipped(tmp_path, hf_engine):
+    # a teacher that may write only 3 tokens cannot state a final answer: every reply is noted and skipped
+    raw = classroom("inline", {"engine": "hf", "max_tokens": 3}, TAILORED)
+    run_dir = runner.run(configlib.decode(raw), out=str(tmp_path))
+    messages = log.read_all(run_dir / "messages.jsonl")
+    notes = [m for m in messages if isinstance(m, Note) and m.kind == "unparsed"]
+    mistakes = [m for m in messages if isinstance(m, Mistake)]
+    assert mistakes and len(notes) == 2 * len(mistakes)
+    assert all("no final answer" in n.text and n.data["reply"] is not None for n in notes)
+    assert not any(isinstance(m, Rationale) for m in messages) and not any(isinstance(m, TrainResult) for m in messages)
+    assert any(isinstance(m, Note) and m.kind == "skipped" for m in messages)
+    assert (run_dir / "report.md").exists()
+
+
+def test_one_enriched_variant_on_ray(tmp_path, ray_local):
+    protocol = {"name": "enriched", "variants": ["erp+ers"], "evaluate_base": False,
+                "train_settings": {"max_steps": 1, "batch_size": 4}}
+    raw = classroom("local", {"engine": "hf", "max_tokens": 64}, protocol)  # the small model shown the solution
+    run_dir = runner.run(configlib.decode(raw), out=str(tmp_path))
+    messages = log.read_all(run_dir / "messages.jsonl")
+    assert len([m for m in messages if isinstance(m, Plan)]) == 3
+    records = [json.loads(line) for line in (run_dir / "enriched.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["human_solution"].endswith(f"#### {r['answer']}") for r in records)
+    trained_on = [m for m in messages if isinstance(m, Rationale) and m.source == "erp+ers"]
+    assert len(trained_on) == 3 and any(isinstance(m, TrainResult) for m in messages)
+    assert {m.name for m in messages if isinstance(m, EvalReport)} == {"erp+ers"}
+    assert "Enrichment" in (run_dir / "report.md").read_text()
+
+
+def test_teacher_writing_methods_on_the_in_process_model(hf_engine):
+    problems = synthetic(2, steps=2, seed=8)
+    teacher = Teacher("teacher", AgentConfig(role="teacher", max_tokens=96), engine=hf_engine)
+    plans = teacher.plan(problems)
+    assert [p.problem_id for p in plans] == [p.problem_id for p in problems]
+    written = teacher.enrich(problems, plans)
+    mistake = Mistake(problem_id=problems[0].problem_id, attempt_id="a", text="Tom has 1 + 1 = 3.\n#### 3")
+    tailored = teacher.tailor([mistake], problems, n=2)
+    notes = [m for m in teacher.drain() if isinstance(m, Note)]
+    # every reply is either a parsed message or a noted skip: nothing is lost, nothing raised
+    assert len(written) + sum(n.data["task"] == "ers" for n in notes) == 2
+    assert len(tailored) + sum(n.data["task"] == "tailored" for n in notes) == 2
+    assert all(r.answer is not None and r.steps for r in written + tailored)
