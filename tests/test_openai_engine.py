@@ -153,3 +153,28 @@ def test_teacher_on_a_real_model_behind_the_server(katan, tmp_path):
     assert sum(u.completion_tokens for u in usage) > 0
     assert_secret_absent(run_dir)
     assert os.environ[KEY_ENV] == SECRET
+
+
+@pytest.mark.slow
+def test_teacher_writing_methods_through_the_server(katan):
+    from schoolroom.agents.teacher import Teacher
+    from schoolroom.config import AgentConfig
+    from schoolroom.environment import synthetic
+    from schoolroom.messages import Mistake, Note, Rationale
+
+    folder = models.resolve("smollm2-135m-instruct").path
+    url = katan(backend="transformers", model=folder)
+    cfg = AgentConfig(role="teacher", engine="openai", model=folder, base_url=url, api_key_env=KEY_ENV,
+                      max_tokens=96, concurrency=2)
+    teacher = Teacher("api", cfg)
+    problems = synthetic(2, steps=2, seed=8)
+    mistake = Mistake(problem_id=problems[0].problem_id, attempt_id="a", text="Tom has 1 + 1 = 3.\n#### 3")
+    tailored = teacher.tailor([mistake], problems, n=2)
+    plans = teacher.plan(problems)
+    side = teacher.drain()
+    notes = [m for m in side if isinstance(m, Note)]
+    assert len(tailored) + sum(n.data["task"] == "tailored" for n in notes) == 2
+    assert all(isinstance(r, Rationale) and r.mistake_id == mistake.id and r.answer for r in tailored)
+    assert len(plans) == 2
+    usage = [m for m in side if m.__class__.__name__ == "Usage"]
+    assert sum(u.completion_tokens for u in usage) > 0 and all(u.engine == "openai" for u in usage)

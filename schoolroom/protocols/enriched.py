@@ -18,8 +18,8 @@ import msgspec
 
 from schoolroom.environment import solution_text
 from schoolroom.messages import Plan, Problem, Rationale, TrainRequest
-from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
-from schoolroom.protocols.stats import fmt_acc, fmt_diff, paired_difference, wilson
+from schoolroom.protocols.classroom import Classroom, Report, protocol
+from schoolroom.protocols.report import compare
 
 VARIANTS = ("human", "erp", "ers", "erp+ers")
 
@@ -72,7 +72,6 @@ def training_rationale(variant: str, p: Problem, plan: Plan, ers: Rationale | No
 
 
 def report(room, cfg, train, test, plans, written, ers, dropped, results) -> Report:
-    base = results.get("human")
     lines = [f"# Enriched instruction tuning: {room.config.run.name}", "",
              f"Teacher `{room.describe(next(n for n, a in room.config.agents.items() if a.role == 'teacher'))}`; "
              f"{len(train)} training problems, {len(test)} held out.", "",
@@ -85,22 +84,14 @@ def report(room, cfg, train, test, plans, written, ers, dropped, results) -> Rep
              f"- mean steps: human {mean_steps(p.gold_steps for p in train):.1f}, enriched (kept) "
              f"{mean_steps(r.steps for r in ers.values()):.1f}",
              f"- the enriched dataset: `{cfg.dataset_file}` ({len(train)} records)", "",
-             "## Held-out accuracy", "",
-             "| trained on | accuracy [95% CI] | difference vs human solutions [95% CI] |", "| --- | --- | --- |"]
+             "## Held-out accuracy", ""]
+    rows, accuracy, fig = compare(results, "human", seed=cfg.seed, header="trained on")
+    lines += rows
     metrics: dict[str, Any] = {"plans": sum(bool(p.steps) for p in plans), "enriched_written": len(written),
-                               "enriched_kept": len(ers), "dropped": dict(dropped), "accuracy": {}}
-    series = Series(label="accuracy", x=[], y=[], low=[], high=[])
-    for i, (name, outcomes) in enumerate(results.items()):
-        p, lo, hi = wilson(sum(outcomes), len(outcomes))
-        d = paired_difference(base, outcomes, seed=cfg.seed) if base is not None and name != "human" else None
-        metrics["accuracy"][name] = {"correct": sum(outcomes), "n": len(outcomes), "accuracy": p, "ci": [lo, hi]}
-        lines.append(f"| {name} | {fmt_acc(sum(outcomes), len(outcomes))} | {fmt_diff(d) if d else '—'} |")
-        series.x.append(float(i)), series.y.append(p), series.low.append(lo), series.high.append(hi)
+                               "enriched_kept": len(ers), "dropped": dict(dropped), "accuracy": accuracy}
     records = [json.dumps({"problem_id": p.problem_id, "question": p.question, "human_solution": solution_text(
         p.gold_steps, p.answer), "plan": list(plan.steps), "enriched_solution": ers[p.problem_id].text
         if p.problem_id in ers else None, "answer": p.answer}) for p, plan in zip(train, plans)]
-    fig = Figure(name="accuracy", title=f"Held-out accuracy ({len(test)} problems)", xlabel="trained on",
-                 ylabel="accuracy", series=[series], xticks=series.x, xticklabels=list(results), kind="bar")
     return Report(title="enriched", markdown="\n".join(lines), metrics=metrics, figures=[fig],
                   files={cfg.dataset_file: "\n".join(records) + "\n"})
 

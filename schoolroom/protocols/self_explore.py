@@ -20,7 +20,7 @@ import msgspec
 from schoolroom.environment import solution_text
 from schoolroom.messages import Attempt, Note, PreferencePair, Problem, Rationale, StepRewards, TrainRequest, TrainResult
 from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
-from schoolroom.protocols.stats import fmt_acc, fmt_diff, paired_difference, wilson
+from schoolroom.protocols.report import compare
 
 
 class SelfExploreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -111,19 +111,10 @@ def report(room, cfg, train, test, attempts, correct, explored, whole_pairs, res
              f"Student `{_student_model(room)}`; {len(train)} training problems (`{cfg.train}`), {len(test)} held-out "
              f"(`{cfg.eval}`); {cfg.samples} samples per problem at temperature {cfg.temperature}; k = {cfg.k} rollouts "
              f"per step prefix, {cfg.search} search; completer: the {cfg.completer} (`{_explorer_model(room)}`).", "",
-             "## Held-out accuracy", "",
-             "| model | accuracy [95% CI] | difference vs SFT [95% CI] |", "| --- | --- | --- |"]
-    metrics: dict[str, Any] = {"accuracy": {}}
-    base = results.get("sft")
-    series = Series(label="accuracy", x=[], y=[], low=[], high=[])
-    for i, (name, outcomes) in enumerate(results.items()):
-        p, lo, hi = wilson(sum(outcomes), len(outcomes))
-        d = paired_difference(base, outcomes, seed=cfg.seed) if base is not None and name != "sft" else None
-        metrics["accuracy"][name] = {"correct": sum(outcomes), "n": len(outcomes), "accuracy": p, "ci": [lo, hi]}
-        if d:
-            metrics["accuracy"][name]["difference_vs_sft"] = {"mean": d[0], "ci": [d[1], d[2]]}
-        lines.append(f"| {name} | {fmt_acc(sum(outcomes), len(outcomes))} | {fmt_diff(d) if d else '—'} |")
-        series.x.append(i), series.y.append(p), series.low.append(lo), series.high.append(hi)
+             "## Held-out accuracy", ""]
+    rows, accuracy, accuracy_fig = compare(results, "sft", seed=cfg.seed)
+    lines += rows
+    metrics: dict[str, Any] = {"accuracy": accuracy}
     for name in ("outcome_dpo", "step_dpo"):
         if adapters.get(name) is None:
             lines.append(f"| {name} | not trained: no pairs | — |")
@@ -159,9 +150,7 @@ def report(room, cfg, train, test, attempts, correct, explored, whole_pairs, res
                    rollout_tokens_per_explored_problem=tokens / max(1, explored_problems),
                    first_pit_histogram={str(k): v for k, v in sorted(hist.items())},
                    train_metrics={n: a.metrics for n, a in adapters.items() if a is not None})
-    names = list(results)
-    figs = [Figure(name="accuracy", title=f"Held-out accuracy ({len(test)} problems)", xlabel="", ylabel="accuracy",
-                   series=[series], xticks=[float(i) for i in range(len(names))], xticklabels=names, kind="bar")]
+    figs = [accuracy_fig]
     if hist:
         figs.append(Figure(name="first_pit", title="Where the student first goes wrong", xlabel="first pit at step",
                            ylabel="wrong attempts", kind="bar", xticks=[float(s) for s in sorted(hist)],
