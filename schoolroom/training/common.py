@@ -55,6 +55,9 @@ def trainer_args(cls, h: dict[str, Any], out_dir: str, seed: int, device: str, *
 
 def run_trainer(trainer, out_dir: str) -> dict[str, float]:
     """Train, save only the policy's adapter in ``out_dir``, and return the final metrics."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # the loss of every step is in the returned metrics, not on stdout
     t = time.perf_counter()
     result = trainer.train()
     model = trainer.model
