@@ -54,8 +54,9 @@ def tiny_config(address: str = "inline", n: int = 3, max_tokens: int = 24, **pro
         "runtime": {"address": address, "chunk_size": 2},
         "data": {"eval": {"source": "synthetic", "n": n, "steps": [1, 2, 3], "seed": 0}},
         "agents": {
+            # 2 CPUs: the same torch threads inline (this process) and in the actor, so greedy outputs match
             "student": {"role": "student", "engine": "hf", "max_tokens": max_tokens, "batch_size": 4,
-                        "resources": {"num_cpus": 1}},
+                        "resources": {"num_cpus": 2}},
             "reference": {"role": "teacher", "engine": "reference", "resources": {"num_cpus": 0}},
             "verifier": {"role": "verifier", "resources": {"num_cpus": 0}},
         },
