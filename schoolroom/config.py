@@ -43,7 +43,7 @@ class AgentConfig(_Strict):
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int = 16
-    threads: int | None = None
+    threads: int | None = None  # torch threads; default: Ray's (= num_cpus). Agents that take turns may share cores
     max_model_len: int = 2048
     gpu_memory_utilization: float = 0.85
     tensor_parallel_size: int = 1

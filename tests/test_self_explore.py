@@ -22,10 +22,10 @@ def tiny(address: str) -> dict:
         "runtime": {"address": address},
         "data": {"train": synthetic | {"seed": 1}, "eval": synthetic | {"seed": 2}},
         "agents": {
-            "student": {"role": "student", "max_tokens": 24, "resources": {"num_cpus": 0.5}},
+            "student": {"role": "student", "max_tokens": 24, "threads": 2, "resources": {"num_cpus": 0.5}},
             # the oracle completer of the paper's ablation: here the gold solution, so pits are certain
             "explorer": {"role": "explorer", "engine": "reference", "resources": {"num_cpus": 0}},
-            "trainer": {"role": "trainer", "resources": {"num_cpus": 1}},
+            "trainer": {"role": "trainer", "threads": 2, "resources": {"num_cpus": 1}},
             "verifier": {"role": "verifier", "resources": {"num_cpus": 0}},
         },
         "protocol": {"name": "self_explore", "samples": 2, "temperature": 1.0, "k": 2, "completer": "teacher",

@@ -25,9 +25,9 @@ def classroom(address: str, teacher: dict, protocol: dict) -> dict:
         "runtime": {"address": address},
         "data": {"train": SMALL | {"seed": 3}, "eval": SMALL | {"seed": 4}},
         "agents": {
-            "student": {"role": "student", "max_tokens": 32, "resources": {"num_cpus": 0.5}},
-            "teacher": {"role": "teacher", "resources": {"num_cpus": 0.5}} | teacher,
-            "trainer": {"role": "trainer", "resources": {"num_cpus": 1}},
+            "student": {"role": "student", "max_tokens": 32, "threads": 2, "resources": {"num_cpus": 0.5}},
+            "teacher": {"role": "teacher", "threads": 2, "resources": {"num_cpus": 0.5}} | teacher,
+            "trainer": {"role": "trainer", "threads": 2, "resources": {"num_cpus": 1}},
             "verifier": {"role": "verifier", "resources": {"num_cpus": 0}},
         },
         "protocol": protocol,

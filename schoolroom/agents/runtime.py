@@ -36,6 +36,10 @@ class Host:
 
     def __init__(self, name: str, config: AgentConfig, secrets: dict[str, str] | None = None, workdir: str = "."):
         os.environ.update(secrets or {})  # an API key travels as an argument, never in a runtime_env Ray may log
+        if config.threads:  # else Ray's default: OMP_NUM_THREADS = the actor's num_cpus
+            import torch
+
+            torch.set_num_threads(config.threads)
         if config.role not in ROLES:
             raise ValueError(f"agent {name}: unknown role {config.role!r}; known: {', '.join(ROLES)}")
         self.agent = ROLES[config.role](name, config, workdir=workdir)

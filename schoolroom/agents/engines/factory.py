@@ -10,8 +10,7 @@ def make_engine(c: AgentConfig) -> Engine:
     if c.engine == "hf":
         from schoolroom.agents.engines.hf import HFEngine
 
-        threads = c.threads or (int(c.resources.num_cpus) if c.resources.num_cpus >= 1 else None)
-        return HFEngine(c.model, device=c.device, dtype=c.dtype, batch_size=c.batch_size, threads=threads)
+        return HFEngine(c.model, device=c.device, dtype=c.dtype, batch_size=c.batch_size)
     if c.engine == "reference":
         from schoolroom.agents.engines.reference import ReferenceEngine
 
