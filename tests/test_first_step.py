@@ -12,7 +12,7 @@ from conftest import tiny_config
 
 from schoolroom import config as configlib
 from schoolroom import log
-from schoolroom.messages import Attempt, Call, Usage, Verdict
+from schoolroom.messages import Attempt, Call, Note, Usage, Verdict
 from schoolroom.protocols import runner
 from schoolroom.protocols.replay import summary, transcript
 
@@ -64,14 +64,17 @@ def test_same_messages_inline_and_on_local_ray(inline_run, tmp_path, ray_local):
 def test_crash_then_resume_asks_nothing_twice(inline_run, tmp_path):
     whole = log.read_all(inline_run / "messages.jsonl")
     calls = [i for i, m in enumerate(whole) if isinstance(m, Call) and m.agent == "student"]
-    # crash: keep the log up to the second student call, plus half a line
+    # crash in the middle of the verifier's batch after the second student call: the log keeps that call,
+    # one message of the next batch (whose call record never made it) and half a line
     crashed = tmp_path / "crashed"
     crashed.mkdir()
     (crashed / "config.toml").write_text((inline_run / "config.toml").read_text())
-    lines = (inline_run / "messages.jsonl").read_bytes().splitlines(keepends=True)
-    kept = lines[: calls[1] + 2]  # + header line, + the line after the call
-    (crashed / "messages.jsonl").write_bytes(b"".join(kept) + lines[calls[1] + 2][:30])
+    lines = (inline_run / "messages.jsonl").read_bytes().splitlines(keepends=True)  # line 0 is the header
+    kept = lines[: calls[1] + 3]
+    (crashed / "messages.jsonl").write_bytes(b"".join(kept) + lines[calls[1] + 3][:30])
     before = log.read_all(crashed / "messages.jsonl", on_torn="ignore")
+    orphan = before[-1]
+    assert isinstance(orphan, Verdict) and orphan.sender == "verifier"
     with pytest.warns(log.TornLineWarning):
         runner.run(configlib.decode(tiny_config()), resume=crashed)
     after = log.read_all(crashed / "messages.jsonl")
@@ -81,6 +84,10 @@ def test_crash_then_resume_asks_nothing_twice(inline_run, tmp_path):
     assert len(student_usage) == len(total_usage) - 2, "the two logged student calls were not asked again"
     assert json.loads((crashed / "metrics.json").read_text())["teachers"] == \
         json.loads((inline_run / "metrics.json").read_text())["teachers"]
+    (note,) = [m for m in after if isinstance(m, Note) and m.kind == "orphaned"]
+    assert note.data["ids"] == [orphan.id], "the cut-off batch is marked, and the call was asked again"
+    accuracy = [line for line in summary(after).splitlines() if "round 0" in line]
+    assert accuracy == [line for line in summary(whole).splitlines() if "round 0" in line]
 
 
 def test_replay_summary_and_transcript(inline_run):

@@ -8,8 +8,15 @@ from schoolroom.messages import Attempt, Call, EvalReport, Guidance, Message, No
 from schoolroom.protocols.stats import fmt_acc
 
 
+def live(messages: list[Message]) -> list[Message]:
+    """The messages that count: without those a crash orphaned (their call was asked again on resume)."""
+    dead = {i for m in messages if isinstance(m, Note) and m.kind == "orphaned" for i in m.data.get("ids", [])}
+    return [m for m in messages if m.id not in dead] if dead else messages
+
+
 def usage_rows(messages: list[Message]) -> list[dict]:
     """Per agent: engine calls, tokens in and out, seconds, errors retried."""
+    messages = live(messages)
     acc: dict[str, dict] = defaultdict(lambda: dict(calls=0, prompt_tokens=0, completion_tokens=0, latency_s=0.0,
                                                     errors=0, engine="", model=""))
     for m in messages:
@@ -32,6 +39,7 @@ def usage_markdown(messages: list[Message]) -> str:
 
 def accuracy_groups(messages: list[Message]) -> dict[tuple[int, str], list[bool]]:
     """Verdicts grouped by (round, guidance): 'teacher k=K' when the attempt had guidance, else 'unguided'."""
+    messages = live(messages)
     by_id = {m.id: m for m in messages}
     groups: dict[tuple[int, str], dict[str, bool]] = defaultdict(dict)
     for v in messages:

@@ -19,6 +19,7 @@ import msgspec
 from schoolroom import config as configlib
 from schoolroom import log as loglib
 from schoolroom.protocols import enriched, first_step, self_explore, tailored  # noqa: F401  (registers them)
+from schoolroom.messages import Call, Note
 from schoolroom.protocols.classroom import PROTOCOLS, Classroom, Figure, Report
 from schoolroom.protocols.replay import usage_markdown, usage_rows
 
@@ -46,6 +47,13 @@ def resolved(cfg: configlib.Config, name: str, pcfg) -> dict:
     out = msgspec.to_builtins(cfg)
     out["protocol"] = {"name": name, **msgspec.to_builtins(pcfg)}
     return _strip_none(out)
+
+
+def orphaned(messages: list) -> list[str]:
+    """Ids of agent messages after the log's last call record: the outputs of a call whose record the crash cut
+    off. The resumed run asks that call again; replay leaves these out."""
+    last = max((i for i, m in enumerate(messages) if isinstance(m, Call)), default=-1)
+    return [m.id for m in messages[last + 1:] if m.sender not in ("protocol", "environment", "runtime")]
 
 
 def draw(fig: Figure, path: Path) -> None:
@@ -89,6 +97,7 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
             raise FileNotFoundError(f"nothing to resume: no messages.jsonl in {run_dir}")
         previous = loglib.read_all(run_dir / "messages.jsonl")
         run_id = next((m.run_id for m in previous if m.run_id), run_dir.name)
+        orphans = orphaned(previous)
     else:
         run_id = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         run_dir = Path(out or cfg.run.out) / run_id
@@ -97,6 +106,9 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
         (run_dir / "config.toml").write_text(configlib.dump(resolved(cfg, name, pcfg)))
     reused = {agent: loglib.read_all(path) for agent, path in (reuse or {}).items()}
     writer = loglib.Writer(run_dir / "messages.jsonl", run_id=run_id)
+    if resume and orphans:
+        writer.write(Note(kind="orphaned", text=f"{len(orphans)} messages of a call cut short by the crash; "
+                          "the call is asked again", run_id=run_id, sender="runtime", data={"ids": orphans}))
     t0 = time.perf_counter()
     room = None
     try:
