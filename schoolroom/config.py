@@ -97,6 +97,7 @@ class RunConfig(_Strict):
     name: str = "run"
     seed: int = 0
     out: str = "runs"
+    reuse: dict[str, str] = {}  # agent -> an earlier run's messages.jsonl to answer its matching calls from
 
 
 class Config(_Strict):
@@ -143,6 +144,10 @@ def decode(raw: dict[str, Any], source: str = "<config>") -> Config:
         cfg = msgspec.structs.replace(msgspec.convert(raw, Config), **tables)
     except msgspec.ValidationError as e:
         raise ConfigError(f"{source}: {e}") from None
+    prompts = {a.system_prompt for a in cfg.agents.values() if a.role in ("student", "trainer")}
+    if len(prompts) > 1:
+        raise ConfigError(f"{source}: the trainer trains on the prompt the student sees: give the trainer the "
+                          "student's system_prompt - at `$.agents`")
     for name, agent in cfg.agents.items():
         if agent.role not in ("teacher", "student", "verifier", "explorer", "trainer"):
             raise ConfigError(f"{source}: unknown role {agent.role!r} - at `$.agents.{name}.role`")
@@ -164,6 +169,16 @@ def load(path: str | Path, overrides: list[str] = ()) -> tuple[Config, dict[str,
     for item in overrides:
         set_key(raw, *parse_override(item))
     return decode(raw, str(path)), raw
+
+
+def with_limit(cfg: Config, limit: int | None) -> Config:
+    """``cfg`` with every problem set capped at ``limit`` problems (``--limit``), written into the sets so the
+    resolved config repeats the run."""
+    if limit is None:
+        return cfg
+    data = {name: msgspec.structs.replace(d, n=min(d.n, limit), limit=min(d.limit or limit, limit))
+            for name, d in cfg.data.items()}
+    return msgspec.structs.replace(cfg, data=data)
 
 
 def decode_section(raw: dict[str, Any], cls: type, where: str, source: str = "<config>"):

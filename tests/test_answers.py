@@ -93,6 +93,7 @@ EXTRACTION = [
     ("So she has 12 + 5 = 17 apples. The answer is 17.", "17"),
     ("The answer is: $18.50.", "$18.50"),
     ("The final answer is 3/4", "3/4"),
+    ("The answer is 5 + 3 = 8.", "8"),
     ("The answer is Ellen.", "Ellen"),
     ("He had 12, bought 5, and now has 17 apples in total.", "17"),
     ("It costs 3.5 dollars.", "3.5"),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from schoolroom import config as configlib
 from schoolroom import log
-from schoolroom.messages import EvalReport, PreferencePair, StepRewards, TrainResult
+from schoolroom.messages import EvalReport, PreferencePair, StepRewards, TrainRequest, TrainResult
 from schoolroom.protocols import runner
 from schoolroom.protocols.self_explore import outcome_pairs
 
@@ -33,8 +34,16 @@ def tiny(address: str) -> dict:
     }
 
 
-def test_self_explore_runs_end_to_end_on_ray(tmp_path, ray_local):
-    run_dir = runner.run(configlib.decode(tiny("local")), out=str(tmp_path))
+@pytest.fixture(scope="module")
+def explore_run(tmp_path_factory):
+    from conftest import ensure_ray
+
+    ensure_ray()
+    return runner.run(configlib.decode(tiny("local")), out=str(tmp_path_factory.mktemp("explore")))
+
+
+def test_self_explore_runs_end_to_end_on_ray(explore_run):
+    run_dir = explore_run
     messages = log.read_all(run_dir / "messages.jsonl")
     results = {m.adapter.split("-")[0] for m in messages if isinstance(m, TrainResult)}
     rewards = [m for m in messages if isinstance(m, StepRewards)]
@@ -50,6 +59,28 @@ def test_self_explore_runs_end_to_end_on_ray(tmp_path, ray_local):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["step_pairs"] == len(pairs) and metrics["rollout_tokens"] >= 0
     assert (run_dir / "accuracy.png").exists() and (run_dir / "first_pit.png").exists()
+
+
+def test_resume_after_a_crash_does_not_train_again(explore_run, tmp_path):
+    from schoolroom.messages import Call
+
+    whole = log.read_all(explore_run / "messages.jsonl")
+    explored = next(i for i, m in enumerate(whole) if isinstance(m, Call) and m.method == "explore")
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    (crashed / "config.toml").write_text((explore_run / "config.toml").read_text())
+    shutil.copytree(explore_run / "adapters", crashed / "adapters")  # the crash leaves the run directory as it was
+    lines = (explore_run / "messages.jsonl").read_bytes().splitlines(keepends=True)
+    (crashed / "messages.jsonl").write_bytes(b"".join(lines[: explored + 2]))  # header + up to the explore call
+    runner.run(configlib.decode(tiny("inline")), resume=crashed)
+    after = log.read_all(crashed / "messages.jsonl")
+    trained = [m.method for m in after if isinstance(m, Call) and m.agent == "trainer"]
+    assert trained == [m.method for m in whole if isinstance(m, Call) and m.agent == "trainer"], \
+        "the SFT adapter made before the crash is reused; the DPOs after it are trained once"
+    names = [m.name for m in after if isinstance(m, EvalReport)]
+    assert len(names) == len(set(names)) == len([m for m in whole if isinstance(m, EvalReport)])
+    assert [m.kind for m in after if isinstance(m, TrainRequest)] == \
+        [m.kind for m in whole if isinstance(m, TrainRequest)], "the protocol's requests keep their ids"
 
 
 def test_outcome_pairs_pair_right_with_wrong_of_the_same_problem():

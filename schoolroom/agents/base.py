@@ -16,6 +16,17 @@ def effect(method):
     return method
 
 
+def batched(*params: str):
+    """Declare the list parameters a method handles item by item (outputs in the same order, items
+    independent): the runtime may cut them into aligned chunks. Other arguments always go whole."""
+
+    def mark(method):
+        method._schoolroom_batched = params
+        return method
+
+    return mark
+
+
 class Agent:
     """A plain class with typed methods, messages in and messages out.
 

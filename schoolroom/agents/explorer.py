@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from schoolroom.agents.base import batched
 from schoolroom.agents.engines import Completion
 from schoolroom.agents.student import Student, solve_prompt
 from schoolroom.environment import answers_match, extract_answer
@@ -70,8 +71,9 @@ class _Search:
             self.hi = min(self.hi, t)
 
     def pit(self) -> int | None:
-        """First pit as a prefix length t (1..n): the step s_t; None if even the question alone failed."""
-        if not self.r.get(0):
+        """First pit as a prefix length t (1..n): the step s_t; None if even the question alone failed (or the
+        attempt has no steps)."""
+        if self.n == 0 or not self.r.get(0):
             return None
         if self.how == "linear":
             zeros = [t for t in sorted(self.r) if t > 0 and self.r[t] == 0]
@@ -98,6 +100,7 @@ class Explorer(Student):
 
     role = "explorer"
 
+    @batched("attempts")
     def explore(self, attempts: list[Attempt], problems: list[Problem], k: int = 4, search: str = "linear",
                 temperature: float = 0.7, max_tokens: int | None = None) -> list[Message]:
         """StepRewards for every attempt, and a step-level PreferencePair wherever a first pit was found."""

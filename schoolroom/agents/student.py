@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schoolroom.agents.base import Agent, effect
+from schoolroom.agents.base import Agent, batched, effect
 from schoolroom.agents.engines import Prompt
 from schoolroom.environment import extract_answer, split_steps
 from schoolroom.environment.prompts import chat, render
@@ -25,6 +25,7 @@ def solve_prompt(problem: Problem, prefix: str = "", system: str | None = None) 
 class Student(Agent):
     role = "student"
 
+    @batched("problems", "guidance")
     def solve(self, problems: list[Problem], guidance: list[Guidance | None] | None = None, n: int = 1,
               temperature: float | None = None, max_tokens: int | None = None) -> list[Attempt]:
         """``n`` attempts per problem (problem-major order); ``guidance[i]`` starts the answer to problem ``i``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from schoolroom.agents.base import Agent
+from schoolroom.agents.base import Agent, batched
 from schoolroom.agents.engines import Prompt
 from schoolroom.environment import extract_answer, solution_text, split_steps
 from schoolroom.environment.prompts import chat, render
@@ -18,8 +18,12 @@ from schoolroom.messages import Guidance, Mistake, Plan, Problem, Rationale
 _NUMBERED = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):]\s*", re.IGNORECASE)
 
 
-def solution_steps(text: str) -> list[str]:
-    """A written solution's steps, without the final ``#### answer`` line."""
+def solution_steps(text: str, at_least: int = 2) -> list[str]:
+    """A written solution's steps, without the final ``#### answer`` line: one a line; a reply with fewer than
+    ``at_least`` lines is split into sentences instead."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("####")]
+    if len(lines) >= at_least:
+        return lines
     return [s for s in split_steps(text) if not s.startswith("####")]
 
 
@@ -37,6 +41,7 @@ class Teacher(Agent):
         outs = self.generate(prompts, self.params(n=n, temperature=temperature))
         return [[c.text for c in cs] for cs in outs]
 
+    @batched("problems")
     def guide(self, problems: Problem | list[Problem], k: int) -> Guidance | list[Guidance]:
         """The first ``k`` steps of a solution for each problem (one Guidance per problem)."""
         single = isinstance(problems, Problem)
@@ -47,7 +52,7 @@ class Teacher(Agent):
         outs = self.generate(prompts, self.params(n=1))
         guidance = []
         for p, (c,) in zip(batch, outs):
-            steps = solution_steps(c.text)[:k]
+            steps = solution_steps(c.text, at_least=k)[:k]
             if len(steps) < k:
                 self.note("unparsed", f"asked for {k} steps, the reply has {len(steps)}", p.problem_id,
                           reply=c.text, task="first_steps")
@@ -55,6 +60,7 @@ class Teacher(Agent):
                                      text="\n".join(steps), teacher=self.name, sender=self.name, parents=(p.id,)))
         return guidance[0] if single else guidance
 
+    @batched("mistakes")
     def tailor(self, mistakes: list[Mistake], problems: list[Problem], n: int = 1,
                temperature: float | None = None, answer_key: str = "solution") -> list[Rationale]:
         """``n`` correct rationales per mistake, written for the student who made it (tailored learning).
@@ -86,6 +92,7 @@ class Teacher(Agent):
         return Rationale(problem_id=p.problem_id, text=text.strip(), steps=tuple(steps), answer=answer, source=source,
                          sender=self.name, parents=parents, **extra)
 
+    @batched("problems")
     def plan(self, problems: list[Problem]) -> list[Plan]:
         """ERP: a high-level plan for each problem, written from the human solution (one Plan per problem;
         an unparsable reply gives an empty Plan and a Note)."""
@@ -99,6 +106,7 @@ class Teacher(Agent):
                             steps=tuple(steps), sender=self.name, parents=(p.id,)))
         return out
 
+    @batched("problems", "plans")
     def enrich(self, problems: list[Problem], plans: list[Plan]) -> list[Rationale]:
         """ERS: the human solution rewritten along the plan with the skipped steps filled in (unparsable
         replies are noted and skipped)."""

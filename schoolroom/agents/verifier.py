@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schoolroom.agents.base import Agent
+from schoolroom.agents.base import Agent, batched
 from schoolroom.environment import answers_match
 from schoolroom.messages import Attempt, Mistake, Problem, Rationale, Verdict
 
@@ -11,6 +11,7 @@ class Verifier(Agent):
     role = "verifier"
     uses_engine = False
 
+    @batched("attempts")
     def check(self, attempts: Attempt | Rationale | list[Attempt | Rationale],
               problems: Problem | list[Problem]) -> Verdict | list[Verdict]:
         """One Verdict per attempt or rationale (its ``attempt_id`` names what was judged, ``reason`` why it

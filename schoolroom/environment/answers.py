@@ -53,6 +53,7 @@ def extract_answer(text: str | None, strict: bool = False) -> str | None:
     m = _ANSWER_IS.findall(text)
     if m:
         said = m[-1].strip().strip("*").strip()
+        said = said.rsplit("=", 1)[-1].strip()  # "the answer is 5 + 3 = 8" states 8
         nums = _NUMBER_IN_TEXT.findall(said)
         if nums:
             return nums[0].strip()

@@ -11,6 +11,7 @@ teacher) is answered from the log instead of asking the agent again.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -27,7 +28,7 @@ from schoolroom.agents.verifier import Verifier
 from schoolroom.config import Config, DataConfig
 from schoolroom.environment import load, synthetic
 from schoolroom.log import Writer
-from schoolroom.messages import Call, EvalReport, Message, Note, Problem, TrainResult, Usage, Verdict
+from schoolroom.messages import Call, EvalReport, Message, Note, Problem, TrainResult, Usage, Verdict, sequential_ids
 from schoolroom.protocols.stats import wilson
 
 
@@ -99,6 +100,10 @@ class AgentHandle:
     def __init__(self, room: Classroom, name: str, role: str, host):
         self._room, self.name, self.role, self.host = room, name, role, host
         self.state: Any = None  # the last effect call on this agent (method and arguments), part of call keys
+        c = room.config.agents[name]
+        # what the agent's answers depend on besides the arguments: a changed model is asked again
+        self.settings = [c.role, c.engine, c.model, c.max_tokens, c.temperature, c.top_p, c.stop, c.seed,
+                         c.system_prompt, c.options]
 
     def __getattr__(self, method: str):
         if method.startswith("_") or not callable(getattr(ROLES[self.role], method, None)):
@@ -116,11 +121,10 @@ class AgentHandle:
 
 class Classroom:
     def __init__(self, config: Config, log: Writer, run_id: str, previous: list[Message] = (),
-                 reuse: dict[str, list[Message]] | None = None, limit: int | None = None,
+                 reuse: dict[str, list[Message]] | None = None,
                  progress: Callable[[str, int, int], None] | None = None, workdir: str = "."):
         self.config, self.log, self.run_id, self.workdir = config, log, run_id, workdir
         self.round = 0
-        self.limit = limit
         self.progress = progress or (lambda label, done, total: None)
         self._logged: set[str] = {m.id for m in previous}
         self._memo: dict[str, tuple[Any, bool]] = {}
@@ -218,20 +222,20 @@ class Classroom:
         if name not in self._sets:
             if name not in self.config.data:
                 raise KeyError(f"no problem set {name!r}: add [data.{name}] to the config")
-            problems = [replace(p, run_id=self.run_id, sender="environment")
-                        for p in self._load_set(self.config.data[name])]
-            self.record(*problems)
-            self.record(Note(kind="problem_set", text=f"{len(problems)} problems in set {name}",
-                             data={"name": name, "ids": [p.id for p in problems]}))
+            with sequential_ids(None):  # a resumed run reads the set back from the log: it makes no ids
+                problems = [replace(p, run_id=self.run_id, sender="environment")
+                            for p in self._load_set(self.config.data[name])]
+                note = Note(kind="problem_set", text=f"{len(problems)} problems in set {name}",
+                            data={"name": name, "ids": [p.id for p in problems]})
+            self.record(*problems, note)
             self._sets[name] = problems
         return self._sets[name]
 
     def _load_set(self, d: DataConfig) -> list[Problem]:
-        limit = min(x for x in (d.limit, self.limit) if x is not None) if (d.limit or self.limit) else None
         if d.source == "synthetic":
-            return synthetic(min(d.n, limit) if limit else d.n, steps=d.steps, seed=d.seed)
+            return synthetic(min(d.n, d.limit) if d.limit is not None else d.n, steps=d.steps, seed=d.seed)
         problems = load(d.source, d.split, data_dir=d.data_dir)[d.offset:]
-        return problems[:limit] if limit else problems
+        return problems[:d.limit] if d.limit is not None else problems
 
     def usage(self, agent: str) -> dict[str, float]:
         """What ``agent``'s engine has cost in this run so far (calls answered from the log cost nothing):
@@ -272,26 +276,43 @@ class Classroom:
             return {k: self._stamp_inputs(v) for k, v in x.items()}
         return x
 
-    def _split(self, args: tuple) -> list[tuple]:
+    def _split(self, method: Callable, args: tuple, kwargs: dict) -> list[tuple[tuple, dict]]:
+        """Aligned chunks of the parameters ``method`` declares @batched (positional or keyword); the rest whole."""
+        names = getattr(method, "_schoolroom_batched", ())
         size = self.config.runtime.chunk_size
-        if not args or not isinstance(args[0], list) or size <= 0 or len(args[0]) <= size:
-            return [args]
-        n = len(args[0])
-        return [tuple(a[i:i + size] if isinstance(a, list) and len(a) == n else a for a in args)
-                for i in range(0, n, size)]
+        if not names or size <= 0:
+            return [(args, kwargs)]
+        bound = inspect.signature(method).bind(None, *args, **kwargs)  # None stands for self
+        lists = {k: v for k, v in bound.arguments.items() if k in names and isinstance(v, list)}
+        lengths = {len(v) for v in lists.values()}
+        if not lists or len(lengths) != 1 or lengths.pop() <= size:
+            return [(args, kwargs)]
+        n = len(next(iter(lists.values())))
+        pieces = []
+        for i in range(0, n, size):
+            b = inspect.BoundArguments(bound.signature, dict(bound.arguments))
+            for k, v in lists.items():
+                b.arguments[k] = v[i:i + size]
+            pieces.append((b.args[1:], b.kwargs))
+        return pieces
 
     def _call(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Any:
-        effect = bool(getattr(getattr(ROLES[handle.role], method), "_schoolroom_effect", False))
-        pieces = self._split(args)
+        with sequential_ids(None):  # agents (inline too) and call records make random ids: only protocol
+            return self._ask(handle, method, args, kwargs)  # code's ids follow the run's sequence
+
+    def _ask(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Any:
+        fn = getattr(ROLES[handle.role], method)
+        effect = bool(getattr(fn, "_schoolroom_effect", False))
+        pieces = self._split(fn, args, kwargs)
         results: list[Any] = [None] * len(pieces)
         pending = []
-        for i, piece in enumerate(pieces):
-            key = call_key(handle.name, method, self.round, piece, kwargs, handle.state)
+        for i, (piece, kw) in enumerate(pieces):
+            key = call_key(handle.name, method, self.round, piece, kw, [handle.settings, handle.state])
             if not effect and key in self._memo:
                 result, logged = self._memo[key]
                 results[i] = result if logged else self._log_call(handle, method, key, result, [], 0.0)
                 continue
-            piece, kw = self._stamp_inputs(piece), self._stamp_inputs(kwargs)
+            piece, kw = self._stamp_inputs(piece), self._stamp_inputs(kw)
             pending.append((i, key, piece, kw))
         label = f"{handle.name}.{method}" + (f" (round {self.round})" if self.round else "")
         done = len(pieces) - len(pending)

@@ -24,6 +24,8 @@ class FirstStepConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 @protocol("first_step", FirstStepConfig)
 def first_step(room: Classroom, cfg: FirstStepConfig) -> Report:
+    if not cfg.ks or not cfg.teachers:
+        raise ValueError("first_step needs at least one teacher and one k (protocol.teachers, protocol.ks)")
     problems = room.problems(cfg.problems)
     correct: dict[tuple[str, int], list[bool]] = {}
     for teacher in cfg.teachers:

@@ -19,7 +19,7 @@ import msgspec
 from schoolroom import config as configlib
 from schoolroom import log as loglib
 from schoolroom.protocols import enriched, first_step, self_explore, tailored  # noqa: F401  (registers them)
-from schoolroom.messages import Call, Note
+from schoolroom.messages import Call, Note, sequential_ids
 from schoolroom.protocols.classroom import PROTOCOLS, Classroom, Figure, Report
 from schoolroom.protocols.replay import usage_markdown, usage_rows
 
@@ -90,6 +90,9 @@ def draw(fig: Figure, path: Path) -> None:
 def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None, limit: int | None = None,
         resume: str | Path | None = None, reuse: dict[str, str] | None = None, progress=None) -> Path:
     """Run (or resume) the configured protocol; returns the run directory."""
+    cfg = configlib.with_limit(cfg, limit)
+    if reuse:
+        cfg = msgspec.structs.replace(cfg, run=msgspec.structs.replace(cfg.run, reuse=dict(cfg.run.reuse) | reuse))
     name, fn, pcfg = protocol_of(cfg, source)
     if resume:
         run_dir = Path(resume)
@@ -104,7 +107,7 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
         run_dir.mkdir(parents=True, exist_ok=False)
         previous = []
         (run_dir / "config.toml").write_text(configlib.dump(resolved(cfg, name, pcfg)))
-    reused = {agent: loglib.read_all(path) for agent, path in (reuse or {}).items()}
+    reused = {agent: loglib.read_all(path) for agent, path in cfg.run.reuse.items()}
     writer = loglib.Writer(run_dir / "messages.jsonl", run_id=run_id)
     if resume and orphans:
         writer.write(Note(kind="orphaned", text=f"{len(orphans)} messages of a call cut short by the crash; "
@@ -112,9 +115,10 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
     t0 = time.perf_counter()
     room = None
     try:
-        room = Classroom(cfg, writer, run_id, previous=previous, reuse=reused, limit=limit, progress=progress,
+        room = Classroom(cfg, writer, run_id, previous=previous, reuse=reused, progress=progress,
                          workdir=str(run_dir))
-        report: Report = fn(room, pcfg)
+        with sequential_ids(run_id):  # what the protocol makes gets the same ids when the run is resumed
+            report: Report = fn(room, pcfg)
     finally:
         if room is not None:
             room.close()
@@ -122,6 +126,17 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
     wall = time.perf_counter() - t0
     write_report(run_dir, report, wall, resumed=bool(resume))
     return run_dir
+
+
+def _finite(x: Any) -> Any:
+    """NaN (an accuracy of nothing) as null: metrics.json stays valid JSON."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _span(messages) -> float:
@@ -132,7 +147,7 @@ def _span(messages) -> float:
 def write_report(run_dir: Path, report: Report, wall_s: float, resumed: bool = False) -> None:
     messages = loglib.read_all(run_dir / "messages.jsonl")
     metrics = dict(report.metrics, wall_s=round(wall_s, 1), usage=usage_rows(messages), resumed=resumed)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (run_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, default=str))
     for fig in report.figures:
         draw(fig, run_dir / f"{fig.name}.png")
     for name, text in report.files.items():

@@ -51,11 +51,12 @@ def self_explore(room: Classroom, cfg: SelfExploreConfig) -> Report:
 
     attempts = room.student.solve(train, n=cfg.samples, temperature=cfg.temperature)
     verdicts = room.verifier.check(attempts, train)
-    wrong = [a for a, v in zip(attempts, verdicts) if not v.correct][: cfg.max_explore]
+    # explored: wrong attempts that state an answer (one cut off by max_tokens is not known to end in a pit)
+    wrong = [a for a, v in zip(attempts, verdicts) if not v.correct and a.answer is not None][: cfg.max_explore]
 
     explored = room.explorer.explore(wrong, train, k=cfg.k, search=cfg.search, temperature=cfg.temperature)
     step_pairs = [m for m in explored if isinstance(m, PreferencePair)]
-    whole_pairs = outcome_pairs(train, attempts, [v.correct for v in verdicts])
+    whole_pairs = outcome_pairs(train, attempts, [v.correct for v in verdicts], among={a.id for a in wrong})
 
     step_dpo = dpo(room, "step_dpo", step_pairs, sft, train, cfg)
     outcome_dpo = dpo(room, "outcome_dpo", whole_pairs, sft, train, cfg)
@@ -88,12 +89,15 @@ def dpo(room: Classroom, name: str, pairs: list[PreferencePair], sft: TrainResul
     return room.trainer.train(request("dpo", name, pairs, cfg.dpo, cfg, base=sft), pairs, train)
 
 
-def outcome_pairs(problems: list[Problem], attempts: list[Attempt], correct: list[bool]) -> list[PreferencePair]:
-    """Outcome-level baseline: each wrong attempt of a problem against one of its correct attempts."""
+def outcome_pairs(problems: list[Problem], attempts: list[Attempt], correct: list[bool],
+                  among: set[str] | None = None) -> list[PreferencePair]:
+    """Outcome-level baseline: each wrong attempt (of those ``among``, the explored ones: the same data as the
+    step-level pairs) against one of the correct attempts of its problem."""
     right: dict[str, list[Attempt]] = {}
     wrong: dict[str, list[Attempt]] = {}
     for a, ok in zip(attempts, correct):
-        (right if ok else wrong).setdefault(a.problem_id, []).append(a)
+        if ok or among is None or a.id in among:
+            (right if ok else wrong).setdefault(a.problem_id, []).append(a)
     question = {p.problem_id: p.question for p in problems}
     return [PreferencePair(problem_id=pid, prompt=question[pid], chosen=good.prefix + good.text,
                            rejected=bad.prefix + bad.text, level="outcome", parents=(good.id, bad.id))
