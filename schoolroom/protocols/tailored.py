@@ -47,8 +47,7 @@ def tailored(room: Classroom, cfg: TailoredConfig) -> Report:
     train, test = room.problems(cfg.train), room.problems(cfg.eval)
     rows: list[dict] = []
     for variant in cfg.variants:
-        room.round = 0
-        room.student.load(None)
+        room.round = 0  # every variant starts from the base student (evaluate loads it)
         previous = [v.correct for v in room.evaluate(f"{variant.name}/round 0", test)]
         rows.append(row(variant.name, 0, previous, previous, {}))
         adapter = None
