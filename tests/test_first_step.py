@@ -90,6 +90,19 @@ def test_crash_then_resume_asks_nothing_twice(inline_run, tmp_path):
     assert accuracy == [line for line in summary(whole).splitlines() if "round 0" in line]
 
 
+def test_reuse_answers_a_teacher_from_an_earlier_run(inline_run, tmp_path):
+    from schoolroom.messages import Guidance
+
+    first = log.read_all(inline_run / "messages.jsonl")
+    again = runner.run(configlib.decode(tiny_config()), out=str(tmp_path),
+                       reuse={"reference": str(inline_run / "messages.jsonl")})
+    second = log.read_all(again / "messages.jsonl")
+    assert [g.id for g in second if isinstance(g, Guidance)] == [g.id for g in first if isinstance(g, Guidance)]
+    assert not [m for m in second if isinstance(m, Usage) and m.agent == "reference"], "the teacher was not asked"
+    assert [m for m in second if isinstance(m, Usage) and m.agent == "student"], "the student was"
+    assert 'reference = "' in (again / "config.toml").read_text(), "the reuse is part of the resolved config"
+
+
 def test_replay_summary_and_transcript(inline_run):
     messages = log.read_all(inline_run / "messages.jsonl")
     s = summary(messages)
