@@ -31,14 +31,15 @@ class Teacher(Agent):
     role = "teacher"
 
     def _ask(self, template: str, problems: list[Problem], task: str, n: int = 1, temperature: float | None = None,
-             **fields: list[str]) -> list[list[str]]:
-        """Fill ``template`` per problem (``fields`` gives per-problem values) and return ``n`` replies each."""
+             stop_after: str = "", **fields: list[str]) -> list[list[str]]:
+        """Fill ``template`` per problem (``fields`` gives per-problem values) and return ``n`` replies each,
+        each ending at the line break after ``stop_after`` when given (the asked-for "#### answer" line)."""
         prompts = [Prompt(messages=chat(render(template, question=p.question, solution=solution_text(p.gold_steps, p.answer),
                                                **{k: v[i] for k, v in fields.items()}), self.config.system_prompt),
                           task=task, problem=p) for i, p in enumerate(problems)]
         if n > 1 and not (temperature or self.config.temperature):
             temperature = 0.7  # n greedy replies would be n copies
-        outs = self.generate(prompts, self.params(n=n, temperature=temperature))
+        outs = self.generate(prompts, self.params(n=n, temperature=temperature, stop_after=stop_after))
         return [[c.text for c in cs] for cs in outs]
 
     @batched("problems")
@@ -72,7 +73,7 @@ class Teacher(Agent):
         batch = [by_id[m.problem_id] for m in mistakes]
         keys = [f"The correct final answer is {p.answer}." if answer_key == "answer" else
                 f"A correct reference solution:\n{solution_text(p.gold_steps, p.answer)}" for p in batch]
-        replies = self._ask("teacher_tailor", batch, "tailor", n=n, temperature=temperature,
+        replies = self._ask("teacher_tailor", batch, "tailor", n=n, temperature=temperature, stop_after="####",
                             wrong_solution=[m.text.strip() for m in mistakes], answer_key=keys)
         out = []
         for m, p, texts in zip(mistakes, batch, replies):
@@ -110,7 +111,7 @@ class Teacher(Agent):
     def enrich(self, problems: list[Problem], plans: list[Plan]) -> list[Rationale]:
         """ERS: the human solution rewritten along the plan with the skipped steps filled in (unparsable
         replies are noted and skipped)."""
-        replies = self._ask("teacher_enrich", problems, "enrich", plan=[pl.text or "(no plan)" for pl in plans])
+        replies = self._ask("teacher_enrich", problems, "enrich", stop_after="####", plan=[pl.text or "(no plan)" for pl in plans])
         out = []
         for p, pl, (text,) in zip(problems, plans, replies):
             r = self._rationale(text, p, "ers", (p.id, pl.id))
