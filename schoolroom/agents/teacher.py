@@ -111,7 +111,8 @@ class Teacher(Agent):
     def enrich(self, problems: list[Problem], plans: list[Plan]) -> list[Rationale]:
         """ERS: the human solution rewritten along the plan with the skipped steps filled in (unparsable
         replies are noted and skipped)."""
-        replies = self._ask("teacher_enrich", problems, "enrich", stop_after="####", plan=[pl.text or "(no plan)" for pl in plans])
+        replies = self._ask("teacher_enrich", problems, "enrich", stop_after="####",
+                            plan=[pl.text or "(no plan)" for pl in plans])
         out = []
         for p, pl, (text,) in zip(problems, plans, replies):
             r = self._rationale(text, p, "ers", (p.id, pl.id))
