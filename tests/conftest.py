@@ -72,9 +72,9 @@ def answer_42_adapter(tmp_path_factory):
     from schoolroom.environment import synthetic
     from schoolroom.messages import Rationale, TrainRequest
 
-    problems = synthetic(8, steps=[1, 2], seed=42)
+    problems = synthetic(12, steps=[1, 2, 3], seed=42)
     data = [Rationale(problem_id=p.problem_id, text="#### 42", source="test") for p in problems]
     trainer = Trainer("trainer", AgentConfig(role="trainer"), workdir=str(tmp_path_factory.mktemp("run")))
     request = TrainRequest(kind="sft", name="answer42", data=tuple(r.id for r in data), seed=0,
-                           hyper={"max_steps": 8, "batch_size": 4, "learning_rate": 5e-3})
+                           hyper={"max_steps": 12, "batch_size": 4, "learning_rate": 5e-3})  # last loss ~5e-4: robust across CPUs
     return trainer.train(request, data, problems)
