@@ -124,3 +124,13 @@ def test_split_steps():
     assert split_steps("Tom has 2.5 kg. Then he eats 1. So 1.5 are left.") == [
         "Tom has 2.5 kg.", "Then he eats 1.", "So 1.5 are left."]
     assert split_steps("   ") == []
+    # fewer lines than asked for: every line is split into sentences
+    assert split_steps("Tom has 2. He eats 1.\nSo 1 is left.", at_least=3) == ["Tom has 2.", "He eats 1.", "So 1 is left."]
+
+
+def test_a_teachers_steps_leave_out_the_answer_line():
+    from schoolroom.agents.teacher import solution_steps
+
+    assert solution_steps("Tom has 2 + 3 = 5.\nHe eats 1.\n#### 4") == ["Tom has 2 + 3 = 5.", "He eats 1."]
+    # one line of steps and the answer line: the steps are its sentences
+    assert solution_steps("Tom has 2 + 3 = 5. He eats 1.\n#### 4") == ["Tom has 2 + 3 = 5.", "He eats 1."]

@@ -21,10 +21,7 @@ _NUMBERED = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):]\s*", re.IGNORECASE)
 def solution_steps(text: str, at_least: int = 2) -> list[str]:
     """A written solution's steps, without the final ``#### answer`` line: one a line; a reply with fewer than
     ``at_least`` lines is split into sentences instead."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("####")]
-    if len(lines) >= at_least:
-        return lines
-    return [s for s in split_steps(text) if not s.startswith("####")]
+    return split_steps("\n".join(ln for ln in text.splitlines() if not ln.strip().startswith("####")), at_least)
 
 
 class Teacher(Agent):
@@ -99,7 +96,7 @@ class Teacher(Agent):
         an unparsable reply gives an empty Plan and a Note)."""
         out = []
         for p, (text,) in zip(problems, self._ask("teacher_plan", problems, "plan")):
-            steps = [_NUMBERED.sub("", s).strip() for s in split_steps(text) if not s.startswith("####")]
+            steps = [_NUMBERED.sub("", s).strip() for s in solution_steps(text)]
             steps = [s for s in steps if s]
             if not steps:
                 self.note("unparsed", "the plan has no steps", p.problem_id, reply=text, task="plan")

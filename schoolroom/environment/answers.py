@@ -145,9 +145,10 @@ def solution_text(steps, answer) -> str:
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
 
 
-def split_steps(text: str) -> list[str]:
-    """Split a solution into steps: one line a step; a single-paragraph answer is split into sentences."""
+def split_steps(text: str, at_least: int = 2) -> list[str]:
+    """Split a solution into steps: one line a step; an answer of fewer than ``at_least`` lines (by default a
+    single paragraph) is split into sentences instead."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    if len(lines) == 1:
-        lines = [s.strip() for s in _SENTENCE.split(lines[0]) if s.strip()]
+    if len(lines) < at_least:
+        lines = [s.strip() for ln in lines for s in _SENTENCE.split(ln) if s.strip()]
     return lines
