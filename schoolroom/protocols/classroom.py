@@ -94,16 +94,19 @@ def call_key(agent: str, method: str, round: int, args: tuple, kwargs: dict, sta
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
+_PLUMBING = {"resources", "threads", "batch_size", "gpu_memory_utilization", "api_key_env", "timeout_s",
+             "max_retries", "backoff_s", "max_backoff_s", "concurrency"}  # settings that leave answers unchanged
+
+
 class AgentHandle:
     """Calls the agent's methods wherever it runs; ``room.student.solve(...)`` reads like a local call."""
 
     def __init__(self, room: Classroom, name: str, role: str, host):
         self._room, self.name, self.role, self.host = room, name, role, host
         self.state: Any = None  # the last effect call on this agent (method and arguments), part of call keys
-        c = room.config.agents[name]
-        # what the agent's answers depend on besides the arguments: a changed model is asked again
-        self.settings = [c.role, c.engine, c.model, c.max_tokens, c.temperature, c.top_p, c.stop, c.seed,
-                         c.system_prompt, c.options]
+        # what the agent's answers depend on besides the arguments: its config but for where it runs and how
+        # fast (a changed model, sampling setting or endpoint is asked again)
+        self.settings = {k: v for k, v in msgspec.to_builtins(room.config.agents[name]).items() if k not in _PLUMBING}
 
     def __getattr__(self, method: str):
         if method.startswith("_") or not callable(getattr(ROLES[self.role], method, None)):
