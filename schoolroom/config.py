@@ -80,6 +80,7 @@ class DataConfig(_Strict):
     offset: int = 0
     limit: int | None = None
     data_dir: str | None = None
+    exclude: list[str] = []  # other problem sets of the config whose questions are left out (e.g. the held-out set)
 
 
 class RuntimeConfig(_Strict):

@@ -148,16 +148,25 @@ class Plan(Message, frozen=True, kw_only=True, tag="plan"):
 
 
 class StepRewards(Message, frozen=True, kw_only=True, tag="step_rewards"):
-    """Monte-Carlo process labels of an attempt's steps.
+    """Scores of an attempt, per step and/or as a whole, and who wrote them (``source``).
 
-    ``rewards[i]``: the fraction of rollouts from the prefix ending with step ``i`` (0-based) that reach
-    the gold answer; None where the search did not look. ``start``: the same from the question alone.
-    ``first_pit``: the first step from which no rollout is correct (0-based), None if not found.
+    - ``rollouts`` (the Explorer, Monte-Carlo): ``rewards[i]`` is the fraction of rollouts from the prefix ending
+      with step ``i`` (0-based) that reach the gold answer; None where the search did not look. ``start``: the
+      same from the question alone; ``first_pit``: the first step from which no rollout is correct.
+    - ``prm`` (a process reward model): ``rewards[i]`` is the model's probability that the solution is still
+      correct after step ``i``.
+    - ``orm`` (an outcome reward model): ``score`` is its probability that the whole attempt is correct.
+    - ``answer`` (the answer check): ``score`` is 1.0 for the gold answer, else 0.0.
+    - ``human`` (labels such as PRM800K's): ``rewards[i]`` is the label of step ``i``, None where unlabelled.
+    ``adapter`` names the reward model's version where a model wrote them.
     """
 
     problem_id: str
     attempt_id: str
     rewards: tuple[float | None, ...] = ()
+    score: float | None = None
+    source: str = "rollouts"
+    adapter: str | None = None
     start: float | None = None
     first_pit: int | None = None
     rollouts: int = 0
@@ -182,11 +191,18 @@ class PreferencePair(Message, frozen=True, kw_only=True, tag="preference_pair"):
 
 
 class TrainRequest(Message, frozen=True, kw_only=True, tag="train_request"):
-    """Train an adapter of kind ``sft``/``dpo``/``reflection`` on the messages named in ``data``."""
+    """Train an adapter of kind ``kind`` (sft, dpo, reflection, orm, prm, ppo, grpo, ...) on the messages in ``data``.
+
+    ``base_adapter`` continues an earlier adapter; ``reference_adapter`` is the policy RL keeps close to (None:
+    the base model); ``base_model`` is the backbone to train on ("": the trainer's own model), e.g. a
+    verifier's reward-model backbone.
+    """
 
     kind: str
     data: tuple[str, ...] = ()
     base_adapter: str | None = None
+    reference_adapter: str | None = None
+    base_model: str = ""
     lora: dict[str, Any] = {}
     hyper: dict[str, Any] = {}
     seed: int = 0

@@ -11,7 +11,7 @@ from schoolroom import models
 from schoolroom.agents.engines.hf import HFEngine
 from schoolroom.agents.runtime import spawn
 from schoolroom.agents.student import Student
-from schoolroom.agents.trainer import Trainer
+from schoolroom.agents.trainer import Trainer, dpo_examples
 from schoolroom.config import AgentConfig, Resources, RuntimeConfig
 from schoolroom.environment import solution_text, synthetic
 from schoolroom.messages import PreferencePair, Rationale, TrainRequest, TrainResult
@@ -67,8 +67,7 @@ def test_sft_and_dpo_steps_make_adapters(trained):
 def test_dpo_raises_the_margin_of_chosen_over_rejected(trained):
     _, sft, dpo = trained
     trainer = Trainer("t", AgentConfig(role="trainer"))
-    request = TrainRequest(kind="dpo")
-    pairs = trainer.examples(request, PAIRS, {p.problem_id: p for p in PROBLEMS})
+    pairs = dpo_examples(trainer, PAIRS, {p.problem_id: p for p in PROBLEMS})
     tok = models.load_tokenizer("smollm2-135m-instruct")
     before = preference_margin(plain_peft(sft.path), tok, pairs)
     after = preference_margin(plain_peft(dpo.path), tok, pairs)

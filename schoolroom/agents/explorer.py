@@ -85,7 +85,7 @@ class _Search:
         rewards = tuple(self.r.get(i) for i in range(1, self.n)) + ((0.0,) if self.n else ())
         out: list[Message] = [StepRewards(
             problem_id=p.problem_id, attempt_id=a.id, rewards=rewards, start=self.r.get(0),
-            first_pit=None if t is None else t - 1, rollouts=self.rollouts, tokens=self.tokens, search=self.how,
+            first_pit=None if t is None else t - 1, rollouts=self.rollouts, tokens=self.tokens, search=self.how, source="rollouts",
             sender=sender, parents=(a.id, p.id))]
         if t is not None and (t - 1) in self.correct:
             out.append(PreferencePair(

@@ -1,15 +1,52 @@
-"""The Verifier: grades attempts and written rationales against the gold answer (no model)."""
+"""The Verifier: grades attempts against the gold answer, and scores them with a reward model.
+
+``check`` compares final answers (no model). ``score`` writes one ``StepRewards`` per attempt with a
+scorer: ``answer`` (the answer check as a score, 1 or 0), or the reward model this verifier loaded with
+``load`` (an ORM: one score per attempt; a PRM: one per step), which runs here, on this agent's own actor
+and resources, on the backbone its config names. A new scorer is a function and a registration::
+
+    @scorer("length")
+    def length(verifier, attempts, problems): return [StepRewards(...), ...]
+"""
 
 from __future__ import annotations
 
-from schoolroom.agents.base import Agent, batched
+from collections.abc import Callable
+from typing import Any
+
+from schoolroom.agents.base import Agent, batched, effect
+from schoolroom.agents.engines.base import render_prompt
+from schoolroom.agents.student import solve_prompt
 from schoolroom.environment import answers_match
-from schoolroom.messages import Attempt, Mistake, Problem, Rationale, Verdict
+from schoolroom.messages import Attempt, Mistake, Problem, Rationale, StepRewards, TrainResult, Verdict
+
+SCORERS: dict[str, Callable[..., list[StepRewards]]] = {}
+
+
+def scorer(name: str):
+    """Register ``fn(verifier, attempts, problems) -> [StepRewards]`` (one per attempt, in order) as scorer ``name``."""
+
+    def register(fn):
+        SCORERS[name] = fn
+        return fn
+
+    return register
+
+
+def reward_input(tokenizer, problem: Problem, attempt: Attempt) -> dict[str, Any]:
+    """What a reward model reads of an attempt (trained on and scored the same way): the question as the student
+    is asked it, then the solution as text (ORM) and as steps (PRM)."""
+    return {"prompt": render_prompt(tokenizer, solve_prompt(problem)), "text": attempt.prefix + attempt.text,
+            "steps": list(attempt.steps)}
 
 
 class Verifier(Agent):
     role = "verifier"
     uses_engine = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reward_model: Any = None  # (model, tokenizer, kind, separator, version) once load() was called
 
     @batched("attempts")
     def check(self, attempts: Attempt | Rationale | list[Attempt | Rationale],
@@ -18,13 +55,10 @@ class Verifier(Agent):
         is wrong); ``problems`` is a pool to look the problems up in."""
         single = isinstance(attempts, (Attempt, Rationale))
         batch = [attempts] if single else list(attempts)
-        pool = [problems] if isinstance(problems, Problem) else list(problems)
-        by_id = {p.problem_id: p for p in pool}
+        by_id = _pool(problems)
         verdicts = []
         for a in batch:
-            p = by_id.get(a.problem_id)
-            if p is None:
-                raise KeyError(f"no problem {a.problem_id} for attempt {a.id}")
+            p = _problem(by_id, a)
             ok = answers_match(a.answer, p.answer)
             reason = "" if ok else ("no final answer" if a.answer is None else "wrong final answer")
             verdicts.append(Verdict(problem_id=a.problem_id, attempt_id=a.id, correct=ok, predicted=a.answer,
@@ -37,3 +71,87 @@ class Verifier(Agent):
         return [Mistake(problem_id=v.problem_id, attempt_id=v.attempt_id, text=by_attempt[v.attempt_id].prefix + by_attempt[v.attempt_id].text,
                         predicted=v.predicted, gold=v.gold, sender=self.name, parents=(v.attempt_id, v.id))
                 for v in verdicts if not v.correct]
+
+    @effect
+    def load(self, result: TrainResult | None) -> str | None:
+        """Score with the reward model of ``result`` (trained with kind orm or prm) from now on; None: drop it."""
+        if result is None:
+            self.reward_model = None
+            return None
+        from schoolroom import models
+        from schoolroom.training.reward_model import load_reward_model, read_info, separator
+
+        info = read_info(result.path)
+        if info.get("base_model") and info["base_model"] != self.config.model:
+            raise ValueError(f"verifier {self.name}: the reward model {result.adapter} was trained on "
+                             f"{info['base_model']!r}, this verifier runs {self.config.model!r}")
+        tokenizer = models.load_tokenizer(self.config.model)
+        model = load_reward_model(models.resolve(self.config.model).path, self.config.device, adapter=result.path,
+                                  pad_token_id=tokenizer.pad_token_id).eval()
+        self.reward_model = (model, tokenizer, info["kind"], separator(tokenizer, info["separator"]), result.adapter)
+        return result.adapter
+
+    @batched("attempts")
+    def score(self, attempts: list[Attempt], problems: list[Problem], scorer: str | None = None) -> list[StepRewards]:
+        """One StepRewards per attempt, by ``scorer`` (default: the loaded reward model, orm or prm)."""
+        if scorer is None:
+            if self.reward_model is None:
+                raise ValueError(f"verifier {self.name} has no reward model loaded: load one trained with kind orm "
+                                 "or prm, or name a scorer (scorer='answer')")
+            scorer = self.reward_model[2]
+        if scorer not in SCORERS:
+            raise ValueError(f"unknown scorer {scorer!r}; known: {', '.join(SCORERS)}")
+        return SCORERS[scorer](self, list(attempts), list(problems))
+
+
+def _pool(problems: Problem | list[Problem]) -> dict[str, Problem]:
+    return {p.problem_id: p for p in ([problems] if isinstance(problems, Problem) else problems)}
+
+
+def _problem(by_id: dict[str, Problem], a: Attempt | Rationale) -> Problem:
+    if a.problem_id not in by_id:
+        raise KeyError(f"no problem {a.problem_id} for attempt {a.id}")
+    return by_id[a.problem_id]
+
+
+@scorer("answer")
+def answer_score(v: Verifier, attempts: list[Attempt], problems: list[Problem]) -> list[StepRewards]:
+    """The answer check as a reward: 1.0 for the gold answer, 0.0 otherwise."""
+    by_id = _pool(problems)
+    return [StepRewards(problem_id=a.problem_id, attempt_id=a.id, source="answer",
+                        score=float(answers_match(a.answer, _problem(by_id, a).answer)), sender=v.name,
+                        parents=(a.id, _problem(by_id, a).id)) for a in attempts]
+
+
+def _model_scores(v: Verifier, kind: str, attempts: list[Attempt], problems: list[Problem]) -> list[list[float]]:
+    from schoolroom.training.reward_model import score
+
+    if v.reward_model is None or v.reward_model[2] != kind:
+        have = "none" if v.reward_model is None else f"a {v.reward_model[2].upper()}"
+        raise ValueError(f"verifier {v.name} cannot score with an {kind.upper()}: it has {have} loaded")
+    model, tokenizer, _, sep, _ = v.reward_model
+    by_id = _pool(problems)
+    examples = [reward_input(tokenizer, _problem(by_id, a), a) for a in attempts]
+    return score(model, tokenizer, examples, kind, sep, batch_size=v.config.batch_size,
+                 max_length=v.config.max_model_len)
+
+
+@scorer("orm")
+def orm_score(v: Verifier, attempts: list[Attempt], problems: list[Problem]) -> list[StepRewards]:
+    """The outcome reward model's probability that the attempt is correct."""
+    scores = _model_scores(v, "orm", attempts, problems)
+    by_id = _pool(problems)
+    return [StepRewards(problem_id=a.problem_id, attempt_id=a.id, source="orm", score=s[0] if s else None,
+                        adapter=v.reward_model[4], sender=v.name, parents=(a.id, by_id[a.problem_id].id))
+            for a, s in zip(attempts, scores)]
+
+
+@scorer("prm")
+def prm_score(v: Verifier, attempts: list[Attempt], problems: list[Problem]) -> list[StepRewards]:
+    """The process reward model's probability, after each step, that the solution is still correct."""
+    scores = _model_scores(v, "prm", attempts, problems)
+    by_id = _pool(problems)
+    return [StepRewards(problem_id=a.problem_id, attempt_id=a.id, source="prm",
+                        rewards=tuple(s) + (None,) * (len(a.steps) - len(s)), adapter=v.reward_model[4],
+                        sender=v.name, parents=(a.id, by_id[a.problem_id].id))
+            for a, s in zip(attempts, scores)]

@@ -11,6 +11,8 @@ import re
 import threading
 from fractions import Fraction
 
+from schoolroom.messages import Problem, Rationale
+
 _NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"
 _NUMBER_IN_TEXT = re.compile(rf"(?<![\w.])\$?\s?(?:{_NUM})(?:\s*/\s*\d+)?%?")
 _ANSWER_IS = re.compile(
@@ -140,6 +142,12 @@ def answers_match(predicted: str | None, gold: str | None) -> bool:
 def solution_text(steps, answer) -> str:
     """A worked solution in the form students are taught: one step a line, then ``#### answer``."""
     return "\n".join(tuple(steps) + (f"#### {answer}",))
+
+
+def gold_rationale(p: Problem) -> Rationale:
+    """A problem's reference solution as a Rationale to train on."""
+    return Rationale(problem_id=p.problem_id, text=solution_text(p.gold_steps, p.answer), steps=p.gold_steps,
+                     answer=p.answer, source="gold", parents=(p.id,))
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")

@@ -183,9 +183,13 @@ class Classroom:
         return "gold solutions (reference)" if a.engine == "reference" else f"{a.engine} {a.model}"
 
     def _by_role(self, role: str) -> Any:
+        """The one agent with ``role``; of several, the one named after the role (``[agents.verifier]``)."""
         found = [h for h in self.agents.values() if h.role == role]
+        if len(found) > 1 and role in self.agents and self.agents[role].role == role:
+            return self.agents[role]
         if len(found) != 1:
-            raise KeyError(f"the config has {len(found)} agents with role {role}; use room.agent(name)")
+            raise KeyError(f"the config has {len(found)} agents with role {role} and none named {role}; "
+                           "use room.agent(name)")
         return found[0]
 
     @property
@@ -236,8 +240,12 @@ class Classroom:
 
     def _load_set(self, d: DataConfig) -> list[Problem]:
         if d.source == "synthetic":
-            return synthetic(min(d.n, d.limit) if d.limit is not None else d.n, steps=d.steps, seed=d.seed)
-        problems = load(d.source, d.split, data_dir=d.data_dir)[d.offset:]
+            problems = synthetic(min(d.n, d.limit) if d.limit is not None else d.n, steps=d.steps, seed=d.seed)
+        else:
+            problems = load(d.source, d.split, data_dir=d.data_dir)[d.offset:]
+        if d.exclude:
+            seen = {p.question for name in d.exclude for p in self.problems(name)}
+            problems = [p for p in problems if p.question not in seen]
         return problems[:d.limit] if d.limit is not None else problems
 
     def usage(self, agent: str) -> dict[str, float]:

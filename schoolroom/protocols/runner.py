@@ -18,7 +18,7 @@ import msgspec
 
 from schoolroom import config as configlib
 from schoolroom import log as loglib
-from schoolroom.protocols import enriched, first_step, self_explore, tailored  # noqa: F401  (registers them)
+from schoolroom.protocols import best_of_n, enriched, first_step, reinforce, self_explore, tailored  # noqa: F401  (registers them)
 from schoolroom.messages import Call, Note, sequential_ids
 from schoolroom.protocols.classroom import PROTOCOLS, Classroom, Figure, Report
 from schoolroom.protocols.replay import usage_markdown, usage_rows

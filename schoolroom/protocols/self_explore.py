@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
-from schoolroom.environment import solution_text
-from schoolroom.messages import Attempt, Note, PreferencePair, Problem, Rationale, StepRewards, TrainRequest, TrainResult
+from schoolroom.environment import gold_rationale
+from schoolroom.messages import Attempt, Note, PreferencePair, Problem, StepRewards, TrainRequest, TrainResult
 from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
 from schoolroom.protocols.report import compare
 
@@ -68,11 +68,6 @@ def self_explore(room: Classroom, cfg: SelfExploreConfig) -> Report:
     room.student.load(None)
     return report(room, cfg, train, test, attempts, [v.correct for v in verdicts], explored, whole_pairs, results,
                   {n: a for n, a in models})
-
-
-def gold_rationale(p: Problem) -> Rationale:
-    return Rationale(problem_id=p.problem_id, text=solution_text(p.gold_steps, p.answer),
-                     steps=p.gold_steps, answer=p.answer, source="gold", parents=(p.id,))
 
 
 def request(kind: str, name: str, data: list, hyper: dict, cfg: SelfExploreConfig,

@@ -43,3 +43,16 @@ def fmt_acc(correct: int, n: int) -> str:
 def fmt_diff(d: tuple[float, float, float]) -> str:
     m, lo, hi = d
     return "n/a" if math.isnan(m) else f"{100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def auc(scores: Sequence[float | None], correct: Sequence[bool]) -> float | None:
+    """How well ``scores`` rank correct above wrong: the chance a random correct item outscores a random wrong one
+    (ties count half); None without both kinds or with an unscored item."""
+    if any(s is None for s in scores):
+        return None
+    pos = [s for s, ok in zip(scores, correct) if ok]
+    neg = [s for s, ok in zip(scores, correct) if not ok]
+    if not pos or not neg:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))

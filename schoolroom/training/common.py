@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 DEFAULT_LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
@@ -11,14 +14,14 @@ DEFAULT_HYPER = {"learning_rate": 5e-4, "epochs": 1.0, "batch_size": 4, "grad_ac
                  "max_length": 512, "beta": 0.1, "warmup_steps": 0}
 
 
-def lora_config(settings: dict[str, Any]):
+def lora_config(settings: dict[str, Any], task_type: str = "CAUSAL_LM", **extra):
     from peft import LoraConfig
 
     s = DEFAULT_LORA | dict(settings)
     unknown = set(s) - set(LoraConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown LoRA settings: {', '.join(sorted(unknown))}")
-    return LoraConfig(task_type="CAUSAL_LM", **s)
+    return LoraConfig(task_type=task_type, **s, **extra)
 
 
 def hyper(settings: dict[str, Any]) -> dict[str, Any]:
@@ -74,3 +77,50 @@ def run_trainer(trainer, out_dir: str) -> dict[str, float]:
             if vals:
                 metrics[f"last_{key.replace('/', '_')}"] = float(vals[-1])
     return metrics
+
+
+def fit(model, examples: list, step: Callable[[list], tuple[Any, dict[str, float]]], h: dict[str, Any], seed: int,
+        schedule: str = "linear", dropout: bool = True) -> list[dict[str, float]]:
+    """A small training loop for losses TRL has no trainer for (reflection, reward models, PPO, GRPO).
+
+    Shuffled batches of ``h["batch_size"]`` examples for ``h["max_steps"]`` steps (or ``h["epochs"]`` passes),
+    AdamW on the trainable parameters, gradients clipped at ``h["max_grad_norm"]`` (default 1.0), the learning rate
+    decaying linearly to 0 (``schedule="linear"``) or ``"constant"``; ``dropout=False`` keeps dropout off (RL:
+    the probabilities trained are the ones sampled). ``step(batch)`` returns the loss and the numbers to log;
+    returns one log per step: ``{"loss": ..., **numbers}``.
+    """
+    import torch
+
+    if not examples:
+        raise ValueError("no examples to train on")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=float(h["learning_rate"]), weight_decay=0.0)
+    bs = int(h["batch_size"])
+    per_epoch = math.ceil(len(examples) / bs)
+    steps = int(h["max_steps"]) if int(h["max_steps"]) > 0 else math.ceil(per_epoch * float(h["epochs"]))
+    decay = (lambda s: max(0.0, 1 - s / max(1, steps))) if schedule == "linear" else (lambda s: 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
+    rng = random.Random(seed)
+    order: list[int] = []
+    logs = []
+    model.train(dropout)
+    for _ in range(steps):
+        if len(order) < bs:
+            more = list(range(len(examples)))
+            rng.shuffle(more)
+            order += more
+        batch, order = [examples[i] for i in order[:bs]], order[bs:]
+        loss, numbers = step(batch)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, float(h.get("max_grad_norm", 1.0)))
+        opt.step()
+        sched.step()
+        logs.append({"loss": float(loss.detach()), **numbers})
+    model.eval()
+    return logs
+
+
+def mean_of(logs: list[dict[str, float]], key: str) -> float:
+    vals = [x[key] for x in logs if key in x]
+    return sum(vals) / len(vals) if vals else float("nan")

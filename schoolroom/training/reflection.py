@@ -13,13 +13,11 @@ collators know nothing of a third sequence.
 
 from __future__ import annotations
 
-import math
 import os
-import random
 import time
 from typing import Any
 
-from schoolroom.training.common import hyper, load_policy, lora_config
+from schoolroom.training.common import fit, hyper, load_policy, lora_config, mean_of
 
 
 def cosine_distance(x, y):
@@ -91,7 +89,6 @@ def train_reflection(model_path: str, examples: list[dict[str, str]], out_dir: s
 
     Settings beside the usual ones: ``reflection_weight`` (lambda, default 0.5) and ``margin`` (default 0.2).
     """
-    import torch
     from peft import get_peft_model
     from transformers import set_seed
 
@@ -103,34 +100,17 @@ def train_reflection(model_path: str, examples: list[dict[str, str]], out_dir: s
     model = load_policy(model_path, device, adapter=init_adapter)
     if not init_adapter:
         model = get_peft_model(model, lora_config(lora))
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=float(h["learning_rate"]), weight_decay=0.0)
-    bs = int(h["batch_size"])
-    per_epoch = math.ceil(len(examples) / bs)
-    steps = int(h["max_steps"]) if int(h["max_steps"]) > 0 else math.ceil(per_epoch * float(h["epochs"]))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / max(1, steps)))
-    rng = random.Random(seed)
-    order: list[int] = []
-    logs = []
-    t0 = time.perf_counter()
-    for step in range(steps):
-        if len(order) < bs:
-            more = list(range(len(examples)))
-            rng.shuffle(more)
-            order += more
-        batch, order = [examples[i] for i in order[:bs]], order[bs:]
+
+    def step(batch):
         loss, sft, term = reflection_loss(model, tokenizer, batch, weight, margin, int(h["max_length"]))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        logs.append((float(loss), float(sft), float(term)))
+        return loss, {"sft": float(sft), "term": float(term)}
+
+    t0 = time.perf_counter()
+    logs = fit(model, examples, step, h, seed)
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
-    mean = lambda i: sum(x[i] for x in logs) / len(logs)  # noqa: E731
-    return {"train_loss": mean(0), "sft_loss": mean(1), "reflection_term": mean(2), "first_loss": logs[0][0],
-            "last_loss": logs[-1][0], "first_reflection_term": logs[0][2], "last_reflection_term": logs[-1][2],
-            "steps": float(steps), "examples": float(len(examples)), "with_negative": float(sum(bool(x.get("negative"))
+    return {"train_loss": mean_of(logs, "loss"), "sft_loss": mean_of(logs, "sft"),
+            "reflection_term": mean_of(logs, "term"), "first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],
+            "first_reflection_term": logs[0]["term"], "last_reflection_term": logs[-1]["term"],
+            "steps": float(len(logs)), "examples": float(len(examples)), "with_negative": float(sum(bool(x.get("negative"))
             for x in examples)), "seconds": time.perf_counter() - t0, "reflection_weight": weight, "margin": margin}

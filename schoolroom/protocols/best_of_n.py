@@ -1,0 +1,134 @@
+"""Best-of-N reranking: check a reward model before spending RL on it.
+
+The start policy samples N attempts per held-out problem; the answer is picked by the ORM's score, by the PRM's
+step scores under each aggregation (min, max, avg, prod, last), and, for comparison, by majority vote over the
+stated answers; pass@N (any of the N correct) is the ceiling and the greedy answer the floor. Accuracy is also
+given as N grows (the first n of the N samples), so the curve shows whether a verifier keeps up with voting.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import msgspec
+
+from schoolroom.environment import to_number
+from schoolroom.messages import Attempt, StepRewards
+from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
+from schoolroom.protocols.report import compare
+from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
+from schoolroom.protocols.stats import auc, wilson
+from schoolroom.training.aggregate import AGGREGATIONS, aggregate
+
+
+class BestOfNConfig(RewardModelSettings, kw_only=True):
+    eval: str = "eval"
+    n: int = 8  # samples per problem
+    temperature: float = 0.7
+    verifiers: list[str] = msgspec.field(default_factory=lambda: ["orm", "prm"])  # reward models to rerank with
+
+    def __post_init__(self):
+        super().__post_init__()
+        if set(self.verifiers) - {"orm", "prm"}:
+            raise ValueError(f"verifiers are orm and/or prm, not {self.verifiers}")
+
+
+@protocol("best_of_n", BestOfNConfig)
+def best_of_n(room: Classroom, cfg: BestOfNConfig) -> Report:
+    test = room.problems(cfg.eval)
+    start = start_policy(room, cfg)
+    models = reward_models(room, cfg, start, set(cfg.verifiers))
+    greedy = [v.correct for v in room.evaluate("greedy", test, start)]
+    room.student.load(start)
+    samples = room.student.solve(test, n=cfg.n, temperature=cfg.temperature)
+    correct = [v.correct for v in room.agent(cfg.checker).check(samples, test)]
+    scores = {kind: room.agent(cfg.orm if kind == "orm" else cfg.prm).score(samples, test) for kind in cfg.verifiers}
+    room.student.load(None)
+    return report(room, cfg, len(test), samples, correct, scores, greedy, models)
+
+
+def canonical(answer: str | None) -> str | None:
+    """The answer as it votes: the number it states, else its text."""
+    if answer is None:
+        return None
+    number = to_number(answer)
+    return str(number) if number is not None else answer.strip().lower()
+
+
+def majority(attempts: list[Attempt]) -> int:
+    """The first attempt stating the most common answer (no answer never wins while another exists)."""
+    votes = Counter(c for c in (canonical(a.answer) for a in attempts) if c is not None)
+    if not votes:
+        return 0
+    top = votes.most_common(1)[0][0]
+    return next(i for i, a in enumerate(attempts) if canonical(a.answer) == top)
+
+
+def best(values: list[float | None]) -> int:
+    """The first of the highest scores (unscored: lowest)."""
+    keyed = [(-1e9 if v is None else v) for v in values]
+    return keyed.index(max(keyed))
+
+
+def selectors(scores: dict[str, list[StepRewards]]) -> dict[str, Any]:
+    """name -> fn(attempts, their StepRewards by scorer) -> chosen index."""
+    out: dict[str, Any] = {"majority": lambda a, s: majority(a)}
+    if "orm" in scores:
+        out["orm"] = lambda a, s: best([r.score for r in s["orm"]])
+    if "prm" in scores:
+        for how in AGGREGATIONS:
+            out[f"prm-{how}"] = lambda a, s, how=how: best([aggregate(r.rewards, how) for r in s["prm"]])
+    return out
+
+
+def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[Attempt], correct: list[bool],
+           scores: dict[str, list[StepRewards]], greedy: list[bool], models) -> Report:
+    per = cfg.n
+    groups = [range(i * per, (i + 1) * per) for i in range(n_problems)]
+    pick = selectors(scores)
+    sizes = sorted({1, 2, 4, 8, 16, 32, 64, per} & set(range(1, per + 1)))
+    curves: dict[str, list[float]] = {name: [] for name in ["pass@n", *pick]}
+    results: dict[str, list[bool]] = {}
+    for size in sizes:
+        for name in curves:
+            outcome = []
+            for g in groups:
+                idx = list(g)[:size]
+                if name == "pass@n":
+                    outcome.append(any(correct[i] for i in idx))
+                else:
+                    chosen = pick[name]([samples[i] for i in idx], {k: [v[i] for i in idx] for k, v in scores.items()})
+                    outcome.append(correct[idx[chosen]])
+            curves[name].append(sum(outcome) / len(outcome))
+            if size == per:
+                results[name if name != "pass@n" else f"pass@{per}"] = outcome
+    table = {"greedy": greedy} | {k: v for k, v in results.items() if k != f"pass@{per}"} | {f"pass@{per}": results[f"pass@{per}"]}
+    rows, acc, fig = compare(table, "greedy", seed=cfg.seed, header="selector", title=f"Best of {per}")
+    student = next(a.model for a in room.config.agents.values() if a.role == "student")
+    lines = [f"# Best-of-N reranking: {room.config.run.name}", "",
+             f"Student `{student}` ({cfg.start} start); {n_problems} problems (`{cfg.eval}`), {per} samples each at "
+             f"temperature {cfg.temperature}; {sum(correct)} of {len(correct)} samples correct. Greedy: the start "
+             f"policy's greedy answer. Majority: the most common stated answer. ORM / PRM-x: the sample the reward "
+             f"model scores highest (PRM step scores aggregated by x). pass@{per}: any sample correct (the ceiling).",
+             "", f"## Accuracy with {per} samples", ""] + rows
+    quality = {"orm": auc([r.score for r in scores["orm"]], correct)} if "orm" in scores else {}
+    if "prm" in scores:
+        quality |= {f"prm-{how}": auc([aggregate(r.rewards, how) for r in scores["prm"]], correct) for how in AGGREGATIONS}
+    if quality:
+        lines += ["", "How well each score ranks correct above wrong samples over all of them (AUC; 0.5 is chance): "
+                  + ", ".join(f"{k} {'—' if v is None else f'{v:.2f}'}" for k, v in quality.items()) + "."]
+    lines += ["", "## Accuracy as N grows", "", "| selector | " + " | ".join(f"n={s}" for s in sizes) + " |",
+              "| --- | " + " | ".join("---" for _ in sizes) + " |"]
+    lines += [f"| {name} | " + " | ".join(f"{100 * y:.1f}%" for y in ys) + " |" for name, ys in curves.items()]
+    g = wilson(sum(greedy), len(greedy))[0]
+    series = [Series(label=name, x=[float(s) for s in sizes], y=ys) for name, ys in curves.items()]
+    series.append(Series(label="greedy", x=[float(s) for s in sizes], y=[g] * len(sizes)))
+    curve = Figure(name="best_of_n", title="Accuracy of the picked sample as N grows", xlabel="N (samples)",
+                   ylabel="accuracy", series=series, xticks=[float(s) for s in sizes])
+    if models:
+        lines += ["", "Reward models: " + "; ".join(f"{k.upper()} `{m.adapter}` ({m.metrics.get('examples', 0):.0f} "
+                                                    f"examples, {m.metrics.get('steps', 0):.0f} steps)" for k, m in models.items())]
+    return Report(title="best_of_n", markdown="\n".join(lines), figures=[fig, curve],
+                  metrics={"accuracy": acc, "by_n": {"n": sizes} | curves, "auc": quality,
+                           "reward_models": {k: m.metrics for k, m in models.items()}})

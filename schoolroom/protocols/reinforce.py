@@ -1,0 +1,139 @@
+"""Let's Reinforce Step by Step (lets-reinforce-step-by-step.md): RL of the student with outcome and process rewards.
+
+1. Start: SFT on step-by-step gold solutions (or a given adapter, or the base model).
+2. Reward models: an ORM and a PRM trained first (or loaded), each on its own verifier agent.
+3. For each arm of the comparison, from the same start, ``iterations`` times:
+       rollouts = student.solve(batch, n, temperature)        # prompts mixed from the train sets by `mix`
+       rewards  = verifier.score(rollouts)                    # the answer check, the ORM, or the PRM
+       adapter  = trainer.train(ppo | grpo, rollouts, rewards) # PRM step scores aggregated by the arm's rule
+       student.load(adapter)
+   held-out accuracy every ``eval_every`` iterations and at the end.
+The arms are the paper's comparison: answer-check reward, ORM, PRM-avg, PRM-prod, PRM-max, PRM-min, and GRPO
+beside PPO. Every rollout, score and update is a message in the log.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgspec
+
+from schoolroom.messages import Attempt, Problem, StepRewards, TrainRequest, TrainResult
+from schoolroom.protocols.classroom import Classroom, Report, protocol
+from schoolroom.protocols.reinforce_report import report
+from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
+from schoolroom.training.aggregate import AGGREGATIONS
+
+
+class Arm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One RL run of the comparison."""
+
+    name: str
+    reward: str = "answer"  # answer (the check) | orm | prm: what scores the rollouts
+    aggregate: str = "min"  # prm step scores to one reward: min | max | avg | prod | last
+    algorithm: str = "ppo"  # ppo | grpo
+    step_rewards: bool = False  # ppo + prm: each step's score at the step's last token instead of one aggregate
+    settings: dict[str, Any] = {}  # hyperparameters over the protocol's ppo / grpo ones
+
+    def __post_init__(self):
+        if self.reward not in ("answer", "orm", "prm"):
+            raise ValueError(f"arm {self.name}: reward is answer, orm or prm, not {self.reward!r}")
+        if self.aggregate not in AGGREGATIONS:
+            raise ValueError(f"arm {self.name}: aggregate is one of {', '.join(AGGREGATIONS)}, not {self.aggregate!r}")
+        if self.algorithm not in ("ppo", "grpo"):
+            raise ValueError(f"arm {self.name}: algorithm is ppo or grpo, not {self.algorithm!r}")
+
+
+def _paper_arms() -> list[Arm]:
+    return [Arm(name="answer"), Arm(name="orm", reward="orm")] + \
+        [Arm(name=f"prm-{how}", reward="prm", aggregate=how) for how in ("avg", "prod", "max", "min")] + \
+        [Arm(name="grpo-answer", algorithm="grpo")]
+
+
+class ReinforceConfig(RewardModelSettings, kw_only=True):
+    train: list[str] = msgspec.field(default_factory=lambda: ["train"])  # problem sets the RL prompts come from
+    mix: list[float] = []  # their shares of each batch (the paper mixes GSM8K and MATH); default: equal
+    eval: list[str] = msgspec.field(default_factory=lambda: ["eval"])  # held-out sets
+    iterations: int = 8
+    batch: int = 8  # problems per iteration
+    n: int = 4  # rollouts per problem
+    temperature: float = 0.7
+    max_tokens: int | None = None  # per rollout (default: the student's max_tokens)
+    eval_every: int = 4
+    ppo: dict[str, Any] = {}  # hyperparameters (schoolroom.training.ppo.DEFAULT_PPO)
+    grpo: dict[str, Any] = {}  # (schoolroom.training.grpo.DEFAULT_GRPO)
+    arms: list[Arm] = msgspec.field(default_factory=_paper_arms)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mix and len(self.mix) != len(self.train):
+            raise ValueError(f"mix gives {len(self.mix)} shares for {len(self.train)} train sets")
+        if len({a.name for a in self.arms}) != len(self.arms):
+            raise ValueError("arm names must differ")
+
+
+@protocol("reinforce", ReinforceConfig)
+def reinforce(room: Classroom, cfg: ReinforceConfig) -> Report:
+    pools = {name: room.problems(name) for name in cfg.train}
+    tests = {name: room.problems(name) for name in cfg.eval}
+    start = start_policy(room, cfg)
+    models = reward_models(room, cfg, start, {arm.reward for arm in cfg.arms})
+    evals = {("start", 0): evaluate(room, "start", tests, start)}
+    history: list[dict] = []
+    for arm in cfg.arms:
+        adapter = start
+        room.round = 0
+        room.student.load(start)  # every arm starts from the same policy
+        for it in room.rounds(cfg.iterations):
+            batch = prompts(pools, cfg, it)
+            rollouts = room.student.solve(batch, n=cfg.n, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+            correct = [v.correct for v in room.agent(cfg.checker).check(rollouts, batch)]
+            rewards = score(room, cfg, arm, rollouts, batch)
+            adapter = room.trainer.train(rl_request(cfg, arm, rollouts, rewards, adapter, start), rollouts + rewards,
+                                         batch)
+            room.student.load(adapter)
+            history.append({"arm": arm.name, "iteration": it, "sample_accuracy": sum(correct) / len(correct),
+                            "rollouts": rollouts, "rewards": rewards, "correct": correct} | adapter.metrics)
+            if it % cfg.eval_every == 0 or it == cfg.iterations:
+                evals[arm.name, it] = evaluate(room, f"{arm.name}/it{it}", tests, adapter)
+    room.student.load(None)
+    return report(room, cfg, start, models, tests, evals, history)
+
+
+def prompts(pools: dict[str, list[Problem]], cfg: ReinforceConfig, it: int) -> list[Problem]:
+    """Iteration ``it``'s problems: from each train set its share of the batch, walking a fixed shuffle of the set
+    (the same for every arm, so the arms see the same prompts)."""
+    shares = cfg.mix or [1.0] * len(cfg.train)
+    counts = [int(cfg.batch * s / sum(shares)) for s in shares]
+    for i in sorted(range(len(counts)), key=lambda i: -(cfg.batch * shares[i] / sum(shares) - counts[i])):
+        if sum(counts) < cfg.batch:
+            counts[i] += 1
+    batch = []
+    for name, count in zip(cfg.train, counts):
+        pool = pools[name]
+        order = sorted(range(len(pool)), key=lambda i: random.Random(f"{cfg.seed}:{name}:{i}").random())
+        batch += [pool[order[((it - 1) * count + j) % len(pool)]] for j in range(count)] if pool else []
+    return batch
+
+
+def score(room: Classroom, cfg: ReinforceConfig, arm: Arm, rollouts: list[Attempt],
+          batch: list[Problem]) -> list[StepRewards]:
+    if arm.reward == "answer":
+        return room.agent(cfg.checker).score(rollouts, batch, scorer="answer")
+    return room.agent(cfg.orm if arm.reward == "orm" else cfg.prm).score(rollouts, batch)
+
+
+def rl_request(cfg: ReinforceConfig, arm: Arm, rollouts: list[Attempt], rewards: list[StepRewards],
+               adapter: TrainResult | None, start: TrainResult | None) -> TrainRequest:
+    hyper = (cfg.ppo if arm.algorithm == "ppo" else cfg.grpo) | arm.settings | {
+        "temperature": cfg.temperature, "aggregate": arm.aggregate, "step_rewards": arm.step_rewards}
+    return TrainRequest(kind=arm.algorithm, name=arm.name, data=tuple(m.id for m in rollouts + rewards),
+                        base_adapter=adapter.path if adapter else None,
+                        reference_adapter=start.path if start else None, lora=cfg.lora, hyper=hyper, seed=cfg.seed)
+
+
+def evaluate(room: Classroom, name: str, tests: dict[str, list[Problem]], adapter: TrainResult | None
+             ) -> dict[str, list[bool]]:
+    return {s: [v.correct for v in room.evaluate(f"{name}/{s}" if len(tests) > 1 else name, problems, adapter)]
+            for s, problems in tests.items()}

@@ -1,0 +1,100 @@
+"""The reinforce protocol's report: reward models, held-out accuracy per arm against the start, and the RL
+curves (reward, sample accuracy, KL, entropy per iteration) that show whether RL did anything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schoolroom.messages import TrainResult
+from schoolroom.protocols.classroom import Classroom, Figure, Report, Series
+from schoolroom.protocols.report import compare
+from schoolroom.protocols.stats import auc, wilson
+from schoolroom.training.aggregate import AGGREGATIONS, aggregate
+
+
+def _f(x: Any, spec: str = ".3f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def reward_model_lines(models: dict[str, TrainResult], history: list[dict], arms) -> tuple[list[str], dict]:
+    """Each reward model's training, and how well it ranks the start policy's first-iteration rollouts (AUC of its
+    score against the answer check: 0.5 is chance)."""
+    lines = ["## Reward models", "", "| model | adapter | examples | labels (positive share) | loss first → last | "
+             "seconds | AUC on iteration-1 rollouts |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    metrics: dict[str, Any] = {}
+    for kind, result in models.items():
+        m = result.metrics
+        first = next((h for h in history if h["iteration"] == 1 and arms[h["arm"]].reward == kind), None)
+        quality: dict[str, float | None] = {}
+        if first is not None:
+            if kind == "orm":
+                quality["orm"] = auc([r.score for r in first["rewards"]], first["correct"])
+            else:
+                for how in AGGREGATIONS:
+                    quality[how] = auc([aggregate(r.rewards, how) for r in first["rewards"]], first["correct"])
+        shown = ", ".join(f"{k} {_f(v, '.2f')}" for k, v in quality.items()) or "—"
+        lines.append(f"| {kind.upper()} | {result.adapter} | {m.get('examples', 0):.0f} | {m.get('labels', 0):.0f} "
+                     f"({_f(m.get('positive_share'), '.2f')}) | {_f(m.get('first_loss'))} → {_f(m.get('last_loss'))} "
+                     f"| {m.get('seconds', 0):.0f} | {shown} |")
+        metrics[kind] = {"train": m, "auc_iteration_1": quality}
+    return lines, metrics
+
+
+def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, TrainResult], tests: dict,
+           evals: dict, history: list[dict]) -> Report:
+    arms = {a.name: a for a in cfg.arms}
+    student = next(a.model for a in room.config.agents.values() if a.role == "student")
+    lines = [f"# Let's Reinforce Step by Step: {room.config.run.name}", "",
+             f"Student `{student}` from `{start.adapter if start else 'the base model'}` ({cfg.start}); "
+             f"{cfg.iterations} iterations of {cfg.batch} problems × {cfg.n} rollouts at temperature {cfg.temperature} "
+             f"from {', '.join(cfg.train)}" + (f" (mixed {cfg.mix})" if cfg.mix else "") + "; held out: "
+             + ", ".join(f"{s} ({len(p)} problems)" for s, p in tests.items()) + ".", "",
+             "Arms: " + "; ".join(f"`{a.name}` {a.algorithm.upper()} on the {a.reward} reward"
+                                  + (f" ({'per step' if a.step_rewards else a.aggregate})" if a.reward == "prm" else "")
+                                  for a in cfg.arms) + ".", ""]
+    rm_lines, rm_metrics = reward_model_lines(models, history, arms)
+    if models:
+        lines += rm_lines + [""]
+    metrics: dict[str, Any] = {"reward_models": rm_metrics, "accuracy": {}}
+    figures: list[Figure] = []
+    for s in tests:
+        final = {"start": evals["start", 0][s]}
+        final |= {a.name: evals[a.name, cfg.iterations][s] for a in cfg.arms if (a.name, cfg.iterations) in evals}
+        rows, acc, fig = compare(final, "start", seed=cfg.seed, header="arm", title=f"Held-out accuracy, {s}",
+                                 name=f"accuracy_{s}" if len(tests) > 1 else "accuracy")
+        lines += [f"## Held-out accuracy after {cfg.iterations} iterations: {s}", ""] + rows + [""]
+        metrics["accuracy"][s] = acc
+        figures.append(fig)
+        series = []
+        for a in cfg.arms:
+            points = sorted((it, evals[name, it][s]) for name, it in evals if name == a.name)
+            points = [(0, evals["start", 0][s])] + points
+            ws = [wilson(sum(x), len(x)) for _, x in points]
+            series.append(Series(label=a.name, x=[float(it) for it, _ in points], y=[w[0] for w in ws],
+                                 low=[w[1] for w in ws], high=[w[2] for w in ws]))
+        figures.append(Figure(name=f"accuracy_per_iteration_{s}" if len(tests) > 1 else "accuracy_per_iteration",
+                              title=f"Held-out accuracy during RL, {s}", xlabel="iteration", ylabel="accuracy",
+                              series=series))
+    lines += ["## Per iteration", "",
+              "Reward: the mean reward of the iteration's rollouts by the arm's own reward; sample accuracy: the share "
+              "of them with the gold answer; KL: per-token KL(policy ‖ start) before the update (k3); entropy: per "
+              "token, of the policy that sampled them.", "",
+              "| arm | iteration | reward | sample accuracy | KL | entropy | clip fraction | training seconds |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = []
+    for h in history:
+        lines.append(f"| {h['arm']} | {h['iteration']} | {_f(h.get('reward_mean'))} | {h['sample_accuracy']:.3f} | "
+                     f"{_f(h.get('kl'), '.3g')} | {_f(h.get('entropy'))} | {_f(h.get('clipfrac'))} | "
+                     f"{h.get('seconds', 0):.0f} |")
+        rows.append({k: v for k, v in h.items() if k not in ("rollouts", "rewards", "correct")})
+    metrics["iterations"] = rows
+    for key, label in (("reward_mean", "mean reward of the rollouts"), ("sample_accuracy", "sample accuracy"),
+                       ("kl", "KL(policy ‖ start) per token"), ("entropy", "entropy per token")):
+        series = [Series(label=a.name, x=[float(h["iteration"]) for h in history if h["arm"] == a.name and h.get(key) is not None],
+                         y=[float(h[key]) for h in history if h["arm"] == a.name and h.get(key) is not None])
+                  for a in cfg.arms]
+        figures.append(Figure(name=f"rl_{key}", title=f"{label[0].upper()}{label[1:]} per iteration", xlabel="iteration",
+                              ylabel=label, series=series))
+    lines += ["", "PPO's reward is the arm's reward at the last token minus the KL penalty at every token "
+              f"(kl_coef {cfg.ppo.get('kl_coef', 0.05)}); GRPO's KL weight is beta {cfg.grpo.get('beta', 0.04)}."]
+    return Report(title="reinforce", markdown="\n".join(lines), metrics=metrics, figures=figures)

@@ -1,0 +1,79 @@
+"""GRPO on logged rollouts, written here beside PPO on the same pieces.
+
+TRL's GRPOTrainer samples its own completions inside the trainer; here the Student's logged Attempts are
+the rollouts (any engine wrote them), so the objective is written out instead (DeepSeekMath, eq. 3):
+
+- advantages are group-relative: each rollout's reward minus the mean of its group (the n samples of one
+  problem), divided by the group's standard deviation (``scale_rewards``; Dr. GRPO turns it off), the same
+  for every token of the rollout; a group whose rewards are all equal teaches nothing;
+- the same clipped surrogate as PPO, no value head;
+- ``beta`` * KL(policy || reference) per token with the k3 estimator, the reference being the RL start.
+
+Loss per rollout: the mean over its tokens; per batch: the mean over rollouts (the paper's form).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from schoolroom.training.common import fit, mean_of
+from schoolroom.training.rl import (
+    DEFAULT_RL, action_forward, clipped_policy_loss, forward_rows, kl_k3, masked_mean, prepare, reference_logprobs,
+    stack, start_stats,
+)
+
+DEFAULT_GRPO = DEFAULT_RL | {"beta": 0.04, "scale_rewards": True}
+
+
+def group_advantages(scores: list[float], groups: list[Any], scale: bool = True, eps: float = 1e-4) -> list[float]:
+    """(r - mean of its group) / (std of its group + eps); the population std, as in the paper's code."""
+    members: dict[Any, list[float]] = defaultdict(list)
+    for s, g in zip(scores, groups):
+        members[g].append(s)
+    stats = {g: (statistics.fmean(v), statistics.pstdev(v)) for g, v in members.items()}
+    return [(s - stats[g][0]) / ((stats[g][1] + eps) if scale else 1.0) for s, g in zip(scores, groups)]
+
+
+def train_grpo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lora: dict[str, Any] = {},
+               settings: dict[str, Any] = {}, seed: int = 0, device: str = "cpu", init_adapter: str | None = None,
+               tokenizer=None, reference_adapter: str | None = None) -> dict[str, float]:
+    """One GRPO iteration on ``rollouts`` (grouped by their ``group``); the adapter to ``out_dir``."""
+    t0 = time.perf_counter()
+    h, rows, policy = prepare(model_path, rollouts, DEFAULT_GRPO, settings, seed, device, init_adapter, lora, tokenizer)
+    pad_id, temp, bs, beta = tokenizer.pad_token_id, float(h["temperature"]), int(h["batch_size"]), float(h["beta"])
+    current = forward_rows(policy, rows, pad_id, temp, bs)
+    ref = reference_logprobs(policy, rows, pad_id, h, init_adapter, reference_adapter, current) if beta else None
+    advantages = group_advantages([r["score"] for r in rows], [r["group"] for r in rows], bool(h["scale_rewards"]))
+    for i, (r, (logp, ent, _), a) in enumerate(zip(rows, current, advantages)):
+        r.update(old_logp=logp, entropy=ent, advantage=torch.full_like(logp, a),
+                 ref_logp=ref[i] if ref is not None else logp)
+    dev = rows[0]["old_logp"].device
+
+    def step(batch):
+        logp, _, _, m = action_forward(policy, batch, pad_id, temp)
+        loss, clipfrac, approx_kl = clipped_policy_loss(logp, stack(batch, "old_logp", dev),
+                                                        stack(batch, "advantage", dev), m, float(h["clip"]))
+        kl = kl_k3(logp, stack(batch, "ref_logp", dev))
+        per_rollout = masked_mean(loss + beta * kl, m, dim=1)
+        return per_rollout.mean(), {"clipfrac": clipfrac, "approx_kl": approx_kl}
+
+    logs = fit(policy, rows, step, h, seed, schedule="constant", dropout=False)
+    os.makedirs(out_dir, exist_ok=True)
+    policy.save_pretrained(out_dir, selected_adapters=["default"])
+    groups: dict[Any, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[r["group"]].append(r["score"])
+    flat = sum(1 for v in groups.values() if max(v) == min(v))
+    stats = start_stats(rows)
+    if ref is None:  # beta = 0: the reference was not computed, so there is no KL to report
+        stats.pop("kl")
+    return stats | {
+        "groups": float(len(groups)), "flat_groups": float(flat), "clipfrac": mean_of(logs, "clipfrac"),
+        "approx_kl": mean_of(logs, "approx_kl"), "first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],
+        "steps": float(len(logs)), "seconds": time.perf_counter() - t0}

@@ -1,0 +1,184 @@
+"""What PPO and GRPO share: logged rollouts as tokens, log-probabilities under the policy and its reference,
+and the clipped objective.
+
+A rollout is ``{"prompt", "completion", "reward", "step_rewards", "group"}`` in text: the prompt exactly as the
+student saw it, the completion it wrote, its scalar reward, optional ``(character end, score)`` pairs for
+rewards placed at the ends of steps, and its group (the problem, for GRPO). Everything below works in
+*action space*: one position per completion token, ``[batch, actions]``, left-aligned, with a mask.
+The old log-probabilities are computed here, from the text, so the rollouts may come from any engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+DEFAULT_RL = {"learning_rate": 1e-5, "epochs": 1.0, "batch_size": 8, "max_length": 512, "temperature": 1.0,
+              "max_grad_norm": 1.0, "clip": 0.2, "aggregate": "min", "step_rewards": False, "empty_reward": 0.0}
+
+
+def encode_rollouts(tokenizer, rollouts: list[dict[str, Any]], max_length: int) -> list[dict[str, Any]]:
+    """Token ids per rollout, where its completion starts, and the action index of each reward: the score at the
+    last completion token, or each step's score at the token that ends the step. Empty completions are dropped."""
+    rows = []
+    for x in rollouts:
+        p = tokenizer(x["prompt"], add_special_tokens=False)["input_ids"]
+        enc = tokenizer(x["completion"], add_special_tokens=False, return_offsets_mapping=True)
+        ids = (p + enc["input_ids"])[:max_length]
+        n = len(ids) - len(p)  # completion tokens kept
+        if n <= 0:
+            continue
+        rewards: dict[int, float] = {}
+        if x.get("step_rewards"):
+            ends = [e for _, e in enc["offset_mapping"][:n]]
+            for char_end, value in x["step_rewards"]:
+                k = next((i for i, e in enumerate(ends) if e >= char_end), None)
+                if k is not None:  # a step cut off by max_length earns nothing
+                    rewards[k] = rewards.get(k, 0.0) + float(value)
+        else:
+            rewards[n - 1] = float(x["reward"])
+        rows.append({"ids": ids, "start": len(p), "actions": n, "rewards": rewards, "score": float(x["reward"]),
+                     "group": x.get("group")})
+    return rows
+
+
+def pad(rows: list[dict[str, Any]], pad_id: int, device):
+    """Right-padded ids and attention mask for whole sequences."""
+    width = max(len(r["ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r["ids"])] = torch.tensor(r["ids"])
+        attn[i, : len(r["ids"])] = 1
+    return ids.to(device), attn.to(device)
+
+
+def to_actions(x, rows: list[dict[str, Any]]):
+    """``x[b, t]`` about the token after position t (logits shifted by one) -> ``[b, actions]`` of each row's
+    completion tokens, left-aligned, and the mask of real actions."""
+    width = max(r["actions"] for r in rows)
+    out = x.new_zeros((len(rows), width) + tuple(x.shape[2:]))
+    mask = torch.zeros((len(rows), width), device=x.device)
+    for i, r in enumerate(rows):
+        out[i, : r["actions"]] = x[i, r["start"] - 1 : r["start"] - 1 + r["actions"]]
+        mask[i, : r["actions"]] = 1
+    return out, mask
+
+
+def stack(rows: list[dict[str, Any]], key: str, device):
+    """The per-row action tensors ``rows[i][key]`` as one left-aligned ``[b, actions]`` tensor (zeros beyond)."""
+    width = max(r["actions"] for r in rows)
+    out = torch.zeros((len(rows), width), device=device)
+    for i, r in enumerate(rows):
+        out[i, : r["actions"]] = r[key]
+    return out
+
+
+def action_mask(rows: list[dict[str, Any]], device):
+    mask = torch.zeros((len(rows), max(r["actions"] for r in rows)), device=device)
+    for i, r in enumerate(rows):
+        mask[i, : r["actions"]] = 1
+    return mask
+
+
+def start_stats(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Before any update: the mean reward, the per-token KL(policy || reference) (k3) and entropy of the policy."""
+    dev = rows[0]["old_logp"].device
+    mask = action_mask(rows, dev)
+    kl = kl_k3(stack(rows, "old_logp", dev), stack(rows, "ref_logp", dev))
+    scores = [r["score"] for r in rows]
+    return {"reward_mean": sum(scores) / len(scores), "rollouts": float(len(rows)),
+            "completion_tokens": float(sum(r["actions"] for r in rows)), "kl": float(masked_mean(kl, mask)),
+            "entropy": float(masked_mean(stack(rows, "entropy", dev), mask))}
+
+
+def action_forward(model, rows: list[dict[str, Any]], pad_id: int, temperature: float = 1.0,
+                   entropy: bool = False):
+    """One forward pass over ``rows``: for each completion token, its log-probability given what precedes it (the
+    logits divided by the sampling temperature, as the rollouts were sampled), the entropy there (``entropy``),
+    and the last hidden state that predicted it; ``[b, actions]`` with the mask. The output layer runs on the
+    completion positions only: the prompt's logits are never needed."""
+    device = next(model.parameters()).device
+    ids, attn = pad(rows, pad_id, device)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state
+    h, mask = to_actions(hidden[:, :-1], rows)
+    targets, _ = to_actions(ids[:, 1:], rows)
+    logp_all = torch.log_softmax(base.get_output_embeddings()(h).float() / temperature, dim=-1)
+    logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)
+    ent = -(logp_all.exp() * logp_all).sum(-1) if entropy else None
+    return logp, ent, h, mask
+
+
+def masked_mean(x, mask, dim=None):
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def clipped_policy_loss(logp, old_logp, advantages, mask, clip: float):
+    """The PPO clipped surrogate per action: max(-A r, -A clip(r, 1-e, 1+e)) with r = exp(logp - old_logp); also
+    the share of actions where clipping bit, and the approximate KL(old || new) (Schulman's k3)."""
+    log_ratio = logp - old_logp
+    ratio = torch.exp(log_ratio)
+    loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip, 1 + clip))
+    clipped = ((-advantages * torch.clamp(ratio, 1 - clip, 1 + clip)) > (-advantages * ratio)).float()
+    approx_kl = (ratio - 1) - log_ratio
+    return loss, float(masked_mean(clipped, mask)), float(masked_mean(approx_kl.detach(), mask))
+
+
+def kl_k3(logp, ref_logp):
+    """Per-action KL(policy || reference), the non-negative unbiased estimator exp(ref - logp) - (ref - logp) - 1."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1
+
+
+def forward_rows(model, rows: list[dict[str, Any]], pad_id: int, temperature: float, batch_size: int):
+    """Per row, without gradients: (log-probabilities, entropy, hidden states) of its completion tokens."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            logp, ent, hid, _ = action_forward(model, chunk, pad_id, temperature, entropy=True)
+            out += [(logp[j, : r["actions"]], ent[j, : r["actions"]], hid[j, : r["actions"]])
+                    for j, r in enumerate(chunk)]
+    return out
+
+
+def reference_logprobs(policy, rows, pad_id: int, h: dict[str, Any], init_adapter: str | None,
+                       reference_adapter: str | None, current: list):
+    """Log-probabilities under the reference policy: the start adapter (``reference_adapter``, loaded beside the
+    trained one and removed after), or the base model with the adapter disabled when there is none. When the
+    reference is the adapter being continued (the first iteration), they are the current ones."""
+    if reference_adapter is not None and reference_adapter == init_adapter:
+        return [c[0] for c in current]
+    if reference_adapter is None:
+        with policy.disable_adapter():
+            return [c[0] for c in forward_rows(policy, rows, pad_id, float(h["temperature"]), int(h["batch_size"]))]
+    policy.load_adapter(reference_adapter, adapter_name="reference", is_trainable=False)
+    policy.set_adapter("reference")
+    try:
+        return [c[0] for c in forward_rows(policy, rows, pad_id, float(h["temperature"]), int(h["batch_size"]))]
+    finally:
+        policy.set_adapter("default")  # trainable again
+        policy.delete_adapter("reference")
+
+
+def prepare(model_path: str, rollouts: list[dict[str, Any]], defaults: dict[str, Any], settings: dict[str, Any],
+            seed: int, device: str, init_adapter: str | None, lora: dict[str, Any], tokenizer):
+    """The settings (``defaults`` under ``settings``), the rollouts as rows, and the policy with a trainable adapter
+    (``init_adapter`` continued, or a fresh LoRA) in eval mode: what an RL iteration starts from."""
+    from peft import get_peft_model
+    from transformers import set_seed
+
+    from schoolroom.training.common import hyper, load_policy, lora_config
+
+    set_seed(seed)
+    h = hyper(defaults | dict(settings))
+    rows = encode_rollouts(tokenizer, rollouts, int(h["max_length"]))
+    if not rows:
+        raise ValueError("no rollout with a completion to train on")
+    policy = load_policy(model_path, device, adapter=init_adapter)
+    policy = policy if init_adapter else get_peft_model(policy, lora_config(lora))
+    return h, rows, policy.eval()
