@@ -40,6 +40,7 @@ def tiny(address: str, **protocol) -> dict:
         },
         "protocol": {"name": "reinforce", "start": "base", "iterations": 1, "batch": 2, "n": 2, "temperature": 1.0,
                      "reward_samples": 2, "rollouts_k": 2, "max_explore": 2,
+                     "prm_labels": ["rollouts", "human"], "human_limit": 3,
                      "orm_settings": {"max_steps": 1}, "prm_settings": {"max_steps": 1},
                      "ppo": {"max_steps": 1, "batch_size": 4}, "grpo": {"max_steps": 1, "batch_size": 4},
                      "arms": ARMS} | protocol,
@@ -65,9 +66,11 @@ def test_one_ppo_and_one_grpo_iteration_through_ray(rl_run):
     requests = {r.name: r for r in messages if isinstance(r, TrainRequest)}
     assert [requests[a["name"]].kind for a in ARMS] == ["ppo", "grpo", "ppo", "ppo"]
     assert requests["prm-min"].hyper["step_rewards"] and requests["orm"].kind == "ppo"
-    assert {requests["orm"].kind, requests["prm"].kind} == {"orm", "prm"}
+    assert (requests["orm_model"].kind, requests["prm_model"].kind) == ("orm", "prm")
     rewards = [m for m in messages if isinstance(m, StepRewards)]
-    assert {r.source for r in rewards} == {"rollouts", "answer", "orm", "prm"}
+    assert {r.source for r in rewards} == {"rollouts", "human", "answer", "orm", "prm"}
+    human = [r.id for r in rewards if r.source == "human"]
+    assert len(human) == 3 and set(human) <= set(requests["prm_model"].data), "the PRM learns from PRM800K labels too"
     rollouts = {m.id for m in messages if isinstance(m, Attempt) and m.round == 1}
     for r in requests.values():  # the RL updates train on logged rollouts and their logged scores
         if r.kind in ("ppo", "grpo"):
@@ -126,7 +129,7 @@ def test_best_of_n_reranks_with_the_trained_reward_models(rl_run, tmp_path):
     rms = {m.adapter.split("-r")[0]: m.path for m in messages if isinstance(m, TrainResult)}
     cfg = tiny("inline")
     cfg["protocol"] = {"name": "best_of_n", "start": "base", "n": 3, "temperature": 1.0,
-                       "orm_adapter": rms["orm"], "prm_adapter": rms["prm"]}
+                       "orm_adapter": rms["orm_model"], "prm_adapter": rms["prm_model"]}
     run_dir = runner.run(configlib.decode(cfg), out=str(tmp_path))
     logged = log.read_all(run_dir / "messages.jsonl")
     assert not any(isinstance(m, Call) and m.method == "train" for m in logged), "the reward models were loaded"

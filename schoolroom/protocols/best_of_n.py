@@ -17,7 +17,7 @@ from schoolroom.environment import to_number
 from schoolroom.messages import Attempt, StepRewards
 from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
 from schoolroom.protocols.report import compare
-from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
+from schoolroom.protocols.reward_models import RewardModelSettings, departures, reward_models, start_policy
 from schoolroom.protocols.stats import auc, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate
 
@@ -128,7 +128,8 @@ def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[A
                    ylabel="accuracy", series=series, xticks=[float(s) for s in sizes])
     if models:
         lines += ["", "Reward models: " + "; ".join(f"{k.upper()} `{m.adapter}` ({m.metrics.get('examples', 0):.0f} "
-                                                    f"examples, {m.metrics.get('steps', 0):.0f} steps)" for k, m in models.items())]
+                                                    f"examples, {m.metrics.get('steps', 0):.0f} steps)" for k, m in models.items()),
+                  ""] + departures(room, cfg)
     return Report(title="best_of_n", markdown="\n".join(lines), figures=[fig, curve],
                   metrics={"accuracy": acc, "by_n": {"n": sizes} | curves, "auc": quality,
                            "reward_models": {k: m.metrics for k, m in models.items()}})

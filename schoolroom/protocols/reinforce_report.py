@@ -8,6 +8,7 @@ from typing import Any
 from schoolroom.messages import TrainResult
 from schoolroom.protocols.classroom import Classroom, Figure, Report, Series
 from schoolroom.protocols.report import compare
+from schoolroom.protocols.reward_models import departures
 from schoolroom.protocols.stats import auc, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate
 
@@ -54,7 +55,7 @@ def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, Tr
                                   for a in cfg.arms) + ".", ""]
     rm_lines, rm_metrics = reward_model_lines(models, history, arms)
     if models:
-        lines += rm_lines + [""]
+        lines += rm_lines + ["", "Against the paper:", ""] + departures(room, cfg) + [""]
     metrics: dict[str, Any] = {"reward_models": rm_metrics, "accuracy": {}}
     figures: list[Figure] = []
     for s in tests:

@@ -35,7 +35,7 @@ class RewardModelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     reward_data: str | list[str] = "train"  # problem set(s) whose sampled attempts the reward models learn from
     reward_samples: int = 4  # attempts per problem
     reward_temperature: float = 0.7
-    prm_labels: list[str] = msgspec.field(default_factory=lambda: ["rollouts"])  # rollouts and/or human
+    prm_labels: list[str] = msgspec.field(default_factory=lambda: ["human"])  # human (the paper) and/or rollouts
     label_mode: str = "hard"  # rollout labels: hard (any rollout reached the answer) | soft (the fraction)
     rollouts_k: int = 4  # rollouts per step prefix
     max_explore: int | None = None  # explore at most this many wrong attempts
@@ -109,7 +109,7 @@ def reward_models(room: Classroom, cfg: RewardModelSettings, start: TrainResult 
             if kind == "prm":
                 more, extra = prm_labels(room, cfg, start, samples, verdicts, problems)
                 data, pool = data + more, problems + extra
-            request = TrainRequest(kind=kind, name=kind, data=tuple(m.id for m in data),
+            request = TrainRequest(kind=kind, name=f"{kind}_model", data=tuple(m.id for m in data),
                                    base_model=room.config.agents[agent].model, lora=cfg.lora,
                                    hyper=(cfg.orm_settings if kind == "orm" else cfg.prm_settings)
                                    | {"labels": cfg.label_mode}, seed=cfg.seed)
@@ -139,3 +139,20 @@ def prm_labels(room: Classroom, cfg: RewardModelSettings, start: TrainResult | N
         labels += [m for _, a, r in rows for m in (a, r)]
         room.record(*extra)
     return labels, extra
+
+
+def departures(room: Classroom, cfg: RewardModelSettings) -> list[str]:
+    """How the reward models of this run differ from the paper's, one markdown bullet each (for reports)."""
+    out = []
+    for kind, agent in (("orm", cfg.orm), ("prm", cfg.prm)):
+        if agent in room.config.agents:
+            out.append(f"- {kind.upper()} backbone: `{room.config.agents[agent].model}`, a causal LM with LoRA and a "
+                       "scalar head (the paper: DeBERTa-v3, about 300M parameters)")
+    out.append("- ORM data: the start policy's own samples, labelled by the answer check (the paper: PRM800K's "
+               "generator samples, labelled by their final answers)")
+    labels = {"human": f"human labels (`{cfg.human_labels}`, neutral counted {cfg.neutral})",
+              "rollouts": f"Monte-Carlo labels from {cfg.rollouts_k} rollouts per step prefix of the wrong samples "
+                          f"({cfg.label_mode}; correct samples' steps labelled 1)"}
+    out.append("- PRM labels: " + " and ".join(labels[x] for x in cfg.prm_labels) +
+               ("" if cfg.prm_labels == ["human"] else " (the paper: PRM800K human labels)"))
+    return out
