@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schoolroom import config as configlib  # noqa: E402
 from schoolroom.log import Writer  # noqa: E402
-from schoolroom.messages import TrainRequest, sequential_ids  # noqa: E402
+from schoolroom.messages import TrainRequest, new_id, sequential_ids  # noqa: E402
 from schoolroom.protocols.classroom import Classroom  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def main() -> None:
             if args.reward == "prm":  # label every step with the attempt's outcome: enough to time scoring
                 from msgspec.structs import replace
 
-                data += [replace(r, rewards=(r.score,) * len(s.steps), score=None, source="rollouts")
+                data += [replace(r, id=new_id(), rewards=(r.score,) * len(s.steps), score=None, source="rollouts")
                          for r, s in zip(labels, samples)]
             rm = room.trainer.train(TrainRequest(kind=args.reward, data=tuple(m.id for m in data),
                                                  hyper={"max_steps": 1}), data, problems)

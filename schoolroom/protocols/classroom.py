@@ -187,7 +187,9 @@ class Classroom:
         found = [h for h in self.agents.values() if h.role == role]
         if len(found) > 1 and role in self.agents and self.agents[role].role == role:
             return self.agents[role]
-        if len(found) != 1:
+        if not found:
+            raise KeyError(f"the config has no agent with role {role}: add one under [agents]")
+        if len(found) > 1:
             raise KeyError(f"the config has {len(found)} agents with role {role} and none named {role}; "
                            "use room.agent(name)")
         return found[0]
