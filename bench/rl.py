@@ -78,6 +78,7 @@ def main() -> None:
         for offset, algo in ((0, "ppo"), (100, "grpo")):
             times = stages[algo] = {"generate": [], "score": [], "train": [], "hand-off": []}
             adapter = None
+            room.student.load(None)  # both start from the base model
             for it in room.rounds(args.iterations, start=offset + 1):
                 batch = problems[(it - offset - 1) * args.batch:(it - offset) * args.batch]
                 rollouts, t = timed(room.student.solve, batch, n=args.n, temperature=1.0)

@@ -103,3 +103,14 @@ def test_group_advantages_by_hand():
     s = 0.5 / (0.5 + 1e-4)
     assert adv == pytest.approx([s, -s, -s, s, 0, 0, 0, 0, 0.25 / (0.25 + 1e-4), -0.25 / (0.25 + 1e-4)])
     assert group_advantages([1.0, 0.0], ["a", "a"], scale=False) == [0.5, -0.5]  # Dr. GRPO: no std
+
+
+def test_auc_over_all_and_within_groups():
+    from schoolroom.protocols.stats import auc
+
+    scores, correct = [0.9, 0.1, 0.8, 0.2], [True, False, False, True]
+    assert auc(scores, correct) == 0.75  # .9>.1, .9>.8, .2>.1 win; .2<.8 loses
+    assert auc(scores, correct, ["a", "a", "b", "b"]) == 0.5  # only .9 vs .1 and .2 vs .8 are compared
+    assert auc([0.3, 0.3], [True, False]) == 0.5  # a tie counts half
+    assert auc([1.0, 2.0], [True, False], ["a", "b"]) is None  # no problem has both kinds
+    assert auc([None, 1.0], [True, False]) is None

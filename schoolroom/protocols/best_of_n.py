@@ -65,6 +65,10 @@ def majority(attempts: list[Attempt]) -> int:
     return next(i for i, a in enumerate(attempts) if canonical(a.answer) == top)
 
 
+def _f(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
 def best(values: list[float | None]) -> int:
     """The first of the highest scores (unscored: lowest)."""
     keyed = [(-1e9 if v is None else v) for v in values]
@@ -112,12 +116,16 @@ def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[A
              f"policy's greedy answer. Majority: the most common stated answer. ORM / PRM-x: the sample the reward "
              f"model scores highest (PRM step scores aggregated by x). pass@{per}: any sample correct (the ceiling).",
              "", f"## Accuracy with {per} samples", ""] + rows
-    quality = {"orm": auc([r.score for r in scores["orm"]], correct)} if "orm" in scores else {}
+    problems = [a.problem_id for a in samples]
+    values = {"orm": [r.score for r in scores["orm"]]} if "orm" in scores else {}
     if "prm" in scores:
-        quality |= {f"prm-{how}": auc([aggregate(r.rewards, how) for r in scores["prm"]], correct) for how in AGGREGATIONS}
+        values |= {f"prm-{how}": [aggregate(r.rewards, how) for r in scores["prm"]] for how in AGGREGATIONS}
+    quality = {k: auc(v, correct) for k, v in values.items()}
+    within = {k: auc(v, correct, problems) for k, v in values.items()}
     if quality:
-        lines += ["", "How well each score ranks correct above wrong samples over all of them (AUC; 0.5 is chance): "
-                  + ", ".join(f"{k} {'—' if v is None else f'{v:.2f}'}" for k, v in quality.items()) + "."]
+        lines += ["", "How well each score ranks correct above wrong samples (AUC; 0.5 is chance), over all samples / "
+                  "within a problem (what reranking sees): "
+                  + ", ".join(f"{k} {_f(quality[k])} / {_f(within[k])}" for k in values) + "."]
     lines += ["", "## Accuracy as N grows", "", "| selector | " + " | ".join(f"n={s}" for s in sizes) + " |",
               "| --- | " + " | ".join("---" for _ in sizes) + " |"]
     lines += [f"| {name} | " + " | ".join(f"{100 * y:.1f}%" for y in ys) + " |" for name, ys in curves.items()]
@@ -127,9 +135,10 @@ def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[A
     curve = Figure(name="best_of_n", title="Accuracy of the picked sample as N grows", xlabel="N (samples)",
                    ylabel="accuracy", series=series, xticks=[float(s) for s in sizes])
     if models:
-        lines += ["", "Reward models: " + "; ".join(f"{k.upper()} `{m.adapter}` ({m.metrics.get('examples', 0):.0f} "
-                                                    f"examples, {m.metrics.get('steps', 0):.0f} steps)" for k, m in models.items()),
+        lines += ["", "Reward models: " + "; ".join(f"{k.upper()} `{m.adapter}` " + (
+                      f"({m.metrics['examples']:.0f} examples, {m.metrics['steps']:.0f} steps)" if m.metrics else
+                      f"(loaded from {m.path})") for k, m in models.items()),
                   ""] + departures(room, cfg)
     return Report(title="best_of_n", markdown="\n".join(lines), figures=[fig, curve],
-                  metrics={"accuracy": acc, "by_n": {"n": sizes} | curves, "auc": quality,
+                  metrics={"accuracy": acc, "by_n": {"n": sizes} | curves, "auc": quality, "auc_within_problem": within,
                            "reward_models": {k: m.metrics for k, m in models.items()}})

@@ -94,7 +94,7 @@ def reinforce(room: Classroom, cfg: ReinforceConfig) -> Report:
                                          batch)
             room.student.load(adapter)
             history.append({"arm": arm.name, "iteration": it, "sample_accuracy": sum(correct) / len(correct),
-                            "rollouts": rollouts, "rewards": rewards, "correct": correct} | adapter.metrics)
+                            "attempts": rollouts, "rewards": rewards, "correct": correct} | adapter.metrics)
             if it % cfg.eval_every == 0 or it == cfg.iterations:
                 evals[arm.name, it] = evaluate(room, f"{arm.name}/it{it}", tests, adapter)
     room.student.load(None)

@@ -18,26 +18,27 @@ def _f(x: Any, spec: str = ".3f") -> str:
 
 
 def reward_model_lines(models: dict[str, TrainResult], history: list[dict], arms) -> tuple[list[str], dict]:
-    """Each reward model's training, and how well it ranks the start policy's first-iteration rollouts (AUC of its
-    score against the answer check: 0.5 is chance)."""
+    """Each reward model's training, and how well it ranks the start policy's first-iteration rollouts: AUC of its
+    score against the answer check over all of them / within a problem (0.5 is chance). A loaded model's training
+    numbers were not measured in this run: —."""
     lines = ["## Reward models", "", "| model | adapter | examples | labels (positive share) | loss first → last | "
-             "seconds | AUC on iteration-1 rollouts |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "seconds | AUC on iteration-1 rollouts: all / within a problem |", "| --- | --- | --- | --- | --- | --- | --- |"]
     metrics: dict[str, Any] = {}
     for kind, result in models.items():
         m = result.metrics
         first = next((h for h in history if h["iteration"] == 1 and arms[h["arm"]].reward == kind), None)
-        quality: dict[str, float | None] = {}
+        quality: dict[str, tuple[float | None, float | None]] = {}
         if first is not None:
-            if kind == "orm":
-                quality["orm"] = auc([r.score for r in first["rewards"]], first["correct"])
-            else:
-                for how in AGGREGATIONS:
-                    quality[how] = auc([aggregate(r.rewards, how) for r in first["rewards"]], first["correct"])
-        shown = ", ".join(f"{k} {_f(v, '.2f')}" for k, v in quality.items()) or "—"
-        lines.append(f"| {kind.upper()} | {result.adapter} | {m.get('examples', 0):.0f} | {m.get('labels', 0):.0f} "
+            problems = [a.problem_id for a in first["attempts"]]
+            for how in ["orm"] if kind == "orm" else AGGREGATIONS:
+                values = [r.score if how == "orm" else aggregate(r.rewards, how) for r in first["rewards"]]
+                quality[how] = (auc(values, first["correct"]), auc(values, first["correct"], problems))
+        shown = ", ".join(f"{k} {_f(a, '.2f')} / {_f(w, '.2f')}" for k, (a, w) in quality.items()) or "—"
+        lines.append(f"| {kind.upper()} | {result.adapter} | {_f(m.get('examples'), '.0f')} | {_f(m.get('labels'), '.0f')} "
                      f"({_f(m.get('positive_share'), '.2f')}) | {_f(m.get('first_loss'))} → {_f(m.get('last_loss'))} "
-                     f"| {m.get('seconds', 0):.0f} | {shown} |")
-        metrics[kind] = {"train": m, "auc_iteration_1": quality}
+                     f"| {_f(m.get('seconds'), '.0f')} | {shown} |")
+        metrics[kind] = {"train": m, "auc_iteration_1": {k: a for k, (a, _) in quality.items()},
+                         "auc_iteration_1_within_problem": {k: w for k, (_, w) in quality.items()}}
     return lines, metrics
 
 

@@ -61,6 +61,7 @@ def draw(fig: Figure, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     f, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
     width = 0.8 / max(1, len(fig.series))
@@ -77,10 +78,17 @@ def draw(fig: Figure, path: Path) -> None:
     ax.set_xlabel(fig.xlabel)
     ax.set_ylabel(fig.ylabel)
     if fig.xticks:
-        ax.set_xticks(fig.xticks, fig.xticklabels or None)
+        ax.set_xticks(fig.xticks)
+        if fig.xticklabels:
+            long = sum(map(len, fig.xticklabels)) > 50  # would run into each other: tilt them
+            ax.set_xticklabels(fig.xticklabels, rotation=30 if long else 0, ha="right" if long else "center")
+    elif all(float(x).is_integer() for s in fig.series for x in s.x):  # iterations, rounds, N: no 1.25
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    if len(fig.series) > 1 or fig.kind == "line":
+    if len(fig.series) > 4:  # beside the plot, not over the lines
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    elif len(fig.series) > 1 or fig.kind == "line":
         ax.legend()
     f.tight_layout()
     f.savefig(path)

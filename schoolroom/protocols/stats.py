@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 Z95 = 1.959963984540054
 
@@ -45,14 +46,17 @@ def fmt_diff(d: tuple[float, float, float]) -> str:
     return "n/a" if math.isnan(m) else f"{100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
-def auc(scores: Sequence[float | None], correct: Sequence[bool]) -> float | None:
+def auc(scores: Sequence[float | None], correct: Sequence[bool], groups: Sequence[Any] | None = None) -> float | None:
     """How well ``scores`` rank correct above wrong: the chance a random correct item outscores a random wrong one
-    (ties count half); None without both kinds or with an unscored item."""
+    (ties count half); with ``groups``, only pairs from the same group (the same problem: what reranking sees).
+    None without a pair to compare or with an unscored item."""
     if any(s is None for s in scores):
         return None
-    pos = [s for s, ok in zip(scores, correct) if ok]
-    neg = [s for s, ok in zip(scores, correct) if not ok]
-    if not pos or not neg:
-        return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
+    keys = list(groups) if groups is not None else [None] * len(scores)
+    wins = pairs = 0.0
+    for key in dict.fromkeys(keys):
+        pos = [s for s, ok, k in zip(scores, correct, keys) if ok and k == key]
+        neg = [s for s, ok, k in zip(scores, correct, keys) if not ok and k == key]
+        wins += sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+        pairs += len(pos) * len(neg)
+    return wins / pairs if pairs else None
