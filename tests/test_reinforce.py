@@ -87,6 +87,8 @@ def test_one_ppo_and_one_grpo_iteration_through_ray(rl_run):
     assert "## Reward models" in report and "| answer | 1 |" in report and "| prm-min | 1 |" in report
     metrics = json.loads((rl_run / "metrics.json").read_text())
     assert set(metrics["accuracy"]["eval"]) == {"start", "answer", "grpo-answer", "orm", "prm-min"}
+    first = metrics["iterations"][0]  # the numbers of each update, not the rollouts themselves
+    assert first["rollouts"] == 4 and not {"attempts", "rewards", "correct"} & set(first)
     assert (rl_run / "accuracy_per_iteration.png").exists() and (rl_run / "rl_kl.png").exists()
 
 
@@ -140,7 +142,10 @@ def test_best_of_n_reranks_with_the_trained_reward_models(rl_run, tmp_path):
     assert set(acc) == {"greedy", "majority", "orm", "prm-min", "prm-max", "prm-avg", "prm-prod", "prm-last", "pass@3"}
     assert all(acc[k]["accuracy"] <= acc["pass@3"]["accuracy"] for k in acc if k != "greedy")
     assert metrics["by_n"]["n"] == [1, 2, 3] and len(metrics["by_n"]["orm"]) == 3
-    assert (run_dir / "best_of_n.png").exists() and "Accuracy as N grows" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert (run_dir / "best_of_n.png").exists() and "Accuracy as N grows" in report
+    assert f"PRM labels: loaded from `{rms['prm_model']}`" in report, "a loaded model's training is not described"
+    assert "within a problem" in report and set(metrics["auc_within_problem"]) == set(metrics["auc"])
 
 
 def test_majority_vote_and_canonical_answers():

@@ -88,7 +88,7 @@ def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, Tr
         lines.append(f"| {h['arm']} | {h['iteration']} | {_f(h.get('reward_mean'))} | {h['sample_accuracy']:.3f} | "
                      f"{_f(h.get('kl'), '.3g')} | {_f(h.get('entropy'))} | {_f(h.get('clipfrac'))} | "
                      f"{h.get('seconds', 0):.0f} |")
-        rows.append({k: v for k, v in h.items() if k not in ("rollouts", "rewards", "correct")})
+        rows.append({k: v for k, v in h.items() if k not in ("attempts", "rewards", "correct")})  # numbers only
     metrics["iterations"] = rows
     for key, label in (("reward_mean", "mean reward of the rollouts"), ("sample_accuracy", "sample accuracy"),
                        ("kl", "KL(policy ‖ start) per token"), ("entropy", "entropy per token")):

@@ -148,11 +148,14 @@ def departures(room: Classroom, cfg: RewardModelSettings) -> list[str]:
         if agent in room.config.agents:
             out.append(f"- {kind.upper()} backbone: `{room.config.agents[agent].model}`, a causal LM with LoRA and a "
                        "scalar head (the paper: DeBERTa-v3, about 300M parameters)")
-    out.append("- ORM data: the start policy's own samples, labelled by the answer check (the paper: PRM800K's "
-               "generator samples, labelled by their final answers)")
+    loaded = "loaded from `{}`: trained outside this run, on the data that run used"
+    out.append("- ORM data: " + (loaded.format(cfg.orm_adapter) if cfg.orm_adapter else
+               "the start policy's own samples, labelled by the answer check (the paper: PRM800K's generator "
+               "samples, labelled by their final answers)"))
     labels = {"human": f"human labels (`{cfg.human_labels}`, neutral counted {cfg.neutral})",
               "rollouts": f"Monte-Carlo labels from {cfg.rollouts_k} rollouts per step prefix of the wrong samples "
                           f"({cfg.label_mode}; correct samples' steps labelled 1)"}
-    out.append("- PRM labels: " + " and ".join(labels[x] for x in cfg.prm_labels) +
-               ("" if cfg.prm_labels == ["human"] else " (the paper: PRM800K human labels)"))
+    out.append("- PRM labels: " + (loaded.format(cfg.prm_adapter) if cfg.prm_adapter else
+               " and ".join(labels[x] for x in cfg.prm_labels) +
+               ("" if cfg.prm_labels == ["human"] else " (the paper: PRM800K human labels)")))
     return out
