@@ -117,41 +117,44 @@ def _problem(by_id: dict[str, Problem], a: Attempt | Rationale) -> Problem:
 @scorer("answer")
 def answer_score(v: Verifier, attempts: list[Attempt], problems: list[Problem]) -> list[StepRewards]:
     """The answer check as a reward: 1.0 for the gold answer, 0.0 otherwise."""
-    by_id = _pool(problems)
     return [StepRewards(problem_id=a.problem_id, attempt_id=a.id, source="answer",
-                        score=float(answers_match(a.answer, _problem(by_id, a).answer)), sender=v.name,
-                        parents=(a.id, _problem(by_id, a).id)) for a in attempts]
+                        score=float(answers_match(a.answer, p.answer)), sender=v.name, parents=(a.id, p.id))
+            for a, p in _with_problems(attempts, problems)]
 
 
-def _model_scores(v: Verifier, kind: str, attempts: list[Attempt], problems: list[Problem]) -> list[list[float]]:
+def _with_problems(attempts: list[Attempt], problems: list[Problem]) -> list[tuple[Attempt, Problem]]:
+    by_id = _pool(problems)
+    return [(a, _problem(by_id, a)) for a in attempts]
+
+
+def _model_scores(v: Verifier, kind: str, attempts: list[Attempt], problems: list[Problem]
+                  ) -> list[tuple[Attempt, Problem, list[float]]]:
+    """Each attempt, its problem, and the loaded reward model's scores of it (one; or one per step it reached)."""
     from schoolroom.training.reward_model import score
 
     if v.reward_model is None or v.reward_model[2] != kind:
         have = "none" if v.reward_model is None else f"a {v.reward_model[2].upper()}"
         raise ValueError(f"verifier {v.name} cannot score with an {kind.upper()}: it has {have} loaded")
     model, tokenizer, _, sep, _ = v.reward_model
-    by_id = _pool(problems)
-    examples = [reward_input(tokenizer, _problem(by_id, a), a) for a in attempts]
-    return score(model, tokenizer, examples, kind, sep, batch_size=v.config.batch_size,
-                 max_length=v.config.max_model_len)
+    pairs = _with_problems(attempts, problems)
+    examples = [reward_input(tokenizer, p, a) for a, p in pairs]
+    scores = score(model, tokenizer, examples, kind, sep, batch_size=v.config.batch_size,
+                   max_length=v.config.max_model_len)
+    return [(a, p, s) for (a, p), s in zip(pairs, scores)]
 
 
 @scorer("orm")
 def orm_score(v: Verifier, attempts: list[Attempt], problems: list[Problem]) -> list[StepRewards]:
     """The outcome reward model's probability that the attempt is correct."""
-    scores = _model_scores(v, "orm", attempts, problems)
-    by_id = _pool(problems)
     return [StepRewards(problem_id=a.problem_id, attempt_id=a.id, source="orm", score=s[0] if s else None,
-                        adapter=v.reward_model[4], sender=v.name, parents=(a.id, by_id[a.problem_id].id))
-            for a, s in zip(attempts, scores)]
+                        adapter=v.reward_model[4], sender=v.name, parents=(a.id, p.id))
+            for a, p, s in _model_scores(v, "orm", attempts, problems)]
 
 
 @scorer("prm")
 def prm_score(v: Verifier, attempts: list[Attempt], problems: list[Problem]) -> list[StepRewards]:
     """The process reward model's probability, after each step, that the solution is still correct."""
-    scores = _model_scores(v, "prm", attempts, problems)
-    by_id = _pool(problems)
     return [StepRewards(problem_id=a.problem_id, attempt_id=a.id, source="prm",
                         rewards=tuple(s) + (None,) * (len(a.steps) - len(s)), adapter=v.reward_model[4],
-                        sender=v.name, parents=(a.id, by_id[a.problem_id].id))
-            for a, s in zip(attempts, scores)]
+                        sender=v.name, parents=(a.id, p.id))
+            for a, p, s in _model_scores(v, "prm", attempts, problems)]

@@ -18,7 +18,7 @@ from schoolroom.messages import Attempt, StepRewards
 from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
 from schoolroom.protocols.report import compare
 from schoolroom.protocols.reward_models import RewardModelSettings, departures, reward_models, start_policy
-from schoolroom.protocols.stats import auc, wilson
+from schoolroom.protocols.stats import auc, fmt, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate
 
 
@@ -63,10 +63,6 @@ def majority(attempts: list[Attempt]) -> int:
         return 0
     top = votes.most_common(1)[0][0]
     return next(i for i, a in enumerate(attempts) if canonical(a.answer) == top)
-
-
-def _f(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}"
 
 
 def best(values: list[float | None]) -> int:
@@ -125,7 +121,7 @@ def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[A
     if quality:
         lines += ["", "How well each score ranks correct above wrong samples (AUC; 0.5 is chance), over all samples / "
                   "within a problem (what reranking sees): "
-                  + ", ".join(f"{k} {_f(quality[k])} / {_f(within[k])}" for k in values) + "."]
+                  + ", ".join(f"{k} {fmt(quality[k], '.2f')} / {fmt(within[k], '.2f')}" for k in values) + "."]
     lines += ["", "## Accuracy as N grows", "", "| selector | " + " | ".join(f"n={s}" for s in sizes) + " |",
               "| --- | " + " | ".join("---" for _ in sizes) + " |"]
     lines += [f"| {name} | " + " | ".join(f"{100 * y:.1f}%" for y in ys) + " |" for name, ys in curves.items()]

@@ -9,12 +9,8 @@ from schoolroom.messages import TrainResult
 from schoolroom.protocols.classroom import Classroom, Figure, Report, Series
 from schoolroom.protocols.report import compare
 from schoolroom.protocols.reward_models import departures
-from schoolroom.protocols.stats import auc, wilson
+from schoolroom.protocols.stats import auc, fmt, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate
-
-
-def _f(x: Any, spec: str = ".3f") -> str:
-    return "—" if x is None else format(x, spec)
 
 
 def reward_model_lines(models: dict[str, TrainResult], history: list[dict], arms) -> tuple[list[str], dict]:
@@ -33,10 +29,10 @@ def reward_model_lines(models: dict[str, TrainResult], history: list[dict], arms
             for how in ["orm"] if kind == "orm" else AGGREGATIONS:
                 values = [r.score if how == "orm" else aggregate(r.rewards, how) for r in first["rewards"]]
                 quality[how] = (auc(values, first["correct"]), auc(values, first["correct"], problems))
-        shown = ", ".join(f"{k} {_f(a, '.2f')} / {_f(w, '.2f')}" for k, (a, w) in quality.items()) or "—"
-        lines.append(f"| {kind.upper()} | {result.adapter} | {_f(m.get('examples'), '.0f')} | {_f(m.get('labels'), '.0f')} "
-                     f"({_f(m.get('positive_share'), '.2f')}) | {_f(m.get('first_loss'))} → {_f(m.get('last_loss'))} "
-                     f"| {_f(m.get('seconds'), '.0f')} | {shown} |")
+        shown = ", ".join(f"{k} {fmt(a, '.2f')} / {fmt(w, '.2f')}" for k, (a, w) in quality.items()) or "—"
+        lines.append(f"| {kind.upper()} | {result.adapter} | {fmt(m.get('examples'), '.0f')} | {fmt(m.get('labels'), '.0f')} "
+                     f"({fmt(m.get('positive_share'), '.2f')}) | {fmt(m.get('first_loss'))} → {fmt(m.get('last_loss'))} "
+                     f"| {fmt(m.get('seconds'), '.0f')} | {shown} |")
         metrics[kind] = {"train": m, "auc_iteration_1": {k: a for k, (a, _) in quality.items()},
                          "auc_iteration_1_within_problem": {k: w for k, (_, w) in quality.items()}}
     return lines, metrics
@@ -85,8 +81,8 @@ def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, Tr
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows = []
     for h in history:
-        lines.append(f"| {h['arm']} | {h['iteration']} | {_f(h.get('reward_mean'))} | {h['sample_accuracy']:.3f} | "
-                     f"{_f(h.get('kl'), '.3g')} | {_f(h.get('entropy'))} | {_f(h.get('clipfrac'))} | "
+        lines.append(f"| {h['arm']} | {h['iteration']} | {fmt(h.get('reward_mean'))} | {h['sample_accuracy']:.3f} | "
+                     f"{fmt(h.get('kl'), '.3g')} | {fmt(h.get('entropy'))} | {fmt(h.get('clipfrac'))} | "
                      f"{h.get('seconds', 0):.0f} |")
         rows.append({k: v for k, v in h.items() if k not in ("attempts", "rewards", "correct")})  # numbers only
     metrics["iterations"] = rows

@@ -36,6 +36,11 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], resamples: int = 400
     return float(d.mean()), float(lo), float(hi)
 
 
+def fmt(x: Any, spec: str = ".3f") -> str:
+    """A number for a report table; — where it was not measured (None)."""
+    return "—" if x is None else format(x, spec)
+
+
 def fmt_acc(correct: int, n: int) -> str:
     p, lo, hi = wilson(correct, n)
     return "n/a" if n == 0 else f"{100 * p:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] ({correct}/{n})"

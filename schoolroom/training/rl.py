@@ -57,13 +57,10 @@ def pad(rows: list[dict[str, Any]], pad_id: int, device):
 def to_actions(x, rows: list[dict[str, Any]]):
     """``x[b, t]`` about the token after position t (logits shifted by one) -> ``[b, actions]`` of each row's
     completion tokens, left-aligned, and the mask of real actions."""
-    width = max(r["actions"] for r in rows)
-    out = x.new_zeros((len(rows), width) + tuple(x.shape[2:]))
-    mask = torch.zeros((len(rows), width), device=x.device)
+    out = x.new_zeros((len(rows), max(r["actions"] for r in rows)) + tuple(x.shape[2:]))
     for i, r in enumerate(rows):
         out[i, : r["actions"]] = x[i, r["start"] - 1 : r["start"] - 1 + r["actions"]]
-        mask[i, : r["actions"]] = 1
-    return out, mask
+    return out, action_mask(rows, x.device)
 
 
 def stack(rows: list[dict[str, Any]], key: str, device):
