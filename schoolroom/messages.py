@@ -109,14 +109,13 @@ class Verdict(Message, frozen=True, kw_only=True, tag="verdict"):
 
 
 class Mistake(Message, frozen=True, kw_only=True, tag="mistake"):
-    """A wrong attempt; ``first_wrong_step`` (0-based) when known, e.g. from exploration."""
+    """A wrong attempt, as a teacher is shown it (where it first goes wrong is the Explorer's StepRewards)."""
 
     problem_id: str
     attempt_id: str
     text: str
     predicted: str | None = None
     gold: str = ""
-    first_wrong_step: int | None = None
 
 
 class Guidance(Message, frozen=True, kw_only=True, tag="guidance"):
@@ -151,8 +150,10 @@ class StepRewards(Message, frozen=True, kw_only=True, tag="step_rewards"):
     """Scores of an attempt, per step and/or as a whole, and who wrote them (``source``).
 
     - ``rollouts`` (the Explorer, Monte-Carlo): ``rewards[i]`` is the fraction of rollouts from the prefix ending
-      with step ``i`` (0-based) that reach the gold answer; None where the search did not look. ``start``: the
-      same from the question alone; ``first_pit``: the first step from which no rollout is correct.
+      with step ``i`` (0-based) that reach the gold answer; None where nothing was measured (where the search did
+      not look, and the last step: the whole attempt is graded, not rolled out). ``start``: the same from the
+      question alone, when measured; ``first_pit``: the first step from which no rollout is correct (or, by the
+      ``unmeasured = "last_step"`` setting, the last step when none failed: a deduction).
     - ``prm`` (a process reward model): ``rewards[i]`` is the model's probability that the solution is still
       correct after step ``i``.
     - ``orm`` (an outcome reward model): ``score`` is its probability that the whole attempt is correct.

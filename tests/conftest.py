@@ -78,3 +78,37 @@ def answer_42_adapter(tmp_path_factory):
     request = TrainRequest(kind="sft", name="answer42", data=tuple(r.id for r in data), seed=0,
                            hyper={"max_steps": 12, "batch_size": 4, "learning_rate": 5e-3})  # last loss ~5e-4: robust across CPUs
     return trainer.train(request, data, problems)
+
+
+class Recording:
+    """A real engine with every reply it gave kept: a spy, so a test can check what was parsed from each."""
+
+    def __init__(self, inner):
+        self.inner, self.replies, self.prompts = inner, [], []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def generate(self, prompts, params):
+        outs = self.inner.generate(prompts, params)
+        self.replies += [c.text for cs in outs for c in cs]
+        self.prompts += list(prompts)
+        return outs
+
+
+def check_parsed(replies: list[str], parsed: list, notes: list) -> None:
+    """Every reply became exactly one Rationale (its text, its stated answer, steps taken from it) or one Note
+    that quotes it, and a reply that states ``#### <number>`` was not skipped."""
+    import re
+    from collections import Counter
+
+    from schoolroom.environment import answers_match
+
+    made = Counter(r.text for r in parsed) + Counter(n.data["reply"].strip() for n in notes)
+    assert made == Counter(x.strip() for x in replies), "one message per reply, nothing lost or invented"
+    for r in parsed:
+        m = re.search(r"####\s*(-?[\d.,]+\d)", r.text)
+        assert m is None or answers_match(r.answer, m.group(1)), (r.answer, r.text)
+        assert r.steps and all(s in r.text and not s.startswith("####") for s in r.steps), r.steps
+    for n in notes:
+        assert not re.search(r"####\s*-?\d", n.data["reply"]), f"a reply stating its answer was skipped: {n.data}"

@@ -82,10 +82,15 @@ def test_unparseable_teacher_reply_is_recorded_not_raised():
 @pytest.mark.slow
 def test_teacher_on_a_model_writes_steps(hf_engine):
     p = synthetic(1, steps=3, seed=2)[0]
-    t = Teacher("small", AgentConfig(role="teacher", max_tokens=40), engine=hf_engine)
+    from conftest import Recording
+
+    t = Teacher("small", AgentConfig(role="teacher", max_tokens=40), engine=Recording(hf_engine))
     g = t.guide(p, 1)
     side = t.drain()
-    assert len(g.steps) == 1 or any(isinstance(m, Note) and m.kind == "unparsed" for m in side)
+    (reply,) = t.engine.replies
+    lines = [ln.strip() for ln in reply.splitlines() if ln.strip() and not ln.strip().startswith("####")]
+    assert g.steps == tuple(lines[:1]) and g.text == "\n".join(lines[:1]), "the reply's first line is the step"
+    assert any(isinstance(m, Note) and m.kind == "unparsed" for m in side) == (not lines)
     assert g.teacher == "small" and g.k == 1
 
 
@@ -94,3 +99,24 @@ def test_reference_engine_refuses_free_prompts():
 
     with pytest.raises(ValueError, match="first_steps, solve and tailor"):
         ReferenceEngine().generate([Prompt(messages=[], problem=synthetic(1)[0])], Params())
+
+
+@pytest.mark.slow
+def test_usage_bills_what_was_generated(hf_engine):
+    """A greedy request for n completions generates once and is billed once; prompt tokens count once per prompt."""
+    from schoolroom.agents.engines.base import render_prompt
+    from schoolroom.agents.student import Student, solve_prompt
+    from schoolroom.messages import Usage
+
+    problems = synthetic(2, steps=1, seed=3)
+    student = Student("student", AgentConfig(role="student", max_tokens=12), engine=hf_engine)
+    prompt_tokens = sum(len(hf_engine.tokenizer(render_prompt(hf_engine.tokenizer, solve_prompt(p)),
+                                                add_special_tokens=False)["input_ids"]) for p in problems)
+    greedy = student.solve(problems, n=3)
+    (u,) = [m for m in student.drain() if isinstance(m, Usage)]
+    assert [a.text for a in greedy[:3]] == [greedy[0].text] * 3, "three copies of one greedy answer"
+    assert u.calls == 2 and u.prompt_tokens == prompt_tokens
+    assert u.completion_tokens == greedy[0].tokens + greedy[3].tokens
+    sampled = student.solve(problems, n=3, temperature=1.0)
+    (u,) = [m for m in student.drain() if isinstance(m, Usage)]
+    assert u.calls == 6 and u.prompt_tokens == prompt_tokens and u.completion_tokens == sum(a.tokens for a in sampled)

@@ -20,7 +20,7 @@ def one_of_each() -> list[m.Message]:
     return [
         p, a,
         a.reply(m.Verdict, problem_id="p1", attempt_id=a.id, correct=True, predicted="3", gold="3"),
-        a.reply(m.Mistake, problem_id="p1", attempt_id=a.id, text="x", predicted="4", gold="3", first_wrong_step=1),
+        a.reply(m.Mistake, problem_id="p1", attempt_id=a.id, text="x", predicted="4", gold="3"),
         m.Guidance(problem_id="p1", k=1, steps=("a",), text="a", teacher="reference"),
         m.Rationale(problem_id="p1", text="a\nb", steps=("a", "b"), answer="3", source="tailored", mistake_id="x"),
         m.Plan(problem_id="p1", text="1. add", steps=("add",)),

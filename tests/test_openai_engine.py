@@ -83,6 +83,17 @@ def test_retries_through_injected_500s(katan):
     assert e.pop_errors() > 0, "half the requests failed with 500 and were retried"
 
 
+def test_a_greedy_request_for_n_completions_is_sent_once(katan):
+    e = engine(katan())
+    real, sent = e.client.chat.completions.create, []
+    e.client.chat.completions.create = lambda **kw: sent.append(kw) or real(**kw)  # counts the requests it passes on
+    outs = e.generate(PROMPTS[:3], Params(max_tokens=8, n=2))
+    assert len(sent) == 3 and [len(o) for o in outs] == [2] * 3 and all(o[0] == o[1] for o in outs)
+    sent.clear()
+    e.generate(PROMPTS[:3], Params(max_tokens=8, n=2, temperature=0.7))
+    assert len(sent) == 6, "sampled: n requests each (servers differ on n > 1)"
+
+
 @pytest.mark.parametrize("flag,status", [("--rate-limit-after", "429"), ("--timeout-after", "504")])
 def test_persistent_failure_gives_a_clear_error_without_the_key(katan, flag, status):
     e = engine(katan(flag, "2"), max_retries=3)
@@ -166,15 +177,21 @@ def test_teacher_writing_methods_through_the_server(katan):
     url = katan(backend="transformers", model=folder)
     cfg = AgentConfig(role="teacher", engine="openai", model=folder, base_url=url, api_key_env=KEY_ENV,
                       max_tokens=96, concurrency=2)
-    teacher = Teacher("api", cfg)
+    from conftest import Recording, check_parsed
+
+    from schoolroom.agents.engines.openai import OpenAIEngine
+
+    engine = Recording(OpenAIEngine(folder, base_url=url, api_key_env=KEY_ENV, concurrency=2))
+    teacher = Teacher("api", cfg, engine=engine)
     problems = synthetic(2, steps=2, seed=8)
     mistake = Mistake(problem_id=problems[0].problem_id, attempt_id="a", text="Tom has 1 + 1 = 3.\n#### 3")
     tailored = teacher.tailor([mistake], problems, n=2)
+    replies = list(engine.replies)
     plans = teacher.plan(problems)
     side = teacher.drain()
-    notes = [m for m in side if isinstance(m, Note)]
-    assert len(tailored) + sum(n.data["task"] == "tailored" for n in notes) == 2
-    assert all(isinstance(r, Rationale) and r.mistake_id == mistake.id and r.answer for r in tailored)
+    notes = [m for m in side if isinstance(m, Note) and m.data["task"] == "tailored"]
+    check_parsed(replies, tailored, notes)
+    assert len(replies) == 2 and all(isinstance(r, Rationale) and r.mistake_id == mistake.id for r in tailored)
     assert len(plans) == 2
     usage = [m for m in side if m.__class__.__name__ == "Usage"]
     assert sum(u.completion_tokens for u in usage) > 0 and all(u.engine == "openai" for u in usage)

@@ -38,6 +38,61 @@ def test_gradient_pulls_toward_the_correct_rationale_and_pushes_from_the_wrong_o
     assert float((p.grad * a.detach()).sum()) < 0
 
 
+def _states(model, tok, prompt: str, text: str):
+    """The last layer's states over ``text`` read after ``prompt``, one unpadded sequence at a time (the test's
+    own encoding, independent of the batching under test)."""
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    c = tok(text + tok.eos_token, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        h = model(input_ids=torch.tensor([p + c]), output_hidden_states=True).hidden_states[-1][0]
+    return h[: len(p)], h[len(p):]
+
+
+def _expected(anchor, positive, negative, margin):
+    cos = torch.nn.functional.cosine_similarity
+    return max(0.0, float(cos(anchor, negative, dim=0) - cos(anchor, positive, dim=0)) + margin)
+
+
+Q1, Q2 = "Q: Tom has 2 apples and buys 3. How many?\nA: ", "Q: Mia has 4 pens and loses 1. How many?\nA: "
+GOOD, OTHER, BAD = "2 + 3 = 5\n#### 5", "Tom ends with 5 apples.\n#### 5", "2 * 3 = 6\n#### 6"
+
+
+@pytest.fixture(scope="module")
+def lora_model(hf_engine):
+    from peft import get_peft_model
+
+    from schoolroom.training.common import lora_config
+
+    return get_peft_model(hf_engine.base.__class__.from_pretrained(hf_engine.source.path), lora_config({}))
+
+
+@pytest.mark.slow
+def test_authors_form_anchors_on_the_rationale_against_another_correct_one(hf_engine, lora_model):
+    """The default (Learn-to-Reason's compute_cl_loss): anchor = the rationale trained on, positive = a different
+    correct rationale, negative = the wrong solution, each read after the question, at its EOS token; a row with no
+    second correct rationale has no term. Checked against the states computed one sequence at a time."""
+    tok, model = hf_engine.tokenizer, lora_model.eval()
+    batch = [{"prompt": Q1, "completion": GOOD, "negative": BAD, "positive": OTHER},
+             {"prompt": Q2, "completion": "4 - 1 = 3\n#### 3", "negative": "4 + 1 = 5\n#### 5", "positive": ""}]
+    _, term = reflection_loss(model, tok, batch, weight=0.5, margin=1.0, max_length=128)[1:]
+    (_, a), (_, p), (_, n) = (_states(model, tok, Q1, t) for t in (GOOD, OTHER, BAD))
+    assert float(term) == pytest.approx(_expected(a[-1], p[-1], n[-1], 1.0), abs=1e-4)
+    mean = reflection_loss(model, tok, batch, weight=0.5, margin=1.0, max_length=128, pool="mean")[2]
+    assert float(mean) == pytest.approx(_expected(a.mean(0), p.mean(0), n.mean(0), 1.0), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_question_anchor_is_kept_as_a_setting(hf_engine, lora_model):
+    """anchor = "question" (our earlier form): anchor = the question's states, positive = the rationale."""
+    tok, model = hf_engine.tokenizer, lora_model.eval()
+    batch = [{"prompt": Q1, "completion": GOOD, "negative": BAD}]
+    assert float(reflection_loss(model, tok, batch, 0.5, 1.0, 128)[2]) == 0.0, "no positive: no term by default"
+    term = reflection_loss(model, tok, batch, 0.5, 0.2, 128, anchor="question", pool="mean")[2]
+    q, g = _states(model, tok, Q1, GOOD)
+    _, n = _states(model, tok, Q1, BAD)
+    assert float(term) == pytest.approx(_expected(q.mean(0), g.mean(0), n.mean(0), 0.2), abs=1e-4)
+
+
 @pytest.mark.slow
 def test_reflection_loss_on_the_model(hf_engine):
     from peft import get_peft_model
@@ -47,7 +102,7 @@ def test_reflection_loss_on_the_model(hf_engine):
     model = get_peft_model(hf_engine.base.__class__.from_pretrained(hf_engine.source.path), lora_config({}))
     tok = hf_engine.tokenizer
     batch = [{"prompt": "Q: Tom has 2 apples and buys 3. How many?\nA: ", "completion": "2 + 3 = 5\n#### 5",
-              "negative": "2 * 3 = 6\n#### 6"},
+              "negative": "2 * 3 = 6\n#### 6", "positive": "Tom ends with 5 apples.\n#### 5"},
              {"prompt": "Q: Mia has 4 pens and loses 1. How many?\nA: ", "completion": "4 - 1 = 3\n#### 3"}]
     total, sft, term = reflection_loss(model, tok, batch, weight=0.5, margin=1.0, max_length=128)
     assert float(term) > 0 and float(total) == pytest.approx(float(sft) + 0.5 * float(term), rel=1e-5)

@@ -9,9 +9,9 @@ import pytest
 
 from schoolroom import config as configlib
 from schoolroom import log
-from schoolroom.messages import EvalReport, PreferencePair, StepRewards, TrainRequest, TrainResult
+from schoolroom.messages import Attempt, EvalReport, PreferencePair, StepRewards, TrainRequest, TrainResult
 from schoolroom.protocols import runner
-from schoolroom.protocols.self_explore import outcome_pairs
+from schoolroom.protocols.self_explore import equations, outcome_pairs, rft_keep
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +24,12 @@ def tiny(address: str) -> dict:
         "data": {"train": synthetic | {"seed": 1}, "eval": synthetic | {"seed": 2}},
         "agents": {
             "student": {"role": "student", "max_tokens": 24, "threads": 2, "resources": {"num_cpus": 0.5}},
-            # the oracle completer of the paper's ablation: here the gold solution, so pits are certain
-            "explorer": {"role": "explorer", "engine": "reference", "resources": {"num_cpus": 0}},
+            # the completer: the student's own model with the start adapter (the paper's)
+            "explorer": {"role": "explorer", "max_tokens": 24, "threads": 2, "resources": {"num_cpus": 0.5}},
             "trainer": {"role": "trainer", "threads": 2, "resources": {"num_cpus": 1}},
             "verifier": {"role": "verifier", "resources": {"num_cpus": 0}},
         },
-        "protocol": {"name": "self_explore", "samples": 2, "temperature": 1.0, "k": 2, "completer": "teacher",
+        "protocol": {"name": "self_explore", "samples": 3, "temperature": 1.0, "k": 2, "unmeasured": "last_step",
                      "sft": {"max_steps": 1, "batch_size": 4}, "dpo": {"max_steps": 1, "batch_size": 4}},
     }
 
@@ -47,18 +47,49 @@ def test_self_explore_runs_end_to_end_on_ray(explore_run):
     messages = log.read_all(run_dir / "messages.jsonl")
     results = {m.adapter.split("-")[0] for m in messages if isinstance(m, TrainResult)}
     rewards = [m for m in messages if isinstance(m, StepRewards)]
-    pairs = [m for m in messages if isinstance(m, PreferencePair) and m.level == "step"]
-    assert rewards and pairs and {"sft", "step_dpo"} <= results
-    assert all(r.first_pit is not None for r in rewards), "the gold-solution completer always reaches the answer"
-    evals = {m.name for m in messages if isinstance(m, EvalReport)}
-    assert {"base", "sft", "step_dpo"} <= evals
-    for result in (m for m in messages if isinstance(m, TrainResult)):
-        assert (run_dir / "adapters" / result.adapter / "adapter_model.safetensors").exists()
+    step_pairs = [m for m in messages if isinstance(m, PreferencePair) and m.level == "step"]
+    outcome = [m for m in messages if isinstance(m, PreferencePair) and m.level == "outcome"]
+    attempts = {m.id: m for m in messages if isinstance(m, Attempt)}
+    assert {"sft", "rft"} <= results and outcome, "FT, then RFT on its correct samples; outcome pairs from them"
+    rft = next(m for m in messages if isinstance(m, TrainRequest) and m.name == "rft")
+    assert rft.base_adapter is None, "RFT trains a fresh adapter from the base model"
+    explored = [attempts[r.attempt_id] for r in rewards]
+    assert sorted(a.id for a in explored) == sorted(x.parents[1] for x in outcome), \
+        "the explored attempts are the rejected sides of the outcome pairs"
+    for r in rewards:  # the real completer measured every prefix it looked at; the last step is never measured
+        a = attempts[r.attempt_id]
+        assert len(r.rewards) == len(a.steps) and r.rewards[-1] is None and r.rollouts == 2 * sum(
+            x is not None for x in r.rewards)
+        assert (r.tokens > 0) == (len(a.steps) > 1) and r.start is None, "one step: no prefix to roll out from"
+    for x in step_pairs:  # the pair's rejected side is the pit step of its attempt, its prefix the steps before
+        (r,) = [r for r in rewards if r.attempt_id == x.parents[0]]
+        a = attempts[x.parents[0]]
+        assert r.first_pit == x.step and x.rejected == a.steps[x.step]
+        assert x.prefix == "".join(s + "\n" for s in a.steps[: x.step])
     report = (run_dir / "report.md").read_text()
+    assert report.splitlines()[2].startswith("- start: **rft**")
     assert "Held-out accuracy" in report and "First-pit position" in report and "rollout tokens" in report
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["step_pairs"] == len(pairs) and metrics["rollout_tokens"] >= 0
-    assert (run_dir / "accuracy.png").exists() and (run_dir / "first_pit.png").exists()
+    assert metrics["step_pairs_found"] == len(step_pairs) and metrics["rollout_tokens"] == sum(r.tokens for r in rewards)
+    evals = {m.name for m in messages if isinstance(m, EvalReport)}
+    assert {"base", "sft", "rft", "outcome_dpo"} <= evals
+    assert (run_dir / "accuracy.png").exists()
+
+
+def test_a_completer_that_ignores_the_prefix_is_a_config_error():
+    raw = tiny("inline")
+    raw["agents"]["explorer"] = {"role": "explorer", "engine": "reference"}
+    with pytest.raises(configlib.ConfigError, match=r"ignores the step prefix .* `\$.agents.explorer.engine`"):
+        runner.protocol_of(configlib.decode(raw), "x.toml")
+    raw = tiny("inline")
+    raw["protocol"]["completer"] = "teacher"
+    with pytest.raises(configlib.ConfigError, match="name it with teacher"):
+        runner.protocol_of(configlib.decode(raw), "x.toml")
+    raw["agents"]["gpt"] = {"role": "teacher", "engine": "openai", "model": "gpt-4o-mini"}
+    with pytest.raises(configlib.ConfigError, match="must run teacher gpt's model"):
+        runner.protocol_of(configlib.decode(raw), "x.toml")
+    raw["agents"]["explorer"] |= {"engine": "openai", "model": "gpt-4o-mini"}
+    runner.protocol_of(configlib.decode(raw), "x.toml")
 
 
 def test_resume_after_a_crash_does_not_train_again(explore_run, tmp_path):
@@ -83,13 +114,26 @@ def test_resume_after_a_crash_does_not_train_again(explore_run, tmp_path):
         [m.kind for m in whole if isinstance(m, TrainRequest)], "the protocol's requests keep their ids"
 
 
-def test_outcome_pairs_pair_right_with_wrong_of_the_same_problem():
+def test_outcome_pairs_take_the_most_different_wrong_sample_once():
     from schoolroom.environment import synthetic
-    from schoolroom.messages import Attempt
 
     p, q = synthetic(2, steps=1, seed=0)
-    attempts = [Attempt(problem_id=p.problem_id, text=t) for t in ("good", "bad1", "bad2")] + \
-               [Attempt(problem_id=q.problem_id, text="bad")]
-    pairs = outcome_pairs([p, q], attempts, [True, False, False, False])
-    assert [(x.chosen, x.rejected) for x in pairs] == [("good", "bad1"), ("good", "bad2")]
+    good = [Attempt(problem_id=p.problem_id, text=t) for t in ("3 + 4 = 7\n#### 7", "7\n#### 7")]
+    bad = [Attempt(problem_id=p.problem_id, text=t) for t in ("3 + 4 = 8\n#### 8", "I think it is 12.\n#### 12",
+                                                               "3 + 4 = 8\n#### 8")] + \
+          [Attempt(problem_id=q.problem_id, text="bad")]
+    pairs = outcome_pairs([p, q], good, bad)
+    assert [(x.chosen, x.rejected) for x in pairs] == [("3 + 4 = 7\n#### 7", "I think it is 12.\n#### 12"),
+                                                       ("7\n#### 7", "3 + 4 = 8\n#### 8")]
     assert all(x.level == "outcome" and x.prefix == "" and x.prompt == p.question for x in pairs)
+    assert pairs[0].parents == (good[0].id, bad[1].id)
+
+
+def test_rft_keeps_distinct_correct_samples_by_their_equations():
+    texts = ["3 + 4 = 7\n#### 7", "4 + 3 = 7\n#### 7", "3+4 = 7\nSo 7.\n#### 7", "3 + 4 = 7\n#### 7", "7\n#### 7"]
+    correct = [Attempt(problem_id="p", text=t) for t in texts] + [Attempt(problem_id="q", text="1 + 1 = 2\n#### 2")]
+    kept = rft_keep(correct, at_most=8)
+    assert [a.text for a in kept if a.problem_id == "p"] == [texts[2], texts[1], texts[4]], \
+        "one per equation string (the one farther from the others), exact repeats dropped"
+    assert len(rft_keep(correct, at_most=2)) == 3
+    assert equations("So 3 * 4 = 12 and 12 - 2 = 10.") == "3*4=12|12-2=10"

@@ -71,6 +71,38 @@ def test_unparsable_teacher_replies_are_logged_and_skipped(tmp_path, hf_engine):
     assert (run_dir / "report.md").exists()
 
 
+def test_a_model_teacher_reads_each_mistake_and_writes_for_it(tmp_path, hf_engine, monkeypatch):
+    """The hf teacher (the small model shown the reference solution) on two problems: every tailor prompt holds the
+    student's wrong solution, every reply is a rationale for that mistake or a noted skip, and the kept ones train
+    the student with the reflection term."""
+    from conftest import Recording, check_parsed
+
+    from schoolroom.agents.engines import factory
+
+    engines: dict[str, Recording] = {}
+    real = factory.make_engine
+    monkeypatch.setattr(factory, "make_engine", lambda cfg: engines.setdefault(cfg.role, Recording(real(cfg))))
+    raw = classroom("inline", {"engine": "hf", "max_tokens": 64}, TAILORED)
+    raw["data"]["train"] |= {"n": 2}
+    run_dir = runner.run(configlib.decode(raw), out=str(tmp_path))
+    messages = log.read_all(run_dir / "messages.jsonl")
+    mistakes = {m.id: m for m in messages if isinstance(m, Mistake)}
+    assert mistakes, "the untrained student gets these wrong"
+    teacher = engines["teacher"]
+    tailor = [p for p in teacher.prompts if p.task == "tailor"]
+    assert len(tailor) == len(mistakes)
+    for prompt, m in zip(tailor, mistakes.values()):
+        assert m.text.strip() in prompt.messages[-1]["content"] and prompt.problem.problem_id == m.problem_id
+    rationales = [m for m in messages if isinstance(m, Rationale)]
+    notes = [m for m in messages if isinstance(m, Note) and m.kind == "unparsed"]
+    check_parsed(teacher.replies, rationales, notes)
+    assert len(teacher.replies) == 2 * len(mistakes)
+    assert all(r.mistake_id in mistakes and r.problem_id == mistakes[r.mistake_id].problem_id for r in rationales)
+    kept = {v.attempt_id for v in messages if isinstance(v, Verdict) and v.correct} & {r.id for r in rationales}
+    trained = [m for m in messages if isinstance(m, TrainResult)]
+    assert len(trained) == (1 if kept else 0)
+
+
 def test_one_enriched_variant_on_ray(tmp_path, ray_local):
     protocol = {"name": "enriched", "variants": ["erp+ers"], "evaluate_base": False,
                 "train_settings": {"max_steps": 1, "batch_size": 4}}
@@ -88,14 +120,20 @@ def test_one_enriched_variant_on_ray(tmp_path, ray_local):
 
 def test_teacher_writing_methods_on_the_in_process_model(hf_engine):
     problems = synthetic(2, steps=2, seed=8)
-    teacher = Teacher("teacher", AgentConfig(role="teacher", max_tokens=96), engine=hf_engine)
+    from conftest import Recording, check_parsed
+
+    engine = Recording(hf_engine)
+    teacher = Teacher("teacher", AgentConfig(role="teacher", max_tokens=96), engine=engine)
     plans = teacher.plan(problems)
     assert [p.problem_id for p in plans] == [p.problem_id for p in problems]
+    engine.replies.clear()
     written = teacher.enrich(problems, plans)
+    notes = [m for m in teacher.drain() if isinstance(m, Note)]
+    check_parsed(engine.replies, written, notes)
+    engine.replies.clear()
     mistake = Mistake(problem_id=problems[0].problem_id, attempt_id="a", text="Tom has 1 + 1 = 3.\n#### 3")
     tailored = teacher.tailor([mistake], problems, n=2)
     notes = [m for m in teacher.drain() if isinstance(m, Note)]
-    # every reply is either a parsed message or a noted skip: nothing is lost, nothing raised
-    assert len(written) + sum(n.data["task"] == "ers" for n in notes) == 2
-    assert len(tailored) + sum(n.data["task"] == "tailored" for n in notes) == 2
-    assert all(r.answer is not None and r.steps for r in written + tailored)
+    # every reply is a parsed message (with what it says) or a noted skip (of a reply that had no answer)
+    check_parsed(engine.replies, tailored, notes)
+    assert len(engine.replies) == 2 and all(r.mistake_id == mistake.id for r in tailored)

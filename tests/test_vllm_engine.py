@@ -58,3 +58,40 @@ def test_vllm_serves_a_trainer_adapter_per_request(vllm_engine, answer_42_adapte
     assert [a.answer for a in tuned] == ["42"] * 4 and [a.answer for a in base] != ["42"] * 4
     student.load(None)
     assert student.solve(problems[:1])[0].adapter is None
+
+
+def test_vllm_stops_after_the_marker_line(vllm_engine):
+    """stop_after: the completion ends at the line break after the marker, and the tokens after it are never
+    generated (not generated and then cut)."""
+    from schoolroom.agents.engines import Prompt
+
+    p = [Prompt(messages=[{"role": "user", "content": "Write a long story about a dragon, in many lines."}])]
+    (d,), = vllm_engine.generate(p, Params(max_tokens=80))
+    i = d.text.find("dragon")
+    assert i >= 0 and "\n" in d.text[i:], "the free story goes on past the line that names the dragon"
+    (e,), = vllm_engine.generate(p, Params(max_tokens=80, stop_after="dragon"))
+    assert e.text.startswith(d.text[: i + len("dragon")]) and "\n" not in e.text[i:]
+    n = len(vllm_engine.tokenizer(e.text, add_special_tokens=False)["input_ids"])
+    assert e.completion_tokens <= n + 2 < d.completion_tokens and e.finish_reason == "stop"
+
+
+def test_vllm_calls_are_not_cut_into_chunks(vllm_engine, tmp_path, monkeypatch):
+    """The runtime cuts an hf agent's batched calls into chunk_size pieces; a vllm agent's call goes whole."""
+    from conftest import tiny_config
+
+    from schoolroom import config as configlib
+    from schoolroom import log
+    from schoolroom.agents.engines import factory
+    from schoolroom.messages import Call
+    from schoolroom.protocols import runner
+
+    real = factory.make_engine
+    monkeypatch.setattr(factory, "make_engine", lambda c: vllm_engine if c.engine == "vllm" else real(c))
+    raw = tiny_config(n=3, max_tokens=16)  # chunk_size 2
+    raw["agents"]["student"] |= {"engine": "vllm"}
+    run_dir = runner.run(configlib.decode(raw), out=str(tmp_path))
+    calls = [m for m in log.read_all(run_dir / "messages.jsonl") if isinstance(m, Call)]
+    solves = [c for c in calls if c.method == "solve"]
+    assert solves and all(len(c.outputs) == 3 for c in solves), "each solve is one call of all 3 problems"
+    checks = [c for c in calls if c.method == "check"]
+    assert checks and all(len(c.outputs) <= 2 for c in checks), "the verifier's calls are still cut in chunks of 2"

@@ -60,14 +60,15 @@ class Agent:
         return Params(**p)
 
     def generate(self, prompts: list[Prompt], params: Params) -> list[list[Completion]]:
-        """Call the engine and record one ``Usage`` for the batch."""
+        """Call the engine and record one ``Usage`` for the batch: the generations actually run (a greedy request
+        for n completions is one), the prompt tokens read and the tokens generated."""
         t = time.perf_counter()
         outs = self.engine.generate(prompts, params) if prompts else []
-        flat = [c for cs in outs for c in cs]
+        made = [c for cs in outs for c in (cs if params.temperature > 0 else cs[:1])]
         self.record(Usage(agent=self.name, engine=self.engine.name, model=self.engine.model,
-                          calls=len(prompts) * params.n,
-                          prompt_tokens=sum(c.prompt_tokens for c in flat),
-                          completion_tokens=sum(c.completion_tokens for c in flat),
+                          calls=len(made),
+                          prompt_tokens=sum(c.prompt_tokens for c in made),
+                          completion_tokens=sum(c.completion_tokens for c in made),
                           latency_s=time.perf_counter() - t, errors=getattr(self.engine, "pop_errors", lambda: 0)()))
         return outs
 

@@ -23,10 +23,6 @@ ROLES: dict[str, type[Agent]] = {"student": Student, "teacher": Teacher, "verifi
 FORWARDED_PREFIXES = ("SCHOOLROOM_", "HF_", "TRANSFORMERS_", "VLLM_", "TOKENIZERS_")
 
 
-def register_role(role: str, cls: type[Agent]) -> None:
-    ROLES[role] = cls
-
-
 def is_effect(role: str, method: str) -> bool:
     return bool(getattr(getattr(ROLES[role], method, None), "_schoolroom_effect", False))
 

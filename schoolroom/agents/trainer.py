@@ -13,6 +13,7 @@ Adapters are named by version: ``<workdir>/adapters/<version>``, plain peft fold
 from __future__ import annotations
 
 from collections.abc import Callable
+import random
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +94,21 @@ def sft_examples(t: Trainer, data: list[Message], problems: dict[str, Problem]) 
             for r in data if isinstance(r, Rationale)]
 
 
-def reflection_examples(t: Trainer, data: list[Message], problems: dict[str, Problem]) -> list[dict]:
-    """Correct rationales, each against the wrong solution it answers."""
+def reflection_examples(t: Trainer, data: list[Message], problems: dict[str, Problem], seed: int = 0) -> list[dict]:
+    """Correct rationales, each against the wrong solution it answers (the negative) and with another correct
+    rationale of the same question picked at random (the positive, as the authors' collator; "" if none)."""
     wrong = {m.id: m.text for m in data if isinstance(m, Mistake)}
-    return [{"prompt": t.prompt_text(problems[r.problem_id]), "completion": r.text,
-             "negative": wrong.get(r.mistake_id or "", "")} for r in data if isinstance(r, Rationale)]
+    rationales = [r for r in data if isinstance(r, Rationale)]
+    texts: dict[str, list[str]] = {}
+    for r in rationales:
+        texts.setdefault(r.problem_id, []).append(r.text)
+    rng = random.Random(seed)
+    out = []
+    for r in rationales:
+        others = [x for x in texts[r.problem_id] if x != r.text]
+        out.append({"prompt": t.prompt_text(problems[r.problem_id]), "completion": r.text,
+                    "negative": wrong.get(r.mistake_id or "", ""), "positive": rng.choice(others) if others else ""})
+    return out
 
 
 def dpo_examples(t: Trainer, data: list[Message], problems: dict[str, Problem]) -> list[dict]:
@@ -116,7 +127,8 @@ def sft(t: Trainer, request: TrainRequest, data: list[Message], problems: dict[s
 def reflection(t: Trainer, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
     from schoolroom.training.reflection import train_reflection
 
-    return train_reflection(t.model_path(request), reflection_examples(t, data, problems), out, **t.fit_args(request))
+    return train_reflection(t.model_path(request), reflection_examples(t, data, problems, request.seed), out,
+                            **t.fit_args(request))
 
 
 @training_kind("dpo")

@@ -61,14 +61,15 @@ class Report(msgspec.Struct):
     files: dict[str, str] = {}  # extra files for the run directory (name -> text), e.g. a dataset as JSONL
 
 
-PROTOCOLS: dict[str, tuple[Callable[..., Report], type]] = {}
+PROTOCOLS: dict[str, tuple[Callable[..., Report], type, Callable[[Config, Any], None] | None]] = {}
 
 
-def protocol(name: str, config: type):
-    """Register ``fn(room, cfg) -> Report`` as protocol ``name`` with settings Struct ``config``."""
+def protocol(name: str, config: type, check: Callable[[Config, Any], None] | None = None):
+    """Register ``fn(room, cfg) -> Report`` as protocol ``name`` with settings Struct ``config``; ``check(config,
+    cfg)`` raises ValueError for settings that disagree with the agents (run before anything starts)."""
 
     def register(fn):
-        PROTOCOLS[name] = (fn, config)
+        PROTOCOLS[name] = (fn, config, check)
         return fn
 
     return register
@@ -289,10 +290,9 @@ class Classroom:
             return {k: self._stamp_inputs(v) for k, v in x.items()}
         return x
 
-    def _split(self, method: Callable, args: tuple, kwargs: dict) -> list[tuple[tuple, dict]]:
+    def _split(self, method: Callable, args: tuple, kwargs: dict, size: int) -> list[tuple[tuple, dict]]:
         """Aligned chunks of the parameters ``method`` declares @batched (positional or keyword); the rest whole."""
         names = getattr(method, "_schoolroom_batched", ())
-        size = self.config.runtime.chunk_size
         if not names or size <= 0:
             return [(args, kwargs)]
         bound = inspect.signature(method).bind(None, *args, **kwargs)  # None stands for self
@@ -316,7 +316,9 @@ class Classroom:
     def _ask(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Any:
         fn = getattr(ROLES[handle.role], method)
         effect = bool(getattr(fn, "_schoolroom_effect", False))
-        pieces = self._split(fn, args, kwargs)
+        # vLLM batches best with the whole call at once: its calls are not cut into chunks
+        size = 0 if self.config.agents[handle.name].engine == "vllm" else self.config.runtime.chunk_size
+        pieces = self._split(fn, args, kwargs, size)
         results: list[Any] = [None] * len(pieces)
         pending = []
         for i, (piece, kw) in enumerate(pieces):

@@ -20,6 +20,7 @@ from schoolroom.environment import solution_text
 from schoolroom.messages import Plan, Problem, Rationale, TrainRequest
 from schoolroom.protocols.classroom import Classroom, Report, protocol
 from schoolroom.protocols.report import compare
+from schoolroom.training.settings import LoraSettings, Settings
 
 VARIANTS = ("human", "erp", "ers", "erp+ers")
 
@@ -29,8 +30,8 @@ class EnrichedConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     eval: str = "eval"
     variants: list[str] = msgspec.field(default_factory=lambda: list(VARIANTS))
     evaluate_base: bool = True
-    lora: dict[str, Any] = {}
-    train_settings: dict[str, Any] = {}
+    lora: LoraSettings = LoraSettings()
+    train_settings: Settings = Settings()
     dataset_file: str = "enriched.jsonl"
     seed: int = 0
 
@@ -52,8 +53,8 @@ def enriched(room: Classroom, cfg: EnrichedConfig) -> Report:
         results["base"] = [v.correct for v in room.evaluate("base", test)]
     for variant in cfg.variants:
         data = [training_rationale(variant, p, plan, ers.get(p.problem_id)) for p, plan in zip(train, plans)]
-        adapter = room.trainer.train(TrainRequest(kind="sft", name=variant.replace("+", "_"), lora=cfg.lora,
-                                                  hyper=cfg.train_settings, seed=cfg.seed,
+        adapter = room.trainer.train(TrainRequest(kind="sft", name=variant.replace("+", "_"), lora=cfg.lora.asdict(),
+                                                  hyper=cfg.train_settings.asdict(), seed=cfg.seed,
                                                   data=tuple(r.id for r in data)), data, train)
         results[variant] = [v.correct for v in room.evaluate(variant, test, adapter)]
     room.student.load(None)

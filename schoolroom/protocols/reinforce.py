@@ -15,7 +15,6 @@ beside PPO. Every rollout, score and update is a message in the log.
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import msgspec
 
@@ -24,6 +23,7 @@ from schoolroom.protocols.classroom import Classroom, Report, protocol
 from schoolroom.protocols.reinforce_report import report
 from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
 from schoolroom.training.aggregate import AGGREGATIONS
+from schoolroom.training.settings import RLSettings
 
 
 class Arm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -34,7 +34,7 @@ class Arm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     aggregate: str = "min"  # prm step scores to one reward: min | max | avg | prod | last
     algorithm: str = "ppo"  # ppo | grpo
     step_rewards: bool = False  # ppo + prm: each step's score at the step's last token instead of one aggregate
-    settings: dict[str, Any] = {}  # hyperparameters over the protocol's ppo / grpo ones
+    settings: RLSettings = RLSettings()  # hyperparameters over the protocol's ppo / grpo ones
 
     def __post_init__(self):
         if self.reward not in ("answer", "orm", "prm"):
@@ -43,6 +43,17 @@ class Arm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError(f"arm {self.name}: aggregate is one of {', '.join(AGGREGATIONS)}, not {self.aggregate!r}")
         if self.algorithm not in ("ppo", "grpo"):
             raise ValueError(f"arm {self.name}: algorithm is ppo or grpo, not {self.algorithm!r}")
+        only_other(self.settings, self.algorithm, f"arms.{self.name}.settings")
+
+
+ONLY = {"ppo": {"kl_coef", "clip_value", "vf_coef", "gamma", "lam", "whiten"}, "grpo": {"beta", "scale_rewards"}}
+
+
+def only_other(settings: RLSettings, algorithm: str, where: str) -> None:
+    """A key only the other algorithm reads would be silently ignored: an error instead."""
+    wrong = sorted(set(settings.asdict()) & ONLY["grpo" if algorithm == "ppo" else "ppo"])
+    if wrong:
+        raise ValueError(f"{where}: {', '.join(wrong)} is not a {algorithm} setting")
 
 
 def _paper_arms() -> list[Arm]:
@@ -61,12 +72,14 @@ class ReinforceConfig(RewardModelSettings, kw_only=True):
     temperature: float = 0.7
     max_tokens: int | None = None  # per rollout (default: the student's max_tokens)
     eval_every: int = 4
-    ppo: dict[str, Any] = {}  # hyperparameters (schoolroom.training.ppo.DEFAULT_PPO)
-    grpo: dict[str, Any] = {}  # (schoolroom.training.grpo.DEFAULT_GRPO)
+    ppo: RLSettings = RLSettings()  # hyperparameters (schoolroom.training.ppo.DEFAULT_PPO)
+    grpo: RLSettings = RLSettings()  # (schoolroom.training.grpo.DEFAULT_GRPO)
     arms: list[Arm] = msgspec.field(default_factory=_paper_arms)
 
     def __post_init__(self):
         super().__post_init__()
+        only_other(self.ppo, "ppo", "ppo")
+        only_other(self.grpo, "grpo", "grpo")
         if self.mix and len(self.mix) != len(self.train):
             raise ValueError(f"mix gives {len(self.mix)} shares for {len(self.train)} train sets")
         if len({a.name for a in self.arms}) != len(self.arms):
@@ -126,11 +139,11 @@ def score(room: Classroom, cfg: ReinforceConfig, arm: Arm, rollouts: list[Attemp
 
 def rl_request(cfg: ReinforceConfig, arm: Arm, rollouts: list[Attempt], rewards: list[StepRewards],
                adapter: TrainResult | None, start: TrainResult | None) -> TrainRequest:
-    hyper = (cfg.ppo if arm.algorithm == "ppo" else cfg.grpo) | arm.settings | {
+    hyper = (cfg.ppo if arm.algorithm == "ppo" else cfg.grpo).asdict() | arm.settings.asdict() | {
         "temperature": cfg.temperature, "aggregate": arm.aggregate, "step_rewards": arm.step_rewards}
     return TrainRequest(kind=arm.algorithm, name=arm.name, data=tuple(m.id for m in rollouts + rewards),
                         base_adapter=adapter.path if adapter else None,
-                        reference_adapter=start.path if start else None, lora=cfg.lora, hyper=hyper, seed=cfg.seed)
+                        reference_adapter=start.path if start else None, lora=cfg.lora.asdict(), hyper=hyper, seed=cfg.seed)
 
 
 def evaluate(room: Classroom, name: str, tests: dict[str, list[Problem]], adapter: TrainResult | None

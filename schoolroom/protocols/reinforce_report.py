@@ -94,5 +94,5 @@ def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, Tr
         figures.append(Figure(name=f"rl_{key}", title=f"{label[0].upper()}{label[1:]} per iteration", xlabel="iteration",
                               ylabel=label, series=series))
     lines += ["", "PPO's reward is the arm's reward at the last token minus the KL penalty at every token "
-              f"(kl_coef {cfg.ppo.get('kl_coef', 0.05)}); GRPO's KL weight is beta {cfg.grpo.get('beta', 0.04)}."]
+              f"(kl_coef {cfg.ppo.kl_coef or 0.05}); GRPO's KL weight is beta {cfg.grpo.beta or 0.04}."]
     return Report(title="reinforce", markdown="\n".join(lines), metrics=metrics, figures=figures)

@@ -13,7 +13,6 @@ Either can be loaded instead of trained (``orm_adapter``, ``prm_adapter``: a fol
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -22,6 +21,7 @@ from schoolroom.environment.datasets import resolve_data_dir
 from schoolroom.environment.prm800k import load_prm800k
 from schoolroom.messages import Attempt, Message, Problem, StepRewards, TrainRequest, TrainResult, Verdict
 from schoolroom.protocols.classroom import Classroom
+from schoolroom.training.settings import LoraSettings, RewardModelTraining, Settings
 
 
 class RewardModelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -31,7 +31,7 @@ class RewardModelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     explorer: str = "explorer"  # rolls out from step prefixes for the PRM's Monte-Carlo labels
     start: str = "sft"  # sft (on the gold solutions of `sft_data`) | base | a path to a peft adapter folder
     sft_data: str | list[str] = "train"  # problem set(s) whose gold solutions the SFT start learns
-    sft: dict[str, Any] = {}  # hyperparameters: learning_rate, epochs, batch_size, ...
+    sft: Settings = Settings()  # hyperparameters: learning_rate, epochs, batch_size, ...
     reward_data: str | list[str] = "train"  # problem set(s) whose sampled attempts the reward models learn from
     reward_samples: int = 4  # attempts per problem
     reward_temperature: float = 0.7
@@ -44,9 +44,9 @@ class RewardModelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     neutral: str = "positive"  # a neutral (0) PRM800K rating is: positive | negative | skip
     orm_adapter: str | None = None  # load this trained ORM instead of training one
     prm_adapter: str | None = None
-    orm_settings: dict[str, Any] = {}
-    prm_settings: dict[str, Any] = {}
-    lora: dict[str, Any] = {}
+    orm_settings: RewardModelTraining = RewardModelTraining()
+    prm_settings: RewardModelTraining = RewardModelTraining()
+    lora: LoraSettings = LoraSettings()
     seed: int = 0
 
     def __post_init__(self):
@@ -80,7 +80,7 @@ def start_policy(room: Classroom, cfg: RewardModelSettings) -> TrainResult | Non
         return given(room, cfg.start, "start")
     train = problem_sets(room, cfg.sft_data)
     gold = [gold_rationale(p) for p in train]
-    request = TrainRequest(kind="sft", name="sft", data=tuple(m.id for m in gold), lora=cfg.lora, hyper=cfg.sft,
+    request = TrainRequest(kind="sft", name="sft", data=tuple(m.id for m in gold), lora=cfg.lora.asdict(), hyper=cfg.sft.asdict(),
                            seed=cfg.seed)
     return room.trainer.train(request, gold, train)
 
@@ -110,8 +110,8 @@ def reward_models(room: Classroom, cfg: RewardModelSettings, start: TrainResult 
                 more, extra = prm_labels(room, cfg, start, samples, verdicts, problems)
                 data, pool = data + more, problems + extra
             request = TrainRequest(kind=kind, name=f"{kind}_model", data=tuple(m.id for m in data),
-                                   base_model=room.config.agents[agent].model, lora=cfg.lora,
-                                   hyper=(cfg.orm_settings if kind == "orm" else cfg.prm_settings)
+                                   base_model=room.config.agents[agent].model, lora=cfg.lora.asdict(),
+                                   hyper=(cfg.orm_settings if kind == "orm" else cfg.prm_settings).asdict()
                                    | {"labels": cfg.label_mode}, seed=cfg.seed)
             out[kind] = room.trainer.train(request, data, pool)
         room.agent(agent).load(out[kind])

@@ -38,8 +38,13 @@ def protocol_of(cfg: configlib.Config, source: str):
     if name not in PROTOCOLS:
         raise configlib.ConfigError(f"{source}: unknown protocol {name!r} - at `$.protocol.name`; "
                                     f"known: {', '.join(sorted(PROTOCOLS))}")
-    fn, cls = PROTOCOLS[name]
+    fn, cls, check = PROTOCOLS[name]
     pcfg = configlib.decode_section(raw, cls, "protocol", source)
+    if check is not None:
+        try:
+            check(cfg, pcfg)
+        except ValueError as e:
+            raise configlib.ConfigError(f"{source}: {e}") from None
     return name, fn, pcfg
 
 

@@ -1,138 +1,255 @@
-"""Self-Explore (self-explore.md): step-level preference pairs from the student's own first pits.
+"""Self-Explore (self-explore.md; the authors' code: hbin0701/Self-Explore): step-level preference pairs from the
+student's own first pits.
 
-1. RFT start: SFT the student on the gold solutions of the training problems.
-2. The student samples attempts on the training problems; the verifier grades them.
-3. The explorer (the student's model and adapter) rolls out from every step prefix of each wrong
-   attempt to find its first pit, and makes a step-level pair: prompt + steps before the pit,
-   chosen = a correct completion from there, rejected = the pit step.
-4. DPO from the SFT adapter on those pairs.
-5. Evaluate on held-out problems, beside the baselines trained in the same run: SFT only, and
-   outcome-level DPO (whole correct vs whole wrong attempts of the same problem).
+1. FT: SFT the student on the gold solutions of the training problems.
+2. The FT student samples ``samples`` attempts per training problem; the verifier grades them.
+3. RFT start (``start = "rft"``, the paper): the correct samples, deduplicated by their equations (at most
+   ``rft_keep`` per problem), with the gold solutions train a fresh adapter from the base model.
+   ``start = "sft_gold"``: FT is the start.
+4. Outcome pairs: each kept correct sample against the wrong sample of its problem most different from it
+   (largest edit distance, each wrong sample used once), as the authors' ``get_dpo_data``.
+5. The explorer (the start's model and adapter, or a teacher's model) rolls out from the step prefixes of the
+   rejected sample of every outcome pair to find its first pit, and makes a step-level pair: prompt + steps
+   before the pit, chosen = the shortest correct completion from there (a pit at step 1: the correct sample of
+   the outcome pair), rejected = the pit step; pairs deduplicated per problem.
+6. DPO from the start on the step-level pairs (Self-Explore) and on the outcome pairs (the baseline).
+7. Evaluate on held-out problems: base, FT, RFT, outcome-level DPO, step-level DPO.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
 import msgspec
 
+from schoolroom.agents.explorer import UNMEASURED, dedupe_pairs
+from schoolroom.config import Config
 from schoolroom.environment import gold_rationale
-from schoolroom.messages import Attempt, Note, PreferencePair, Problem, StepRewards, TrainRequest, TrainResult
+from schoolroom.messages import Attempt, Note, PreferencePair, Problem, Rationale, StepRewards, TrainRequest, TrainResult
 from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
 from schoolroom.protocols.report import compare
+from schoolroom.training.settings import DPOSettings, LoraSettings, Settings
 
 
 class SelfExploreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     train: str = "train"
     eval: str = "eval"
-    samples: int = 4  # attempts per training problem
+    start: str = "rft"  # rft (the paper) | sft_gold: SFT on the gold solutions only
+    samples: int = 4  # attempts per training problem from the FT model (the authors: 100)
+    rft_keep: int = 8  # correct samples kept per problem for RFT and outcome pairs (the authors: 8)
     temperature: float = 0.7  # for sampling attempts and rollouts
     k: int = 4  # rollouts per step prefix
     search: str = "linear"  # linear (the paper) | binary
-    completer: str = "student"  # student: the explorer runs the student's adapter; teacher: its own model (oracle)
+    unmeasured: str = "drop"  # no rolled-out prefix failed: drop the attempt (the authors) | last_step (deduce it)
+    completer: str = "student"  # student: the explorer runs the start's adapter; teacher: a teacher's model (oracle)
+    teacher: str | None = None  # completer = teacher: which teacher agent (default: the only one)
     max_explore: int | None = None  # explore at most this many wrong attempts
-    lora: dict[str, Any] = {}
-    sft: dict[str, Any] = {}  # hyperparameters: learning_rate, epochs, batch_size, max_steps, ...
-    dpo: dict[str, Any] = {}
+    lora: LoraSettings = LoraSettings()
+    sft: Settings = Settings()  # for FT and RFT
+    dpo: DPOSettings = DPOSettings()
     evaluate_base: bool = True
     seed: int = 0
 
+    def __post_init__(self):
+        for key, value, allowed in (("start", self.start, ("rft", "sft_gold")), ("search", self.search, ("linear", "binary")),
+                                    ("unmeasured", self.unmeasured, UNMEASURED),
+                                    ("completer", self.completer, ("student", "teacher"))):
+            if value not in allowed:
+                raise ValueError(f"{key} is {' or '.join(allowed)}, not {value!r}")
 
-@protocol("self_explore", SelfExploreConfig)
+
+def check(config: Config, cfg: SelfExploreConfig) -> None:
+    """The completer must continue the prefix it is given, with the model the setting names."""
+    explorers = [(n, a) for n, a in config.agents.items() if a.role == "explorer"]
+    if len(explorers) != 1:
+        raise ValueError(f"self_explore needs one agent with role explorer, not {len(explorers)} - at `$.agents`")
+    name, explorer = explorers[0]
+    if explorer.engine == "reference":
+        raise ValueError(f"the explorer's engine ignores the step prefix it must continue (reference answers with the "
+                         f"gold solution): give it a model - at `$.agents.{name}.engine`")
+    if cfg.completer == "teacher":
+        teachers = [n for n, a in config.agents.items() if a.role == "teacher" and (cfg.teacher in (None, n))]
+        if len(teachers) != 1:
+            raise ValueError("completer = \"teacher\" completes with a teacher's model: name it with teacher = \"...\" "
+                             "(an agent of role teacher) - at `$.protocol.teacher`")
+        t = config.agents[teachers[0]]
+        if (t.engine, t.model, t.base_url) != (explorer.engine, explorer.model, explorer.base_url):
+            raise ValueError(f"completer = \"teacher\": the explorer must run teacher {teachers[0]}'s model "
+                             f"({t.engine} {t.model}), not {explorer.engine} {explorer.model} - at `$.agents.{name}`")
+
+
+@protocol("self_explore", SelfExploreConfig, check=check)
 def self_explore(room: Classroom, cfg: SelfExploreConfig) -> Report:
     train, test = room.problems(cfg.train), room.problems(cfg.eval)
 
     gold = [gold_rationale(p) for p in train]
-    sft = room.trainer.train(request("sft", "sft", gold, cfg.sft, cfg), gold, train)
-    room.student.load(sft)
-    if cfg.completer == "student":
-        room.explorer.load(sft)
-
+    ft = room.trainer.train(request("sft", "sft", gold, cfg.sft, cfg), gold, train)
+    room.student.load(ft)
     attempts = room.student.solve(train, n=cfg.samples, temperature=cfg.temperature)
-    verdicts = room.verifier.check(attempts, train)
-    # explored: wrong attempts that state an answer (one cut off by max_tokens is not known to end in a pit)
-    wrong = [a for a, v in zip(attempts, verdicts) if not v.correct and a.answer is not None][: cfg.max_explore]
+    correct = [v.correct for v in room.verifier.check(attempts, train)]
+    kept = rft_keep([a for a, ok in zip(attempts, correct) if ok], cfg.rft_keep)
+    start = ft
+    if cfg.start == "rft":
+        data = gold + [as_rationale(a) for a in kept]
+        start = room.trainer.train(request("sft", "rft", data, cfg.sft, cfg), data, train)
 
-    explored = room.explorer.explore(wrong, train, k=cfg.k, search=cfg.search, temperature=cfg.temperature)
-    step_pairs = [m for m in explored if isinstance(m, PreferencePair)]
-    whole_pairs = outcome_pairs(train, attempts, [v.correct for v in verdicts], among={a.id for a in wrong})
+    whole_pairs = outcome_pairs(train, kept, [a for a, ok in zip(attempts, correct) if not ok])
+    by_id = {a.id: a for a in attempts}
+    explore = [(by_id[x.parents[1]], by_id[x.parents[0]]) for x in whole_pairs][: cfg.max_explore]
+    if cfg.completer == "student":
+        room.explorer.load(start)
+    explored = room.explorer.explore([w for w, _ in explore], train, k=cfg.k, search=cfg.search,
+                                     temperature=cfg.temperature, partners=[c for _, c in explore],
+                                     unmeasured=cfg.unmeasured)
+    step_pairs = dedupe_pairs([m for m in explored if isinstance(m, PreferencePair)])
 
-    step_dpo = dpo(room, "step_dpo", step_pairs, sft, train, cfg)
-    outcome_dpo = dpo(room, "outcome_dpo", whole_pairs, sft, train, cfg)
+    step_dpo = dpo(room, "step_dpo", step_pairs, start, train, cfg)
+    outcome_dpo = dpo(room, "outcome_dpo", whole_pairs, start, train, cfg)
 
-    models = ([("base", None)] if cfg.evaluate_base else []) + [
-        ("sft", sft), ("outcome_dpo", outcome_dpo), ("step_dpo", step_dpo)]
+    models = ([("base", None)] if cfg.evaluate_base else []) + [("sft", ft)] + \
+        ([("rft", start)] if cfg.start == "rft" else []) + [("outcome_dpo", outcome_dpo), ("step_dpo", step_dpo)]
     results = {name: [v.correct for v in room.evaluate(name, test, adapter)]
                for name, adapter in models if adapter is not None or name == "base"}
     room.student.load(None)
-    return report(room, cfg, train, test, attempts, [v.correct for v in verdicts], explored, whole_pairs, results,
-                  {n: a for n, a in models})
+    return report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs, whole_pairs, results,
+                  dict(models))
 
 
-def request(kind: str, name: str, data: list, hyper: dict, cfg: SelfExploreConfig,
+def request(kind: str, name: str, data: list, hyper: Settings, cfg: SelfExploreConfig,
             base: TrainResult | None = None) -> TrainRequest:
-    return TrainRequest(kind=kind, name=name, data=tuple(m.id for m in data), lora=cfg.lora, hyper=hyper,
-                        seed=cfg.seed, base_adapter=base.adapter if base else None)
+    return TrainRequest(kind=kind, name=name, data=tuple(m.id for m in data), lora=cfg.lora.asdict(),
+                        hyper=hyper.asdict(), seed=cfg.seed, base_adapter=base.adapter if base else None)
 
 
-def dpo(room: Classroom, name: str, pairs: list[PreferencePair], sft: TrainResult, train: list[Problem],
+def dpo(room: Classroom, name: str, pairs: list[PreferencePair], start: TrainResult, train: list[Problem],
         cfg: SelfExploreConfig) -> TrainResult | None:
     if not pairs:
         room.record(Note(kind="skipped", text=f"{name}: no preference pairs, nothing to train"))
         return None
-    return room.trainer.train(request("dpo", name, pairs, cfg.dpo, cfg, base=sft), pairs, train)
+    return room.trainer.train(request("dpo", name, pairs, cfg.dpo, cfg, base=start), pairs, train)
 
 
-def outcome_pairs(problems: list[Problem], attempts: list[Attempt], correct: list[bool],
-                  among: set[str] | None = None) -> list[PreferencePair]:
-    """Outcome-level baseline: each wrong attempt (of those ``among``, the explored ones: the same data as the
-    step-level pairs) against one of the correct attempts of its problem."""
-    right: dict[str, list[Attempt]] = {}
-    wrong: dict[str, list[Attempt]] = {}
-    for a, ok in zip(attempts, correct):
-        if ok or among is None or a.id in among:
-            (right if ok else wrong).setdefault(a.problem_id, []).append(a)
+def as_rationale(a: Attempt) -> Rationale:
+    return Rationale(problem_id=a.problem_id, text=a.prefix + a.text, steps=a.steps, answer=a.answer, source="rft",
+                     parents=(a.id,))
+
+
+_EQUATION = re.compile(r"[-\d.,()+*/×÷x ]*\d[-\d.,()+*/×÷x ]*=\s*-?[\d.,]+")
+
+
+def equations(text: str) -> str:
+    """What RFT deduplicates on: the solution's equations, spaces removed (the authors' ``match_string``);
+    a solution without one by its whitespace-normalised text."""
+    found = [m.group().replace(" ", "").strip(".,") for m in _EQUATION.finditer(text)]
+    return "|".join(found) if found else " ".join(text.split())
+
+
+def rft_keep(correct: list[Attempt], at_most: int) -> list[Attempt]:
+    """The authors' RFT filter: per problem, correct samples of distinct text, one per equation string (of two
+    with the same equations the one farther from the others by edit distance), at most ``at_most``."""
+    from rapidfuzz.distance import Levenshtein
+
+    by_problem: dict[str, dict[str, Attempt]] = {}
+    for a in correct:
+        kept = by_problem.setdefault(a.problem_id, {})
+        if any(b.text == a.text for b in kept.values()):
+            continue
+        key = equations(a.prefix + a.text)
+        if key in kept:
+            others = [b.text for k, b in kept.items() if k != key]
+            if sum(Levenshtein.distance(a.text, o) for o in others) <= \
+                    sum(Levenshtein.distance(kept[key].text, o) for o in others):
+                continue
+        kept[key] = a
+    return [a for kept in by_problem.values() for a in list(kept.values())[:at_most]]
+
+
+def outcome_pairs(problems: list[Problem], correct: list[Attempt], wrong: list[Attempt]) -> list[PreferencePair]:
+    """Outcome-level pairs as the authors' ``get_dpo_data`` (GSM8K): each correct sample of a problem against
+    the distinct wrong sample of the problem farthest from it by edit distance; a wrong sample is used once.
+    ``parents`` = (chosen attempt, rejected attempt)."""
+    from rapidfuzz.distance import Levenshtein
+
     question = {p.problem_id: p.question for p in problems}
-    return [PreferencePair(problem_id=pid, prompt=question[pid], chosen=good.prefix + good.text,
-                           rejected=bad.prefix + bad.text, level="outcome", parents=(good.id, bad.id))
-            for pid, bads in wrong.items() if pid in right
-            for good, bad in zip(right[pid] * len(bads), bads)]
+    pool: dict[str, list[Attempt]] = {}
+    for a in wrong:
+        texts = pool.setdefault(a.problem_id, [])
+        if all(b.text != a.text for b in texts):
+            texts.append(a)
+    out = []
+    for good in correct:
+        bads = pool.get(good.problem_id, [])
+        if not bads:
+            continue
+        bad = max(reversed(bads), key=lambda b: Levenshtein.distance(good.text, b.text))  # ties: the latest
+        bads.remove(bad)
+        out.append(PreferencePair(problem_id=good.problem_id, prompt=question[good.problem_id],
+                                  chosen=good.prefix + good.text, rejected=bad.prefix + bad.text, level="outcome",
+                                  parents=(good.id, bad.id)))
+    return out
 
 
-def report(room, cfg, train, test, attempts, correct, explored, whole_pairs, results, adapters) -> Report:
+def method(room: Classroom, cfg: SelfExploreConfig) -> list[str]:
+    """The method's settings, stated first in the report (departures from the paper named)."""
+    completer = "the student's own model with the start adapter (the paper)" if cfg.completer == "student" else \
+        f"teacher `{cfg.teacher or _agent(room, 'teacher')}` (`{_explorer_model(room)}`; the paper's oracle ablation)"
+    return [
+        f"- start: **{cfg.start}**" + (" (the paper: RFT on deduplicated correct samples and the gold solutions)"
+                                       if cfg.start == "rft" else " (departure: SFT on the gold solutions only, no RFT)"),
+        f"- samples: {cfg.samples} per training problem from the FT model at temperature {cfg.temperature}; at most "
+        f"{cfg.rft_keep} correct kept per problem, deduplicated by their equations",
+        f"- exploration: k = {cfg.k} rollouts per step prefix, {cfg.search} search"
+        + (" (the paper)" if cfg.search == "linear" else " (departure: bisection)") + f"; completer: {completer}",
+        "- chosen: the shortest correct completion from the prefix before the pit, not already chosen for the "
+        "problem (a pit at step 1: the outcome pair's correct sample); rejected: the pit step; pairs deduplicated "
+        "per problem (the authors' `form_gpair`)",
+        "- no measured pit (every rolled-out prefix still reached the answer): " +
+        ("attempt dropped (the authors)" if cfg.unmeasured == "drop"
+         else "pit put at the last step (departure: deduced, not measured)"),
+        "- outcome-level baseline: each kept correct sample against the wrong sample of its problem farthest from "
+        "it by edit distance, each wrong sample used once (the authors' `get_dpo_data`)",
+    ]
+
+
+def report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs, whole_pairs, results,
+           adapters) -> Report:
     rewards = [m for m in explored if isinstance(m, StepRewards)]
-    step_pairs = [m for m in explored if isinstance(m, PreferencePair)]
+    found_pairs = [m for m in explored if isinstance(m, PreferencePair)]
     pits = [r.first_pit for r in rewards if r.first_pit is not None]
     tokens = sum(r.tokens for r in rewards)
     explored_problems = len({r.problem_id for r in rewards})
-    lines = [f"# Self-Explore: {room.config.run.name}", "",
+    lines = [f"# Self-Explore: {room.config.run.name}", "", *method(room, cfg), "",
              f"Student `{_student_model(room)}`; {len(train)} training problems (`{cfg.train}`), {len(test)} held-out "
-             f"(`{cfg.eval}`); {cfg.samples} samples per problem at temperature {cfg.temperature}; k = {cfg.k} rollouts "
-             f"per step prefix, {cfg.search} search; completer: the {cfg.completer} (`{_explorer_model(room)}`).", "",
-             "## Held-out accuracy", ""]
-    rows, accuracy, accuracy_fig = compare(results, "sft", seed=cfg.seed)
+             f"(`{cfg.eval}`).", "", "## Held-out accuracy", ""]
+    baseline = "rft" if cfg.start == "rft" else "sft"
+    rows, accuracy, accuracy_fig = compare(results, baseline, seed=cfg.seed)
     lines += rows
-    metrics: dict[str, Any] = {"accuracy": accuracy}
+    metrics: dict[str, Any] = {"accuracy": accuracy, "start": cfg.start, "unmeasured": cfg.unmeasured}
     for name in ("outcome_dpo", "step_dpo"):
         if adapters.get(name) is None:
             lines.append(f"| {name} | not trained: no pairs | — |")
 
     hist = Counter(p + 1 for p in pits)
     sampled_acc = sum(correct) / max(1, len(correct))
+    no_pit = len(rewards) - len(pits)
     lines += ["", "## Exploration", "",
               f"- attempts sampled on the training problems: {len(attempts)}, correct: {sum(correct)} "
-              f"({100 * sampled_acc:.1f}%)",
-              f"- wrong attempts explored: {len(rewards)} (on {explored_problems} problems); first pit found in "
-              f"{len(pits)}; no pit where even the question alone got no correct rollout: {len(rewards) - len(pits)}",
-              f"- step-level pairs: {len(step_pairs)}; outcome-level pairs: {len(whole_pairs)}",
+              f"({100 * sampled_acc:.1f}%); kept for RFT after deduplication: {len(kept)} on "
+              f"{len({a.problem_id for a in kept})} problems",
+              f"- wrong attempts explored (the rejected side of outcome pairs): {len(rewards)} (on {explored_problems} "
+              f"problems); first pit found in {len(pits)}; no measured pit: {no_pit}"
+              + (" (dropped)" if cfg.unmeasured == "drop" else ""),
+              f"- step-level pairs: {len(found_pairs)} found, {len(step_pairs)} after deduplication per problem; "
+              f"outcome-level pairs: {len(whole_pairs)}",
               f"- rollout tokens: {tokens} in all, {tokens / max(1, len(rewards)):.0f} per explored attempt, "
               f"{tokens / max(1, explored_problems):.0f} per explored problem; rollouts: {sum(r.rollouts for r in rewards)}",
               "", "First-pit position (step number, 1 = the first step):", "",
               "| first pit at step | " + " | ".join(str(s) for s in sorted(hist)) + " |",
               "| --- | " + " | ".join("---" for _ in hist) + " |",
               "| attempts | " + " | ".join(str(hist[s]) for s in sorted(hist)) + " |"]
-    relative = [r.first_pit / len(r.rewards) for r in rewards if r.first_pit is not None and r.rewards]
+    relative = [r.first_pit / (len(r.rewards) - 1) for r in rewards if r.first_pit is not None and len(r.rewards) > 1]
     if relative:
         lines.append(f"\nMean relative position of the first pit (0 = first step, 1 = last): "
                      f"{sum(relative) / len(relative):.2f}")
@@ -144,7 +261,8 @@ def report(room, cfg, train, test, attempts, correct, explored, whole_pairs, res
             lines.append(f"| {a.adapter} | {name} | {m.get('examples', m.get('pairs', 0)):.0f} | {m.get('steps', 0):.0f} "
                          f"| {m.get('first_loss', float('nan')):.3f} | {m.get('last_loss', float('nan')):.3f} | "
                          f"{m.get('seconds', 0):.0f} |")
-    metrics.update(sampled_accuracy=sampled_acc, explored=len(rewards), pits=len(pits), step_pairs=len(step_pairs),
+    metrics.update(sampled_accuracy=sampled_acc, rft_kept=len(kept), explored=len(rewards), pits=len(pits),
+                   no_measured_pit=no_pit, step_pairs_found=len(found_pairs), step_pairs=len(step_pairs),
                    outcome_pairs=len(whole_pairs), rollout_tokens=tokens,
                    rollout_tokens_per_explored_problem=tokens / max(1, explored_problems),
                    first_pit_histogram={str(k): v for k, v in sorted(hist.items())},
@@ -158,9 +276,13 @@ def report(room, cfg, train, test, attempts, correct, explored, whole_pairs, res
     return Report(title="self_explore", markdown="\n".join(lines), metrics=metrics, figures=figs)
 
 
+def _agent(room: Classroom, role: str) -> str:
+    return next(n for n, a in room.config.agents.items() if a.role == role)
+
+
 def _student_model(room: Classroom) -> str:
-    return next(a.model for a in room.config.agents.values() if a.role == "student")
+    return room.config.agents[_agent(room, "student")].model
 
 
 def _explorer_model(room: Classroom) -> str:
-    return room.describe(next(n for n, a in room.config.agents.items() if a.role == "explorer"))
+    return room.describe(_agent(room, "explorer"))

@@ -1,9 +1,11 @@
-"""Tailored multi-round distillation (tailored-learning.md).
+"""Tailored multi-round distillation (tailored-learning.md; the authors' code: Raibows/Learn-to-Reason).
 
 Each round: the student solves the training problems; its mistakes go to the teacher, who writes
 rationales tailored to each mistake; the verifier keeps those with the gold answer; the student
 is trained on them with SFT plus the self-reflection loss (its own wrong solution as the
-negative); it is evaluated on held-out problems. Rounds stop when the held-out gain falls below
+negative); it is evaluated on held-out problems. As the authors' README runs it: round 1 starts from
+the untrained student (no separate CoT-distillation stage: its exam gives the first mistakes), each
+round trains on that round's tailored rationales only and continues the previous round's model. Rounds stop when the held-out gain falls below
 ``min_gain`` or at ``max_rounds``. Several variants (the paper's ablation: reflection weight 0
 vs 0.5, one round vs several) run side by side from the same start.
 """
@@ -11,13 +13,14 @@ vs 0.5, one round vs several) run side by side from the same start.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import msgspec
 
 from schoolroom.messages import Note, TrainRequest
 from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
 from schoolroom.protocols.stats import fmt_acc, wilson
+from schoolroom.training.reflection import ANCHORS, POOLS
+from schoolroom.training.settings import LoraSettings, Settings
 
 
 class Variant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -35,11 +38,18 @@ class TailoredConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     teacher_temperature: float = 0.7
     answer_key: str = "solution"  # what the teacher sees besides the mistake: "answer" (the paper) or "solution"
     max_mistakes: int | None = None  # per round
-    margin: float = 0.2
+    margin: float = 1.0  # the authors' cl_p
+    anchor: str = "rationale"  # rationale (the authors' code) | question (a departure: the question prompt as anchor)
+    pool: str = "last"  # last (the authors': the rationale's EOS state) | mean (over the rationale's tokens)
     variants: list[Variant] = msgspec.field(default_factory=lambda: [Variant(name="reflection")])
-    lora: dict[str, Any] = {}
-    train_settings: dict[str, Any] = {}  # learning_rate, epochs, batch_size, ...
+    lora: LoraSettings = LoraSettings()
+    train_settings: Settings = Settings()  # learning_rate, epochs, batch_size, ...
     seed: int = 0
+
+    def __post_init__(self):
+        if self.anchor not in ANCHORS or self.pool not in POOLS:
+            raise ValueError(f"anchor is {' or '.join(ANCHORS)} and pool {' or '.join(POOLS)}, "
+                             f"not {self.anchor!r}, {self.pool!r}")
 
 
 @protocol("tailored", TailoredConfig)
@@ -67,9 +77,10 @@ def tailored(room: Classroom, cfg: TailoredConfig) -> Report:
                 rows.append(row(variant.name, r, previous, previous, stats | {"trained": False}))
                 break
             request = TrainRequest(kind="reflection", name=variant.name, data=tuple(m.id for m in kept + mistakes),
-                                   base_adapter=adapter.adapter if adapter else None, lora=cfg.lora, seed=cfg.seed,
-                                   hyper=cfg.train_settings | {"reflection_weight": variant.reflection_weight,
-                                                               "margin": cfg.margin})
+                                   base_adapter=adapter.adapter if adapter else None, lora=cfg.lora.asdict(),
+                                   seed=cfg.seed, hyper=cfg.train_settings.asdict() | {
+                                       "reflection_weight": variant.reflection_weight, "margin": cfg.margin,
+                                       "anchor": cfg.anchor, "pool": cfg.pool})
             adapter = room.trainer.train(request, kept + mistakes, train)
             now = [v.correct for v in room.evaluate(f"{variant.name}/round {r}", test, adapter)]
             rows.append(row(variant.name, r, previous, now, stats | {"trained": True, "train": adapter.metrics}))
@@ -99,10 +110,19 @@ def row(variant: str, r: int, before: list[bool], after: list[bool], stats: dict
 
 def report(room: Classroom, cfg: TailoredConfig, n_train: int, n_test: int, rows: list[dict]) -> Report:
     t = teacher_name(room)
+    anchor = ("the correct rationale, positive: another correct rationale of the question (the authors' code)"
+              if cfg.anchor == "rationale" else "the question prompt, positive: the rationale (departure)")
     lines = [f"# Tailored learning: {room.config.run.name}", "",
+             f"- self-reflection: anchor = {anchor}; negative: the student's wrong solution the rationale answers; "
+             f"read at {'the EOS token' if cfg.pool == 'last' else 'the mean over the rationale (departure)'}; "
+             f"margin {cfg.margin}" + (" (the authors' 1.0)" if cfg.margin == 1.0 else " (departure: the authors' is 1.0)"),
+             "- data per round: that round's verified tailored rationales only, continuing the previous round's "
+             "adapter; round 1 starts from the untrained student (no CoT-distillation stage), as the authors' README",
+             "- mistakes: the student's greedy answer, one per training problem (the authors sample 4 and keep the "
+             "distinct wrong ones); SFT loss on the rationale only (the authors also weight the prompt 0.1)", "",
              f"Student `{room.config.agents[next(n for n, a in room.config.agents.items() if a.role == 'student')].model}`, "
              f"teacher `{t}` ({room.describe(t)}, shown the {cfg.answer_key}); {n_train} training problems, {n_test} "
-             f"held out; {cfg.rationales_per_mistake} rationales per mistake; margin {cfg.margin}; up to "
+             f"held out; {cfg.rationales_per_mistake} rationales per mistake; up to "
              f"{cfg.max_rounds} rounds, stopping when the held-out gain is below {cfg.min_gain}.", "",
              "## Held-out accuracy per round", "",
              "Fixed / introduced: held-out problems that went wrong → right / right → wrong since the previous round.",
@@ -121,11 +141,12 @@ def report(room: Classroom, cfg: TailoredConfig, n_train: int, n_test: int, rows
                         if tu else "— | —") + " |")
     trained = [x for x in rows if x.get("trained")]
     if trained:
-        lines += ["", "## Training", "", "| variant | round | examples | with a negative | steps | SFT loss | "
+        lines += ["", "## Training", "", "| variant | round | examples | with a reflection triplet | steps | SFT loss | "
                   "reflection term first → last | seconds |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for x in trained:
             m = x["train"]
-            lines.append(f"| {x['variant']} | {x['round']} | {m['examples']:.0f} | {m['with_negative']:.0f} | "
+            lines.append(f"| {x['variant']} | {x['round']} | {m['examples']:.0f} | "
+                         f"{m.get('with_triplet', m['with_negative']):.0f} | "
                          f"{m['steps']:.0f} | {m['sft_loss']:.3f} | {m['first_reflection_term']:.3f} → "
                          f"{m['last_reflection_term']:.3f} | {m['seconds']:.0f} |")
     series = []

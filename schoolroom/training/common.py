@@ -49,7 +49,8 @@ def trainer_args(cls, h: dict[str, Any], out_dir: str, seed: int, device: str, *
                   num_train_epochs=float(h["epochs"]), max_steps=int(h["max_steps"]), warmup_steps=int(h["warmup_steps"]),
                   logging_steps=1, save_strategy="no", report_to=[], seed=seed, data_seed=seed,
                   gradient_checkpointing=False, disable_tqdm=True, dataloader_num_workers=0,
-                  max_length=int(h["max_length"]), lr_scheduler_type="linear")
+                  max_length=int(h["max_length"]), lr_scheduler_type="linear",
+                  max_grad_norm=float(h.get("max_grad_norm", 1.0)))
     if device == "cpu":
         kwargs["use_cpu"] = True  # TRL defaults to bf16, which needs this on CPU (autocast; faster than fp32)
     kwargs.update(extra)

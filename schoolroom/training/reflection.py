@@ -1,14 +1,19 @@
-"""SFT with the self-reflection loss of tailored learning (tailored-learning.md).
+"""SFT with the self-reflection loss of tailored learning (tailored-learning.md; the authors' code:
+Raibows/Learn-to-Reason, ``trainer.py`` ``compute_cl_loss``).
 
     loss = SFT loss on the correct rationale
-           + weight * max(0, d(q, r+) - d(q, r-) + margin)
+           + weight * max(0, d(anchor, positive) - d(anchor, negative) + margin),   d = 1 - cos
 
-q is the student's representation of the problem (its last hidden states, mean-pooled over the
-prompt tokens), r+ of a correct rationale and r- of its own wrong solution (mean-pooled over the
-rationale tokens, each read after the same prompt); d is the cosine distance 1 - cos. The term
-pulls the problem's representation toward the correct rationale and away from the wrong one.
-With weight 0 this is plain SFT (the paper's ablation). A small training loop of its own: TRL's
-collators know nothing of a third sequence.
+``anchor = "rationale"`` (the authors' code, the default): the anchor is the correct rationale trained on, the
+positive a *different* correct rationale of the same question, the negative the student's own wrong
+solution; all three are read after the same question prompt, and an example without a second correct
+rationale gets no reflection term (only the SFT loss). ``anchor = "question"`` (a departure): the anchor is the
+question prompt itself, the positive the rationale, the negative the wrong solution. Representations are
+the last layer's hidden states at the rationale's last token, its EOS (``pool = "last"``, the authors'
+default) or their mean over the rationale's tokens (``pool = "mean"``). The authors' margin is 1.0 and
+weight 0.5. With weight 0 this is plain SFT (the paper's ablation). The SFT loss is on the rationale's tokens
+only (the authors also weight the prompt's tokens 0.1). A small training loop of its own: TRL's collators
+know nothing of a third sequence.
 """
 
 from __future__ import annotations
@@ -58,36 +63,64 @@ def _batch(tokenizer, rows: list[tuple[list[int], int]], device):
     return [t.to(device) for t in (ids, attn, labels, prompt_mask, completion_mask)]
 
 
-def _pool(hidden, mask):
-    return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+ANCHORS, POOLS = ("rationale", "question"), ("last", "mean")
 
 
-def reflection_loss(model, tokenizer, batch: list[dict[str, str]], weight: float, margin: float, max_length: int):
-    """(total loss, sft loss, reflection term) for a batch of ``{"prompt", "completion", "negative"?}``."""
+def _pool(hidden, mask, how: str = "last"):
+    """``[B, H]``: the hidden state at the mask's last position (``last``) or the mean over it (``mean``)."""
     import torch
 
+    if how == "mean":
+        return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    last = (mask * torch.arange(mask.shape[1], device=mask.device)).amax(1).long()
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def _read(model, tokenizer, prompts: list[str], texts: list[str], max_length: int, pool: str):
+    """Pooled last-layer states of each text read after its prompt."""
+    enc = _batch(tokenizer, [_encode(tokenizer, p, t, max_length) for p, t in zip(prompts, texts)],
+                 next(model.parameters()).device)
+    hidden = model(input_ids=enc[0], attention_mask=enc[1], output_hidden_states=True).hidden_states[-1]
+    return _pool(hidden, enc[4], pool)
+
+
+def reflection_loss(model, tokenizer, batch: list[dict[str, str]], weight: float, margin: float, max_length: int,
+                    anchor: str = "rationale", pool: str = "last"):
+    """(total loss, sft loss, reflection term) for a batch of ``{"prompt", "completion", "negative"?,
+    "positive"?}`` (``positive``: another correct rationale of the question, for ``anchor = "rationale"``)."""
+    import torch
+
+    if anchor not in ANCHORS or pool not in POOLS:
+        raise ValueError(f"anchor is {' or '.join(ANCHORS)} and pool {' or '.join(POOLS)}, not {anchor!r}, {pool!r}")
     device = next(model.parameters()).device
     pos = _batch(tokenizer, [_encode(tokenizer, x["prompt"], x["completion"], max_length) for x in batch], device)
     out = model(input_ids=pos[0], attention_mask=pos[1], labels=pos[2], output_hidden_states=weight > 0)
     sft = out.loss
     term = torch.zeros((), device=device)
-    with_neg = [i for i, x in enumerate(batch) if x.get("negative")]
-    if weight > 0 and with_neg:
-        h = out.hidden_states[-1][with_neg]
-        anchor, positive = _pool(h, pos[3][with_neg]), _pool(h, pos[4][with_neg])
-        neg = _batch(tokenizer, [_encode(tokenizer, batch[i]["prompt"], batch[i]["negative"], max_length)
-                                 for i in with_neg], device)
-        hn = model(input_ids=neg[0], attention_mask=neg[1], output_hidden_states=True).hidden_states[-1]
-        term = reflection_term(anchor, positive, _pool(hn, neg[4]), margin)
+    rows = [i for i, x in enumerate(batch) if x.get("negative") and (anchor == "question" or x.get("positive"))]
+    if weight > 0 and rows:
+        h = out.hidden_states[-1][rows]
+        own = _pool(h, pos[4][rows], pool)  # the rationale trained on
+        prompts = [batch[i]["prompt"] for i in rows]
+        if anchor == "question":
+            a, p = _pool(h, pos[3][rows], pool), own
+            n = _read(model, tokenizer, prompts, [batch[i]["negative"] for i in rows], max_length, pool)
+        else:
+            both = _read(model, tokenizer, prompts * 2, [batch[i]["positive"] for i in rows] +
+                         [batch[i]["negative"] for i in rows], max_length, pool)
+            a, p, n = own, both[: len(rows)], both[len(rows):]
+        term = reflection_term(a, p, n, margin)
     return sft + weight * term, sft, term
 
 
 def train_reflection(model_path: str, examples: list[dict[str, str]], out_dir: str, lora: dict[str, Any] = {},
                      settings: dict[str, Any] = {}, seed: int = 0, device: str = "cpu",
                      init_adapter: str | None = None, tokenizer=None) -> dict[str, float]:
-    """Train a LoRA adapter on ``examples`` (``{"prompt", "completion", "negative"}``; negative may be empty).
+    """Train a LoRA adapter on ``examples`` (``{"prompt", "completion", "negative", "positive"}``; negative and
+    positive may be empty).
 
-    Settings beside the usual ones: ``reflection_weight`` (lambda, default 0.5) and ``margin`` (default 0.2).
+    Settings beside the usual ones: ``reflection_weight`` (lambda, default 0.5), ``margin`` (default 1.0),
+    ``anchor`` (rationale | question) and ``pool`` (last | mean).
     """
     from peft import get_peft_model
     from transformers import set_seed
@@ -96,13 +129,16 @@ def train_reflection(model_path: str, examples: list[dict[str, str]], out_dir: s
         raise ValueError("no examples to train on")
     set_seed(seed)
     h = hyper(settings)
-    weight, margin = float(h.get("reflection_weight", 0.5)), float(h.get("margin", 0.2))
+    weight, margin = float(h.get("reflection_weight", 0.5)), float(h.get("margin", 1.0))
+    anchor, pool = str(h.get("anchor", "rationale")), str(h.get("pool", "last"))
+    if anchor not in ANCHORS or pool not in POOLS:
+        raise ValueError(f"anchor is {' or '.join(ANCHORS)} and pool {' or '.join(POOLS)}, not {anchor!r}, {pool!r}")
     model = load_policy(model_path, device, adapter=init_adapter)
     if not init_adapter:
         model = get_peft_model(model, lora_config(lora))
 
     def step(batch):
-        loss, sft, term = reflection_loss(model, tokenizer, batch, weight, margin, int(h["max_length"]))
+        loss, sft, term = reflection_loss(model, tokenizer, batch, weight, margin, int(h["max_length"]), anchor, pool)
         return loss, {"sft": float(sft), "term": float(term)}
 
     t0 = time.perf_counter()
@@ -112,5 +148,8 @@ def train_reflection(model_path: str, examples: list[dict[str, str]], out_dir: s
     return {"train_loss": mean_of(logs, "loss"), "sft_loss": mean_of(logs, "sft"),
             "reflection_term": mean_of(logs, "term"), "first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],
             "first_reflection_term": logs[0]["term"], "last_reflection_term": logs[-1]["term"],
-            "steps": float(len(logs)), "examples": float(len(examples)), "with_negative": float(sum(bool(x.get("negative"))
-            for x in examples)), "seconds": time.perf_counter() - t0, "reflection_weight": weight, "margin": margin}
+            "steps": float(len(logs)), "examples": float(len(examples)),
+            "with_negative": float(sum(bool(x.get("negative")) for x in examples)),
+            "with_triplet": float(sum(bool(x.get("negative")) and (anchor == "question" or bool(x.get("positive")))
+                                      for x in examples)),
+            "seconds": time.perf_counter() - t0, "reflection_weight": weight, "margin": margin}

@@ -51,7 +51,12 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, prompts: list[Prompt], params: Params) -> list[list[Completion]]:
-        """``params.n`` completions for each prompt, in prompt order."""
+        """``params.n`` completions for each prompt, in prompt order.
+
+        At temperature 0 the n completions are one generation repeated (generated once, billed once).
+        ``prompt_tokens`` counts the prompt where the engine read it: on the first completion of each prompt for
+        local engines (hf, vllm), on every completion for the openai engine (each sample is its own request).
+        """
 
     def load_adapter(self, version: str, path: str) -> None:
         raise TypeError(f"the {self.name} engine cannot load adapters")

@@ -105,7 +105,7 @@ class HFEngine(Engine):
                 eos = bool((ids == self.tokenizer.eos_token_id).any())
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 text, stopped = cut_at_stop(text, params)
-                prompt_tokens = int(enc["attention_mask"][row // copies].sum())
+                prompt_tokens = int(enc["attention_mask"][row // copies].sum()) if row % copies == 0 else 0
                 done = "stop" if eos or stopped else "length"
                 c = Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=n_tokens,
                                finish_reason=done, latency_s=dt)

@@ -98,13 +98,15 @@ class OpenAIEngine(Engine):
                           latency_s=time.perf_counter() - t0)
 
     def generate(self, prompts: list[Prompt], params: Params) -> list[list[Completion]]:
-        jobs = [(i, s) for i in range(len(prompts)) for s in range(params.n)]  # servers differ on n>1: ask n times
+        # servers differ on n>1: ask n times when sampling; greedy, once (n copies of one reply)
+        samples = params.n if params.temperature > 0 else 1
+        jobs = [(i, s) for i in range(len(prompts)) for s in range(samples)]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             results = list(pool.map(lambda job: self._one(prompts[job[0]], params, job[1]), jobs))
         out: list[list[Completion]] = [[] for _ in prompts]
         for (i, _), c in zip(jobs, results):
             out[i].append(c)
-        return out
+        return [cs * (params.n // samples) for cs in out]
 
     def close(self) -> None:
         self.client.close()

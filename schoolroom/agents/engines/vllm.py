@@ -60,21 +60,42 @@ class VLLMEngine(Engine):
     def unload_adapter(self) -> None:
         self._lora, self.adapter = None, None
 
-    def generate(self, prompts: list[Prompt], params: Params) -> list[list[Completion]]:
+    def _sampling(self, params: Params, n: int, max_tokens: int, stop: list[str], seed: int):
         from vllm import SamplingParams
 
-        sp = SamplingParams(n=params.n, max_tokens=params.max_tokens, temperature=params.temperature,
-                            top_p=params.top_p if params.temperature > 0 else 1.0, stop=list(params.stop) or None,
-                            seed=params.seed if params.temperature > 0 else None)
+        return SamplingParams(n=n, max_tokens=max_tokens, temperature=params.temperature,
+                              top_p=params.top_p if params.temperature > 0 else 1.0, stop=stop or None,
+                              include_stop_str_in_output=True, seed=seed if params.temperature > 0 else None)
+
+    def generate(self, prompts: list[Prompt], params: Params) -> list[list[Completion]]:
+        """The whole call in one ``generate``. ``stop_after`` (end at the line break after the marker) is two
+        passes, as vLLM stops only at strings: up to the marker, then those that reached it go on to the line
+        break (their prefix is in the prefix cache)."""
+        texts = [self.render(p) for p in prompts]
+        stop = list(params.stop) + ([params.stop_after] if params.stop_after else [])
         t0 = time.perf_counter()
-        outs = self.llm.generate([self.render(p) for p in prompts], sp, lora_request=self._lora, use_tqdm=False)
+        outs = self.llm.generate(texts, self._sampling(params, params.n, params.max_tokens, stop, params.seed),
+                                 lora_request=self._lora, use_tqdm=False)
+        rows = [[[c.text, len(c.token_ids), c.finish_reason or "", c.stop_reason] for c in o.outputs] for o in outs]
+        more = [(i, j) for i, row in enumerate(rows) for j, c in enumerate(row)
+                if params.stop_after and c[3] == params.stop_after and c[1] < params.max_tokens]
+        if more:  # one prompt per completion, each with the tokens it has left
+            cont = self.llm.generate([texts[i] + rows[i][j][0] for i, j in more],
+                                     [self._sampling(params, 1, params.max_tokens - rows[i][j][1],
+                                                     list(params.stop) + ["\n"], params.seed + k)
+                                      for k, (i, j) in enumerate(more)], lora_request=self._lora, use_tqdm=False)
+            for (i, j), o in zip(more, cont):
+                rows[i][j][0] += o.outputs[0].text
+                rows[i][j][1] += len(o.outputs[0].token_ids)
+                rows[i][j][2] = o.outputs[0].finish_reason or ""
         dt = (time.perf_counter() - t0) / max(1, len(prompts))
         result = []
-        for o in outs:
-            row = []
-            for c in o.outputs:
-                text, stopped = cut_at_stop(c.text, params)
-                row.append(Completion(text=text, prompt_tokens=len(o.prompt_token_ids), completion_tokens=len(c.token_ids),
-                                      finish_reason="stop" if stopped else (c.finish_reason or ""), latency_s=dt))
-            result.append(row)
+        for o, row in zip(outs, rows):
+            out = []
+            for j, (text, n_tokens, finish, _) in enumerate(row):
+                text, stopped = cut_at_stop(text, params)
+                out.append(Completion(text=text, prompt_tokens=len(o.prompt_token_ids) if j == 0 else 0,
+                                      completion_tokens=n_tokens, finish_reason="stop" if stopped else finish,
+                                      latency_s=dt))
+            result.append(out)
         return result
