@@ -21,16 +21,18 @@ def tiny(address: str) -> dict:
     return {
         "run": {"name": "tiny_explore"},
         "runtime": {"address": address},
-        "data": {"train": synthetic | {"seed": 1}, "eval": synthetic | {"seed": 2}},
+        "data": {"train": synthetic | {"seed": 1, "n": 6}, "eval": synthetic | {"seed": 2}},
         "agents": {
-            "student": {"role": "student", "max_tokens": 24, "threads": 2, "resources": {"num_cpus": 0.5}},
+            "student": {"role": "student", "max_tokens": 40, "threads": 2, "resources": {"num_cpus": 0.5}},
             # the completer: the student's own model with the start adapter (the paper's)
-            "explorer": {"role": "explorer", "max_tokens": 24, "threads": 2, "resources": {"num_cpus": 0.5}},
+            "explorer": {"role": "explorer", "max_tokens": 40, "threads": 2, "resources": {"num_cpus": 0.5}},
             "trainer": {"role": "trainer", "threads": 2, "resources": {"num_cpus": 1}},
             "verifier": {"role": "verifier", "resources": {"num_cpus": 0}},
         },
-        "protocol": {"name": "self_explore", "samples": 3, "temperature": 1.0, "k": 2, "unmeasured": "last_step",
-                     "sft": {"max_steps": 1, "batch_size": 4}, "dpo": {"max_steps": 1, "batch_size": 4}},
+        # FT fits the 3 gold solutions well enough that its samples at temperature 1 are right and wrong
+        "protocol": {"name": "self_explore", "samples": 4, "temperature": 1.0, "k": 2, "unmeasured": "last_step",
+                     "sft": {"max_steps": 8, "batch_size": 4, "learning_rate": 3e-3},
+                     "dpo": {"max_steps": 1, "batch_size": 4}},
     }
 
 

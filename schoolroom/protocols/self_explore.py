@@ -244,11 +244,12 @@ def report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs
               f"- step-level pairs: {len(found_pairs)} found, {len(step_pairs)} after deduplication per problem; "
               f"outcome-level pairs: {len(whole_pairs)}",
               f"- rollout tokens: {tokens} in all, {tokens / max(1, len(rewards)):.0f} per explored attempt, "
-              f"{tokens / max(1, explored_problems):.0f} per explored problem; rollouts: {sum(r.rollouts for r in rewards)}",
-              "", "First-pit position (step number, 1 = the first step):", "",
-              "| first pit at step | " + " | ".join(str(s) for s in sorted(hist)) + " |",
-              "| --- | " + " | ".join("---" for _ in hist) + " |",
-              "| attempts | " + " | ".join(str(hist[s]) for s in sorted(hist)) + " |"]
+              f"{tokens / max(1, explored_problems):.0f} per explored problem; rollouts: {sum(r.rollouts for r in rewards)}"]
+    if hist:
+        lines += ["", "First-pit position (step number, 1 = the first step):", "",
+                  "| first pit at step | " + " | ".join(str(s) for s in sorted(hist)) + " |",
+                  "| --- | " + " | ".join("---" for _ in hist) + " |",
+                  "| attempts | " + " | ".join(str(hist[s]) for s in sorted(hist)) + " |"]
     relative = [r.first_pit / (len(r.rewards) - 1) for r in rewards if r.first_pit is not None and len(r.rewards) > 1]
     if relative:
         lines.append(f"\nMean relative position of the first pit (0 = first step, 1 = last): "
