@@ -25,3 +25,29 @@ def test_limit_is_written_into_the_problem_sets():
     capped = configlib.with_limit(cfg, 10)
     assert (capped.data["a"].n, capped.data["b"].limit, capped.data["c"].limit) == (10, 7, 10)
     assert configlib.with_limit(cfg, None) is cfg
+
+
+@pytest.mark.parametrize("name,key,error", [
+    ("self_explore_synthetic", "protocol.sft.lr", r"unknown field `lr` - at `\$\.protocol\.sft`"),
+    ("self_explore_synthetic", "protocol.dpo.beta_", r"unknown field `beta_` - at `\$\.protocol\.dpo`"),
+    ("tailored_synthetic", "protocol.lora.rank", r"unknown field `rank` - at `\$\.protocol\.lora`"),
+    ("tailored_synthetic", "protocol.train_settings.epoch", r"unknown field `epoch` - at `\$\.protocol\.train_settings`"),
+    ("enriched_gsm8k", "protocol.train_settings.lr", r"unknown field `lr`"),
+    ("reinforce_synthetic", "protocol.ppo.kl", r"unknown field `kl` - at `\$\.protocol\.ppo`"),
+    ("reinforce_synthetic", "protocol.ppo.beta", r"ppo: beta is not a ppo setting"),
+    ("best_of_n_synthetic", "protocol.prm_settings.lr", r"unknown field `lr` - at `\$\.protocol\.prm_settings`"),
+])
+def test_an_unknown_hyperparameter_is_a_config_error_naming_file_and_key(name, key, error):
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.toml"
+    cfg, _ = configlib.load(path, [f"{key}=0.1"])
+    with pytest.raises(configlib.ConfigError, match=f"{name}.toml: .*{error}"):
+        runner.protocol_of(cfg, str(path))
+
+
+def test_hyperparameter_tables_carry_only_what_the_config_wrote():
+    from schoolroom.protocols.self_explore import SelfExploreConfig
+
+    cfg = configlib.decode_section({"sft": {"learning_rate": 1e-4, "epochs": 2}, "lora": {"r": 8}}, SelfExploreConfig,
+                                   "protocol")
+    assert cfg.sft.asdict() == {"learning_rate": 1e-4, "epochs": 2.0} and cfg.lora.asdict() == {"r": 8}
+    assert cfg.dpo.asdict() == {}
