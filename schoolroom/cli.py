@@ -3,6 +3,7 @@
   schoolroom run CONFIG [--set key=value ...] [--limit N] [--out DIR] [--reuse AGENT=RUN]
   schoolroom resume RUN
   schoolroom replay RUN [--transcript PROBLEM_ID]
+  schoolroom protocols
   schoolroom smoke
 """
 
@@ -105,17 +106,44 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 
 def replay_cmd(args: argparse.Namespace) -> int:
+    from schoolroom import config as configlib
     from schoolroom import log
     from schoolroom.protocols.replay import summary, transcript
+    from schoolroom.protocols.runner import load_protocol_of
 
     path = Path(args.run)
     path = path / "messages.jsonl" if path.is_dir() else path
+    try:
+        load_protocol_of(path.parent)  # the message types the run's own protocol declared
+    except configlib.ConfigError as e:
+        print(f"config error: {e}; its own message types are read as unknown records", file=sys.stderr)
     messages = log.read_all(path)
     try:
         print(transcript(messages, args.transcript) if args.transcript else summary(messages))
     except KeyError as e:
         print(e.args[0], file=sys.stderr)
         return 2
+    return 0
+
+
+def protocols_cmd(args: argparse.Namespace) -> int:
+    """Every protocol this installation can run (built in, installed entry points), with its settings."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from schoolroom.protocols import registry
+
+    console = Console()
+    for p in registry.available():
+        if isinstance(p, tuple):
+            console.print(f"[bold]{p[0]}[/bold]  (installed, fails to import: {p[1]})", highlight=False)
+            continue
+        doc = (p.fn.__doc__ or sys.modules[p.module].__doc__ or "").strip().splitlines()
+        console.print(f"[bold]{p.name}[/bold]  ({p.module})" + (f": {doc[0]}" if doc else ""), highlight=False)
+        table = Table("setting", "type", "default", box=None, padding=(0, 2))
+        for row in registry.settings_table(p.settings):
+            table.add_row(*row)
+        console.print(table)
     return 0
 
 
@@ -145,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", help="run directory or messages.jsonl")
     p.add_argument("--transcript", metavar="PROBLEM_ID")
     p.set_defaults(func=replay_cmd)
+    p = sub.add_parser("protocols", help="list the protocols this installation can run, with their settings")
+    p.set_defaults(func=protocols_cmd)
     args = parser.parse_args(argv)
     return args.func(args)
 

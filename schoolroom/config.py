@@ -36,8 +36,8 @@ class Resources(_Strict):
 class AgentConfig(_Strict):
     """One agent: its role, its generation engine and model, sampling settings and resources."""
 
-    role: str  # teacher | student | verifier | explorer | trainer
-    engine: str = "hf"  # hf | openai | reference | vllm
+    role: str  # teacher | student | verifier | explorer | trainer | a role a protocol's file declares
+    engine: str = "hf"  # hf | openai | reference | vllm | an engine a protocol's file declares
     model: str = "smollm2-135m-instruct"
     # hf / vllm
     device: str = "cpu"
@@ -149,11 +149,6 @@ def decode(raw: dict[str, Any], source: str = "<config>") -> Config:
     if len(prompts) > 1:
         raise ConfigError(f"{source}: the trainer trains on the prompt the student sees: give the trainer the "
                           "student's system_prompt - at `$.agents`")
-    for name, agent in cfg.agents.items():
-        if agent.role not in ("teacher", "student", "verifier", "explorer", "trainer"):
-            raise ConfigError(f"{source}: unknown role {agent.role!r} - at `$.agents.{name}.role`")
-        if agent.engine not in ("hf", "openai", "reference", "vllm"):
-            raise ConfigError(f"{source}: unknown engine {agent.engine!r} - at `$.agents.{name}.engine`")
     return cfg
 
 

@@ -126,8 +126,9 @@ class Writer:
 def read(path: str | os.PathLike, on_torn: str = "warn") -> Iterator[Message]:
     """Yield the typed messages of a log in order.
 
-    An invalid line or an unknown message type raises :class:`LogError` naming the file and
-    line, after every message before it was yielded. A torn last line (no trailing newline,
+    An invalid line raises :class:`LogError` naming the file and line, after every message before
+    it was yielded; a message type this process was not told about comes back as
+    :class:`~schoolroom.messages.Unknown` (load the protocol's file to read it typed). A torn last line (no trailing newline,
     the mark of a crash mid-write) is reported by ``on_torn``: ``"warn"`` (default),
     ``"raise"`` (:class:`TornLineError`) or ``"ignore"``.
     """

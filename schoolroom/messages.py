@@ -276,15 +276,49 @@ class Header(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="h
     producer: str = "schoolroom"
 
 
-AnyMessage = Union[
+class Unknown(Message, frozen=True, kw_only=True, tag="unknown"):
+    """A log record of a message type this process was not told about (a protocol's own type, its file not
+    loaded): its envelope, its tag in ``record_type`` and every field in ``data``, kept rather than failing."""
+
+    record_type: str = ""
+    data: dict[str, Any] = {}
+
+
+BUILTIN_TYPES: tuple[type[Message], ...] = (
     Problem, Attempt, Verdict, Mistake, Guidance, Rationale, Plan, StepRewards,
     PreferencePair, TrainRequest, TrainResult, EvalReport, Usage, Note, Call,
-]
-MESSAGE_TYPES: tuple[type[Message], ...] = AnyMessage.__args__  # type: ignore[attr-defined]
-Record = Union[Header, AnyMessage]
+)
+MESSAGES: dict[str, type[Message]] = {}  # tag -> type: what the log reader decodes
+
+
+def message(cls: type[M]) -> type[M]:
+    """Declare a message type (a ``Message`` subclass with a ``tag``): the log decodes it from then on. Use it
+    as a class decorator in a protocol's own file; the built-in types are declared the same way."""
+    tag = cls.__struct_config__.tag
+    if not (isinstance(cls, type) and issubclass(cls, Message)) or not isinstance(tag, str):
+        raise TypeError(f"{cls!r}: a message type is a Message subclass with a tag (class X(Message, frozen=True, "
+                        "kw_only=True, tag=\"x\"))")
+    old = MESSAGES.get(tag)
+    if old is not None and old is not cls and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"message tag {tag!r} is taken by {old.__module__}.{old.__qualname__}")
+    MESSAGES[tag] = cls
+    return cls
+
+
+for _cls in BUILTIN_TYPES:
+    message(_cls)
+MESSAGE_TYPES = BUILTIN_TYPES  # the built-in vocabulary
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Record)
+_decoders: dict[tuple, msgspec.json.Decoder] = {}
+
+
+def _decoder() -> msgspec.json.Decoder:
+    types = (Header, Unknown, *MESSAGES.values())
+    if types not in _decoders:
+        _decoders.clear()
+        _decoders[types] = msgspec.json.Decoder(Union[types])  # type: ignore[valid-type]
+    return _decoders[types]
 
 
 def encode(msg: Message | Header) -> bytes:
@@ -292,8 +326,17 @@ def encode(msg: Message | Header) -> bytes:
 
 
 def decode(data: bytes | str) -> Message | Header:
-    """Decode one JSON record into its typed Struct; raises ``msgspec.ValidationError``/``DecodeError``."""
-    return _decoder.decode(data)
+    """Decode one JSON record into its typed Struct; a type nobody declared comes back as :class:`Unknown`.
+    Raises ``msgspec.ValidationError``/``DecodeError`` for a record that is not valid."""
+    try:
+        return _decoder().decode(data)
+    except msgspec.ValidationError:
+        raw = msgspec.json.decode(data)
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str) or raw["type"] in MESSAGES \
+                or raw["type"] in ("header", "unknown"):
+            raise
+        envelope = {f: raw.pop(f) for f in Message.__struct_fields__ if f in raw}
+        return msgspec.convert(envelope | {"record_type": raw.pop("type"), "data": raw}, Unknown)
 
 
 def to_builtins(msg: Message) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def test_inline_run_writes_a_complete_run_directory(inline_run):
     again, _ = configlib.load(inline_run / "config.toml")
     first = configlib.decode(tiny_config(address="inline"))
     assert msgspec.structs.replace(again, protocol={}) == msgspec.structs.replace(first, protocol={})
-    assert runner.protocol_of(again, "again")[2] == runner.protocol_of(first, "first")[2]
+    assert runner.protocol_of(again, "again")[1] == runner.protocol_of(first, "first")[1]
 
 
 def test_same_messages_inline_and_on_local_ray(inline_run, tmp_path, ray_local):

@@ -27,6 +27,23 @@ def batched(*params: str):
     return mark
 
 
+ROLES: dict[str, type[Agent]] = {}  # role name -> agent class: what a config's ``role`` may name
+
+
+def role(name: str):
+    """Declare an agent class as role ``name`` (``@role("critic") class Critic(Agent): ...``): a config's agent
+    may then say ``role = "critic"`` and a protocol gets a handle to it with ``room.agent(name, Critic)``."""
+
+    def register(cls: type[Agent]) -> type[Agent]:
+        if not (isinstance(cls, type) and issubclass(cls, Agent)):
+            raise TypeError(f"@role({name!r}) goes on a subclass of schoolroom's Agent, not {cls!r}")
+        cls.role = name
+        ROLES[name] = cls
+        return cls
+
+    return register
+
+
 class Agent:
     """A plain class with typed methods, messages in and messages out.
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from schoolroom.agents.base import batched
+from schoolroom.agents.base import batched, role
 from schoolroom.agents.engines import Completion
 from schoolroom.agents.student import Student, solve_prompt
 from schoolroom.environment import answers_match, extract_answer
@@ -124,10 +124,10 @@ def dedupe_pairs(pairs: list[PreferencePair]) -> list[PreferencePair]:
     return out
 
 
+@role("explorer")
 class Explorer(Student):
     """Rolls out from step prefixes of wrong attempts with its engine (load the student's adapter on it)."""
 
-    role = "explorer"
 
     @batched("attempts", "partners")
     def explore(self, attempts: list[Attempt], problems: list[Problem], k: int = 4, search: str = "linear",

@@ -8,16 +8,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from schoolroom.agents.base import Agent
-from schoolroom.agents.explorer import Explorer
-from schoolroom.agents.student import Student
-from schoolroom.agents.teacher import Teacher
-from schoolroom.agents.trainer import Trainer
-from schoolroom.agents.verifier import Verifier
+from schoolroom import plugins as pluginlib
+from schoolroom.agents import explorer, student, teacher, trainer, verifier  # noqa: F401  (declare the roles)
+from schoolroom.agents.base import ROLES
 from schoolroom.config import AgentConfig, RuntimeConfig
-
-ROLES: dict[str, type[Agent]] = {"student": Student, "teacher": Teacher, "verifier": Verifier, "explorer": Explorer,
-                                 "trainer": Trainer}
 
 # environment variables an actor needs to see what the driver sees (data, cache, offline mode)
 FORWARDED_PREFIXES = ("SCHOOLROOM_", "HF_", "TRANSFORMERS_", "VLLM_", "TOKENIZERS_")
@@ -30,12 +24,14 @@ def is_effect(role: str, method: str) -> bool:
 class Host:
     """Holds one agent and runs its methods; returns each result with the side messages it recorded."""
 
-    def __init__(self, name: str, config: AgentConfig, secrets: dict[str, str] | None = None, workdir: str = "."):
+    def __init__(self, name: str, config: AgentConfig, secrets: dict[str, str] | None = None, workdir: str = ".",
+                 plugins: tuple[str, ...] = ()):
         os.environ.update(secrets or {})  # an API key travels as an argument, never in a runtime_env Ray may log
         if config.threads:  # else Ray's default: OMP_NUM_THREADS = the actor's num_cpus
             import torch
 
             torch.set_num_threads(config.threads)
+        pluginlib.load_all(plugins)  # the protocol's own file: its roles, messages, kinds and engines
         if config.role not in ROLES:
             raise ValueError(f"agent {name}: unknown role {config.role!r}; known: {', '.join(ROLES)}")
         self.agent = ROLES[config.role](name, config, workdir=workdir)
@@ -56,9 +52,9 @@ class Host:
 class InlineHost:
     """Runs the agent in this process: set breakpoints in agent code and step through with pdb."""
 
-    def __init__(self, name: str, config: AgentConfig, workdir: str = "."):
+    def __init__(self, name: str, config: AgentConfig, workdir: str = ".", plugins: tuple[str, ...] = ()):
         self.name = name
-        self.host = Host(name, config, workdir=workdir)
+        self.host = Host(name, config, workdir=workdir, plugins=plugins)
 
     def submit(self, method: str, *args, **kwargs):
         return lambda: self.host.call(method, args, kwargs)  # runs when its result is asked for
@@ -80,7 +76,7 @@ class AgentTimeout(TimeoutError):
 class RayHost:
     """The agent as a Ray actor holding the CPUs, GPUs and custom resources its config asks for."""
 
-    def __init__(self, name: str, config: AgentConfig, workdir: str = "."):
+    def __init__(self, name: str, config: AgentConfig, workdir: str = ".", plugins: tuple[str, ...] = ()):
         import ray
 
         r = config.resources
@@ -91,7 +87,7 @@ class RayHost:
         if r.memory_mb:
             opts["memory"] = r.memory_mb * 2**20
         self.name = name
-        self.actor = ray.remote(Host).options(**opts).remote(name, config, secrets, workdir)
+        self.actor = ray.remote(Host).options(**opts).remote(name, config, secrets, workdir, plugins)
 
     def submit(self, method: str, *args, **kwargs):
         return self.actor.call.remote(method, args, kwargs)
@@ -133,10 +129,12 @@ def start_ray(rt: RuntimeConfig) -> None:
         ray.init(address=rt.address, logging_level="warning")
 
 
-def spawn(name: str, config: AgentConfig, rt: RuntimeConfig, workdir: str = ".") -> InlineHost | RayHost:
-    """Start agent ``name`` where the runtime says; ``workdir`` (the run directory) is where it may write files."""
+def spawn(name: str, config: AgentConfig, rt: RuntimeConfig, workdir: str = ".",
+          plugins: tuple[str, ...] = ()) -> InlineHost | RayHost:
+    """Start agent ``name`` where the runtime says; ``workdir`` (the run directory) is where it may write files;
+    ``plugins`` (a protocol's own file or module) are imported where it runs before it is made."""
     workdir = os.path.abspath(workdir)
     if rt.address == "inline":
-        return InlineHost(name, config, workdir)
+        return InlineHost(name, config, workdir, plugins)
     start_ray(rt)
-    return RayHost(name, config, workdir)
+    return RayHost(name, config, workdir, plugins)

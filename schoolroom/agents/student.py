@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schoolroom.agents.base import Agent, batched, effect
+from schoolroom.agents.base import Agent, batched, effect, role
 from schoolroom.agents.engines import Prompt
 from schoolroom.environment import extract_answer, split_steps
 from schoolroom.environment.prompts import chat, render
@@ -22,8 +22,8 @@ def solve_prompt(problem: Problem, prefix: str = "", system: str | None = None) 
                   task="solve", problem=problem)
 
 
+@role("student")
 class Student(Agent):
-    role = "student"
 
     @batched("problems", "guidance")
     def solve(self, problems: list[Problem], guidance: list[Guidance | None] | None = None, n: int = 1,

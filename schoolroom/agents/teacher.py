@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from schoolroom.agents.base import Agent, batched
+from schoolroom.agents.base import Agent, batched, role
 from schoolroom.agents.engines import Prompt
 from schoolroom.environment import extract_answer, solution_text, split_steps
 from schoolroom.environment.prompts import chat, render
@@ -24,8 +24,8 @@ def solution_steps(text: str, at_least: int = 2) -> list[str]:
     return split_steps("\n".join(ln for ln in text.splitlines() if not ln.strip().startswith("####")), at_least)
 
 
+@role("teacher")
 class Teacher(Agent):
-    role = "teacher"
 
     def _ask(self, template: str, problems: list[Problem], task: str, n: int = 1, temperature: float | None = None,
              stop_after: str = "", **fields: list[str]) -> list[list[str]]:

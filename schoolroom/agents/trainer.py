@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from schoolroom import models
-from schoolroom.agents.base import Agent
+from schoolroom.agents.base import Agent, role
 from schoolroom.agents.engines.base import render_prompt
 from schoolroom.agents.student import solve_prompt
 from schoolroom.messages import Message, Mistake, PreferencePair, Problem, Rationale, TrainRequest, TrainResult
@@ -38,8 +38,8 @@ def training_kind(name: str):
     return register
 
 
+@role("trainer")
 class Trainer(Agent):
-    role = "trainer"
     uses_engine = False
 
     def __init__(self, *args, **kwargs):

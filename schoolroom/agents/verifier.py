@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from schoolroom.agents.base import Agent, batched, effect
+from schoolroom.agents.base import Agent, batched, effect, role
 from schoolroom.agents.engines.base import render_prompt
 from schoolroom.agents.student import solve_prompt
 from schoolroom.environment import answers_match
@@ -40,8 +40,8 @@ def reward_input(tokenizer, problem: Problem, attempt: Attempt) -> dict[str, Any
             "steps": list(attempt.steps)}
 
 
+@role("verifier")
 class Verifier(Agent):
-    role = "verifier"
     uses_engine = False
 
     def __init__(self, *args, **kwargs):

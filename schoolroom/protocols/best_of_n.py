@@ -14,11 +14,9 @@ from typing import Any
 import msgspec
 
 from schoolroom.environment import to_number
-from schoolroom.messages import Attempt, StepRewards
-from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
-from schoolroom.protocols.report import compare
+from schoolroom.api import Attempt, Classroom, Figure, Report, Series, StepRewards, Student, Table, compare, protocol
 from schoolroom.protocols.reward_models import RewardModelSettings, departures, reward_models, start_policy
-from schoolroom.protocols.stats import auc, fmt, wilson
+from schoolroom.protocols.stats import auc, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate
 
 
@@ -103,38 +101,38 @@ def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[A
             curves[name].append(sum(outcome) / len(outcome))
             if size == per:
                 results[name if name != "pass@n" else f"pass@{per}"] = outcome
-    table = {"greedy": greedy} | {k: v for k, v in results.items() if k != f"pass@{per}"} | {f"pass@{per}": results[f"pass@{per}"]}
-    rows, acc, fig = compare(table, "greedy", seed=cfg.seed, header="selector", title=f"Best of {per}")
-    student = next(a.model for a in room.config.agents.values() if a.role == "student")
-    lines = [f"# Best-of-N reranking: {room.config.run.name}", "",
-             f"Student `{student}` ({cfg.start} start); {n_problems} problems (`{cfg.eval}`), {per} samples each at "
-             f"temperature {cfg.temperature}; {sum(correct)} of {len(correct)} samples correct. Greedy: the start "
-             f"policy's greedy answer. Majority: the most common stated answer. ORM / PRM-x: the sample the reward "
-             f"model scores highest (PRM step scores aggregated by x). pass@{per}: any sample correct (the ceiling).",
-             "", f"## Accuracy with {per} samples", ""] + rows
+    ordered = {"greedy": greedy} | {k: v for k, v in results.items() if k != f"pass@{per}"} | {
+        f"pass@{per}": results[f"pass@{per}"]}
+    table, acc, fig = compare(ordered, "greedy", seed=cfg.seed, header="selector", title=f"Accuracy with {per} samples")
     problems = [a.problem_id for a in samples]
     values = {"orm": [r.score for r in scores["orm"]]} if "orm" in scores else {}
     if "prm" in scores:
         values |= {f"prm-{how}": [aggregate(r.rewards, how) for r in scores["prm"]] for how in AGGREGATIONS}
     quality = {k: auc(v, correct) for k, v in values.items()}
     within = {k: auc(v, correct, problems) for k, v in values.items()}
+    tables = [table]
     if quality:
-        lines += ["", "How well each score ranks correct above wrong samples (AUC; 0.5 is chance), over all samples / "
-                  "within a problem (what reranking sees): "
-                  + ", ".join(f"{k} {fmt(quality[k], '.2f')} / {fmt(within[k], '.2f')}" for k in values) + "."]
-    lines += ["", "## Accuracy as N grows", "", "| selector | " + " | ".join(f"n={s}" for s in sizes) + " |",
-              "| --- | " + " | ".join("---" for _ in sizes) + " |"]
-    lines += [f"| {name} | " + " | ".join(f"{100 * y:.1f}%" for y in ys) + " |" for name, ys in curves.items()]
+        tables.append(Table("How well each score ranks correct above wrong samples",
+                            ["score", "AUC over all samples", "AUC within a problem"],
+                            [[k, quality[k], within[k]] for k in values],
+                            note="0.5 is chance; within a problem is what reranking sees."))
+    tables.append(Table("Accuracy as N grows", ["selector"] + [f"n={s}" for s in sizes],
+                        [[name] + [f"{100 * y:.1f}%" for y in ys] for name, ys in curves.items()]))
     g = wilson(sum(greedy), len(greedy))[0]
     series = [Series(label=name, x=[float(s) for s in sizes], y=ys) for name, ys in curves.items()]
     series.append(Series(label="greedy", x=[float(s) for s in sizes], y=[g] * len(sizes)))
     curve = Figure(name="best_of_n", title="Accuracy of the picked sample as N grows", xlabel="N (samples)",
                    ylabel="accuracy", series=series, xticks=[float(s) for s in sizes])
+    lines = [f"Student `{room.config.agents[room.name_of(Student)].model}` ({cfg.start} start); {n_problems} problems "
+             f"(`{cfg.eval}`), {per} samples each at temperature {cfg.temperature}; {sum(correct)} of {len(correct)} "
+             "samples correct. Greedy: the start policy's greedy answer. Majority: the most common stated answer. "
+             "ORM / PRM-x: the sample the reward model scores highest (PRM step scores aggregated by x). "
+             f"pass@{per}: any sample correct (the ceiling)."]
     if models:
         lines += ["", "Reward models: " + "; ".join(f"{k.upper()} `{m.adapter}` " + (
                       f"({m.metrics['examples']:.0f} examples, {m.metrics['steps']:.0f} steps)" if m.metrics else
-                      f"(loaded from {m.path})") for k, m in models.items()),
-                  ""] + departures(room, cfg)
-    return Report(title="best_of_n", markdown="\n".join(lines), figures=[fig, curve],
+                      f"(loaded from {m.path})") for k, m in models.items()), ""] + departures(room, cfg)
+    return Report(title=f"Best-of-N reranking: {room.config.run.name}", lines=lines, tables=tables,
+                  figures=[fig, curve],
                   metrics={"accuracy": acc, "by_n": {"n": sizes} | curves, "auc": quality, "auc_within_problem": within,
                            "reward_models": {k: m.metrics for k, m in models.items()}})

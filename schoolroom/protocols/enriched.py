@@ -17,9 +17,7 @@ from typing import Any
 import msgspec
 
 from schoolroom.environment import solution_text
-from schoolroom.messages import Plan, Problem, Rationale, TrainRequest
-from schoolroom.protocols.classroom import Classroom, Report, protocol
-from schoolroom.protocols.report import compare
+from schoolroom.api import Classroom, Plan, Problem, Rationale, Report, Table, Teacher, TrainRequest, compare, protocol
 from schoolroom.training.settings import LoraSettings, Settings
 
 VARIANTS = ("human", "erp", "ers", "erp+ers")
@@ -73,27 +71,24 @@ def training_rationale(variant: str, p: Problem, plan: Plan, ers: Rationale | No
 
 
 def report(room, cfg, train, test, plans, written, ers, dropped, results) -> Report:
-    lines = [f"# Enriched instruction tuning: {room.config.run.name}", "",
-             f"Teacher `{room.describe(next(n for n, a in room.config.agents.items() if a.role == 'teacher'))}`; "
-             f"{len(train)} training problems, {len(test)} held out.", "",
-             "## Enrichment", "",
-             f"- plans written: {sum(bool(p.steps) for p in plans)} of {len(plans)} "
-             f"(mean {sum(len(p.steps) for p in plans) / max(1, len(plans)):.1f} sub-goals)",
-             f"- enriched solutions written: {len(written)}; kept (gold answer): {len(ers)}; dropped: "
-             + (", ".join(f"{k} {v}" for k, v in dropped.items()) or "none")
-             + f"; unparsable replies: {len(train) - len(written)}",
-             f"- mean steps: human {mean_steps(p.gold_steps for p in train):.1f}, enriched (kept) "
-             f"{mean_steps(r.steps for r in ers.values()):.1f}",
-             f"- the enriched dataset: `{cfg.dataset_file}` ({len(train)} records)", "",
-             "## Held-out accuracy", ""]
-    rows, accuracy, fig = compare(results, "human", seed=cfg.seed, header="trained on")
-    lines += rows
+    table, accuracy, fig = compare(results, "human", seed=cfg.seed, header="trained on")
+    enrichment = [["plans written", f"{sum(bool(p.steps) for p in plans)} of {len(plans)} (mean "
+                   f"{sum(len(p.steps) for p in plans) / max(1, len(plans)):.1f} sub-goals)"],
+                  ["enriched solutions written", len(written)], ["kept (gold answer)", len(ers)],
+                  ["dropped", ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"],
+                  ["unparsable replies", len(train) - len(written)],
+                  ["mean steps: human / enriched (kept)", f"{mean_steps(p.gold_steps for p in train):.1f} / "
+                   f"{mean_steps(r.steps for r in ers.values()):.1f}"],
+                  ["the enriched dataset", f"`{cfg.dataset_file}` ({len(train)} records)"]]
     metrics: dict[str, Any] = {"plans": sum(bool(p.steps) for p in plans), "enriched_written": len(written),
                                "enriched_kept": len(ers), "dropped": dict(dropped), "accuracy": accuracy}
     records = [json.dumps({"problem_id": p.problem_id, "question": p.question, "human_solution": solution_text(
         p.gold_steps, p.answer), "plan": list(plan.steps), "enriched_solution": ers[p.problem_id].text
         if p.problem_id in ers else None, "answer": p.answer}) for p, plan in zip(train, plans)]
-    return Report(title="enriched", markdown="\n".join(lines), metrics=metrics, figures=[fig],
+    return Report(title=f"Enriched instruction tuning: {room.config.run.name}",
+                  lines=[f"Teacher `{room.describe(room.name_of(Teacher))}`; {len(train)} training problems, "
+                         f"{len(test)} held out."],
+                  tables=[Table("Enrichment", ["", ""], enrichment), table], metrics=metrics, figures=[fig],
                   files={cfg.dataset_file: "\n".join(records) + "\n"})
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import msgspec
 
-from schoolroom.messages import EvalReport, Problem
-from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
-from schoolroom.protocols.stats import fmt_acc, fmt_diff, paired_difference, wilson
+from schoolroom.api import (Acc, Classroom, EvalReport, Figure, Problem, Report, Series, Table, accuracy, difference,
+                            protocol)
 
 
 class FirstStepConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -39,81 +38,65 @@ def first_step(room: Classroom, cfg: FirstStepConfig) -> Report:
 
 def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem],
                       correct: dict[tuple[str, int], list[bool]]) -> Report:
-    kmax = max(cfg.ks)
+    kmax, ks = max(cfg.ks), sorted(cfg.ks)
     keep = [i for i, p in enumerate(problems) if len(p.gold_steps) > kmax]
-    aside = len(problems) - len(keep)
-    ks = sorted(cfg.ks)
-    metrics: dict = {"n": len(problems), "comparable_n": len(keep), "set_aside": aside, "teachers": {}}
-    lines = [f"# First-step guidance: {room.config.run.name}", "",
-             f"Student `{room.config.agents[_student(room)].model}` on {len(problems)} problems "
-             f"(set `{cfg.problems}`: {_describe(room, cfg.problems)}); k in {ks}; "
-             f"teachers: {', '.join(f'`{t}` ({room.describe(t)})' for t in cfg.teachers)}.",
-             "",
-             f"## Accuracy on the {len(keep)} problems with more than {kmax} gold steps",
-             "",
-             f"{aside} problems with {kmax} or fewer gold steps are set aside here: guidance of {kmax} steps "
-             "would already hold their answer.", "",
-             "| teacher | k | accuracy [95% CI] | difference vs k=0 [95% CI] |", "| --- | --- | --- | --- |"]
-    series = []
+    metrics: dict = {"n": len(problems), "comparable_n": len(keep), "set_aside": len(problems) - len(keep),
+                     "teachers": {}}
+    comparable, every, series = [], [], []
     for t in cfg.teachers:
         mt = metrics["teachers"][t] = {}
         base = [correct[t, 0][i] for i in keep] if 0 in cfg.ks else None
-        xs, ys, lo, hi = [], [], [], []
+        points = []
         for k in ks:
             sub = [correct[t, k][i] for i in keep]
-            allp = correct[t, k]
-            p, l, h = wilson(sum(sub), len(sub))
-            d = paired_difference(base, sub, seed=room.config.run.seed) if base is not None and k else None
-            mt[str(k)] = {"comparable": {"correct": sum(sub), "n": len(sub), "accuracy": p, "ci": [l, h]},
-                          "all": dict(zip(("accuracy", "ci_low", "ci_high"), wilson(sum(allp), len(allp))),
-                                      correct=sum(allp), n=len(allp))}
+            d = difference(base, sub, room.config.run.seed) if k else None
+            mt[str(k)] = {"comparable": accuracy(sub), "all": accuracy(correct[t, k])}
             if d is not None:
-                mt[str(k)]["difference_vs_k0"] = {"mean": d[0], "ci": [d[1], d[2]]}
-            lines.append(f"| {t} | {k} | {fmt_acc(sum(sub), len(sub))} | {fmt_diff(d) if d else '—'} |")
+                mt[str(k)]["difference_vs_k0"] = {"mean": d.mean, "ci": [d.low, d.high]}
+            comparable.append([t, k, Acc(sum(sub), len(sub)), d])
+            every.append([t, k, Acc(sum(correct[t, k]), len(problems))])
+            a = mt[str(k)]["comparable"]
+            room.record(EvalReport(name=f"first_step/{t}/k={k}", n=a["n"], correct=a["correct"],
+                                   accuracy=a["accuracy"], ci_low=a["ci"][0], ci_high=a["ci"][1],
+                                   metrics={"teacher": t, "k": k, "subset": "comparable"}))
             if sub:
-                xs.append(k), ys.append(p), lo.append(l), hi.append(h)
-            room.record(EvalReport(name=f"first_step/{t}/k={k}", n=len(sub), correct=sum(sub), accuracy=p,
-                                   ci_low=l, ci_high=h, metrics={"teacher": t, "k": k, "subset": "comparable"}))
-        series.append(Series(label=t, x=xs, y=ys, low=lo, high=hi))
+                points.append((k, a["accuracy"], *a["ci"]))
+        series.append(Series(t, *map(list, zip(*points))) if points else Series(t, [], []))
+    by_steps, steps_rows = by_gold_steps(cfg, problems, correct)
+    metrics["by_gold_steps"] = by_steps
+    cols = [f"{t} k={k}" for t in cfg.teachers for k in ks if k > 0]
+    return Report(
+        title=f"First-step guidance: {room.config.run.name}",
+        lines=[f"Student `{room.config.agents[room.name_of('student')].model}` on {len(problems)} problems (set "
+               f"`{cfg.problems}`: {room.describe_set(cfg.problems)}); k in {ks}; teachers: "
+               + ", ".join(f"`{t}` ({room.describe(t)})" for t in cfg.teachers) + "."],
+        tables=[Table(f"Accuracy on the {len(keep)} problems with more than {kmax} gold steps",
+                      ["teacher", "k", "accuracy [95% CI]", "difference vs k=0 [95% CI]"], comparable,
+                      note=f"{len(problems) - len(keep)} problems with {kmax} or fewer gold steps are set aside "
+                           f"here: guidance of {kmax} steps would already hold their answer."),
+                Table("Accuracy on all problems", ["teacher", "k", "accuracy [95% CI]"], every),
+                Table("By number of gold steps", ["gold steps", "n", "k=0"] + cols, steps_rows,
+                      note="Accuracy (correct/n); `given` marks k at or above the problem's step count (the answer "
+                           "was in the guidance).")],
+        figures=[Figure(name="accuracy_vs_k", title=f"First-step guidance ({len(keep)} problems with > {kmax} gold "
+                        "steps)", xlabel="k (gold steps given)", ylabel="student accuracy", series=series,
+                        xticks=[float(k) for k in ks])],
+        metrics=metrics)
 
-    lines += ["", "## Accuracy on all problems", "", "| teacher | k | accuracy [95% CI] |", "| --- | --- | --- |"]
-    for t in cfg.teachers:
-        for k in ks:
-            allp = correct[t, k]
-            lines.append(f"| {t} | {k} | {fmt_acc(sum(allp), len(allp))} |")
 
-    sizes = sorted({len(p.gold_steps) for p in problems})
-    cols = [(t, k) for t in cfg.teachers for k in ks if k > 0]
-    lines += ["", "## By number of gold steps", "",
-              "Accuracy (correct/n); `given` marks k at or above the problem's step count (the answer was in the "
-              "guidance).", "",
-              "| gold steps | n | k=0 | " + " | ".join(f"{t} k={k}" for t, k in cols) + " |",
-              "| --- | --- | --- | " + " | ".join("---" for _ in cols) + " |"]
-    by_steps = metrics["by_gold_steps"] = {}
-    first = cfg.teachers[0]
-    for s in sizes:
+def by_gold_steps(cfg: FirstStepConfig, problems: list[Problem],
+                  correct: dict[tuple[str, int], list[bool]]) -> tuple[dict, list[list]]:
+    """Accuracy per number of gold steps: metrics and table rows (k=0 of the first teacher, then every k > 0)."""
+    metrics, rows = {}, []
+    cols = [(t, k) for t in cfg.teachers for k in sorted(cfg.ks) if k > 0]
+    for s in sorted({len(p.gold_steps) for p in problems}):
         idx = [i for i, p in enumerate(problems) if len(p.gold_steps) == s]
-        row = by_steps[str(s)] = {"n": len(idx)}
+        row = metrics[str(s)] = {"n": len(idx)}
 
         def cell(t, k):
             c = sum(correct[t, k][i] for i in idx)
             row[f"{t}/k={k}"] = c / len(idx)
             return f"{100 * c / len(idx):.0f}% ({c}/{len(idx)})" + (" given" if k >= s else "")
 
-        base = cell(first, 0) if 0 in cfg.ks else "—"
-        lines.append(f"| {s} | {len(idx)} | {base} | " + " | ".join(cell(t, k) for t, k in cols) + " |")
-
-    fig = Figure(name="accuracy_vs_k", title=f"First-step guidance ({len(keep)} problems with > {kmax} gold steps)",
-                 xlabel="k (gold steps given)", ylabel="student accuracy", series=series, xticks=[float(k) for k in ks])
-    return Report(title="first_step", markdown="\n".join(lines), metrics=metrics, figures=[fig])
-
-
-def _student(room: Classroom) -> str:
-    return next(n for n, a in room.config.agents.items() if a.role == "student")
-
-
-def _describe(room: Classroom, name: str) -> str:
-    d = room.config.data[name]
-    if d.source == "synthetic":
-        return f"synthetic, {d.steps} steps, seed {d.seed}"
-    return f"{d.source} {d.split}" + (f" from {d.offset}" if d.offset else "")
+        rows.append([s, len(idx), cell(cfg.teachers[0], 0) if 0 in cfg.ks else None] + [cell(t, k) for t, k in cols])
+    return metrics, rows

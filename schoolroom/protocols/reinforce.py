@@ -19,7 +19,7 @@ import random
 import msgspec
 
 from schoolroom.messages import Attempt, Problem, StepRewards, TrainRequest, TrainResult
-from schoolroom.protocols.classroom import Classroom, Report, protocol
+from schoolroom.api import Classroom, Report, protocol
 from schoolroom.protocols.reinforce_report import report
 from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
 from schoolroom.training.aggregate import AGGREGATIONS

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from schoolroom.messages import TrainResult
-from schoolroom.protocols.classroom import Classroom, Figure, Report, Series
-from schoolroom.protocols.report import compare
+from schoolroom.api import Classroom, Figure, Report, Series, Student, Table, TrainResult, compare
 from schoolroom.protocols.reward_models import departures
 from schoolroom.protocols.stats import auc, fmt, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate
 
 
-def reward_model_lines(models: dict[str, TrainResult], history: list[dict], arms) -> tuple[list[str], dict]:
+def reward_model_table(models: dict[str, TrainResult], history: list[dict], arms) -> tuple[Table, dict]:
     """Each reward model's training, and how well it ranks the start policy's first-iteration rollouts: AUC of its
     score against the answer check over all of them / within a problem (0.5 is chance). A loaded model's training
     numbers were not measured in this run: —."""
-    lines = ["## Reward models", "", "| model | adapter | examples | labels (positive share) | loss first → last | "
-             "seconds | AUC on iteration-1 rollouts: all / within a problem |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    metrics: dict[str, Any] = {}
+    rows, metrics = [], {}
     for kind, result in models.items():
         m = result.metrics
         first = next((h for h in history if h["iteration"] == 1 and arms[h["arm"]].reward == kind), None)
@@ -29,63 +25,65 @@ def reward_model_lines(models: dict[str, TrainResult], history: list[dict], arms
             for how in ["orm"] if kind == "orm" else AGGREGATIONS:
                 values = [r.score if how == "orm" else aggregate(r.rewards, how) for r in first["rewards"]]
                 quality[how] = (auc(values, first["correct"]), auc(values, first["correct"], problems))
-        shown = ", ".join(f"{k} {fmt(a, '.2f')} / {fmt(w, '.2f')}" for k, (a, w) in quality.items()) or "—"
-        lines.append(f"| {kind.upper()} | {result.adapter} | {fmt(m.get('examples'), '.0f')} | {fmt(m.get('labels'), '.0f')} "
-                     f"({fmt(m.get('positive_share'), '.2f')}) | {fmt(m.get('first_loss'))} → {fmt(m.get('last_loss'))} "
-                     f"| {fmt(m.get('seconds'), '.0f')} | {shown} |")
+        rows.append([kind.upper(), result.adapter, fmt(m.get("examples"), ".0f"),
+                     f"{fmt(m.get('labels'), '.0f')} ({fmt(m.get('positive_share'), '.2f')})",
+                     f"{fmt(m.get('first_loss'))} → {fmt(m.get('last_loss'))}", fmt(m.get("seconds"), ".0f"),
+                     ", ".join(f"{k} {fmt(a, '.2f')} / {fmt(w, '.2f')}" for k, (a, w) in quality.items()) or None])
         metrics[kind] = {"train": m, "auc_iteration_1": {k: a for k, (a, _) in quality.items()},
                          "auc_iteration_1_within_problem": {k: w for k, (_, w) in quality.items()}}
-    return lines, metrics
+    return Table("Reward models", ["model", "adapter", "examples", "labels (positive share)", "loss first → last",
+                                   "seconds", "AUC on iteration-1 rollouts: all / within a problem"], rows), metrics
 
 
 def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, TrainResult], tests: dict,
            evals: dict, history: list[dict]) -> Report:
     arms = {a.name: a for a in cfg.arms}
-    student = next(a.model for a in room.config.agents.values() if a.role == "student")
-    lines = [f"# Let's Reinforce Step by Step: {room.config.run.name}", "",
-             f"Student `{student}` from `{start.adapter if start else 'the base model'}` ({cfg.start}); "
-             f"{cfg.iterations} iterations of {cfg.batch} problems × {cfg.n} rollouts at temperature {cfg.temperature} "
-             f"from {', '.join(cfg.train)}" + (f" (mixed {cfg.mix})" if cfg.mix else "") + "; held out: "
+    lines = [f"Student `{room.config.agents[room.name_of(Student)].model}` from "
+             f"`{start.adapter if start else 'the base model'}` ({cfg.start}); {cfg.iterations} iterations of "
+             f"{cfg.batch} problems × {cfg.n} rollouts at temperature {cfg.temperature} from {', '.join(cfg.train)}"
+             + (f" (mixed {cfg.mix})" if cfg.mix else "") + "; held out: "
              + ", ".join(f"{s} ({len(p)} problems)" for s, p in tests.items()) + ".", "",
              "Arms: " + "; ".join(f"`{a.name}` {a.algorithm.upper()} on the {a.reward} reward"
                                   + (f" ({'per step' if a.step_rewards else a.aggregate})" if a.reward == "prm" else "")
-                                  for a in cfg.arms) + ".", ""]
-    rm_lines, rm_metrics = reward_model_lines(models, history, arms)
+                                  for a in cfg.arms) + ".",
+             "", f"PPO's reward is the arm's reward at the last token minus the KL penalty at every token (kl_coef "
+                 f"{cfg.ppo.kl_coef or 0.05}); GRPO's KL weight is beta {cfg.grpo.beta or 0.04}."]
+    rm_table, rm_metrics = reward_model_table(models, history, arms)
+    tables: list[Table] = []
     if models:
-        lines += rm_lines + ["", "Against the paper:", ""] + departures(room, cfg) + [""]
+        lines += ["", "Against the paper:", ""] + departures(room, cfg)
+        tables.append(rm_table)
     metrics: dict[str, Any] = {"reward_models": rm_metrics, "accuracy": {}}
     figures: list[Figure] = []
     for s in tests:
         final = {"start": evals["start", 0][s]}
         final |= {a.name: evals[a.name, cfg.iterations][s] for a in cfg.arms if (a.name, cfg.iterations) in evals}
-        rows, acc, fig = compare(final, "start", seed=cfg.seed, header="arm", title=f"Held-out accuracy, {s}",
-                                 name=f"accuracy_{s}" if len(tests) > 1 else "accuracy")
-        lines += [f"## Held-out accuracy after {cfg.iterations} iterations: {s}", ""] + rows + [""]
+        table, acc, fig = compare(final, "start", seed=cfg.seed, header="arm",
+                                  title=f"Held-out accuracy after {cfg.iterations} iterations: {s}",
+                                  name=f"accuracy_{s}" if len(tests) > 1 else "accuracy")
+        tables.append(table)
         metrics["accuracy"][s] = acc
         figures.append(fig)
         series = []
         for a in cfg.arms:
-            points = sorted((it, evals[name, it][s]) for name, it in evals if name == a.name)
-            points = [(0, evals["start", 0][s])] + points
+            points = [(0, evals["start", 0][s])] + sorted((it, evals[name, it][s]) for name, it in evals
+                                                          if name == a.name)
             ws = [wilson(sum(x), len(x)) for _, x in points]
             series.append(Series(label=a.name, x=[float(it) for it, _ in points], y=[w[0] for w in ws],
                                  low=[w[1] for w in ws], high=[w[2] for w in ws]))
         figures.append(Figure(name=f"accuracy_per_iteration_{s}" if len(tests) > 1 else "accuracy_per_iteration",
                               title=f"Held-out accuracy during RL, {s}", xlabel="iteration", ylabel="accuracy",
                               series=series))
-    lines += ["## Per iteration", "",
-              "Reward: the mean reward of the iteration's rollouts by the arm's own reward; sample accuracy: the share "
-              "of them with the gold answer; KL: per-token KL(policy ‖ start) before the update (k3); entropy: per "
-              "token, of the policy that sampled them.", "",
-              "| arm | iteration | reward | sample accuracy | KL | entropy | clip fraction | training seconds |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    rows = []
-    for h in history:
-        lines.append(f"| {h['arm']} | {h['iteration']} | {fmt(h.get('reward_mean'))} | {h['sample_accuracy']:.3f} | "
-                     f"{fmt(h.get('kl'), '.3g')} | {fmt(h.get('entropy'))} | {fmt(h.get('clipfrac'))} | "
-                     f"{h.get('seconds', 0):.0f} |")
-        rows.append({k: v for k, v in h.items() if k not in ("attempts", "rewards", "correct")})  # numbers only
-    metrics["iterations"] = rows
+    metrics["iterations"] = [{k: v for k, v in h.items() if k not in ("attempts", "rewards", "correct")}
+                             for h in history]  # numbers only
+    tables.append(Table(
+        "Per iteration", ["arm", "iteration", "reward", "sample accuracy", "KL", "entropy", "clip fraction",
+                          "training seconds"],
+        [[h["arm"], h["iteration"], h.get("reward_mean"), h["sample_accuracy"], fmt(h.get("kl"), ".3g"),
+          h.get("entropy"), h.get("clipfrac"), round(h.get("seconds", 0))] for h in history],
+        note="Reward: the mean reward of the iteration's rollouts by the arm's own reward; sample accuracy: the share "
+             "of them with the gold answer; KL: per-token KL(policy ‖ start) before the update (k3); entropy: per "
+             "token, of the policy that sampled them."))
     for key, label in (("reward_mean", "mean reward of the rollouts"), ("sample_accuracy", "sample accuracy"),
                        ("kl", "KL(policy ‖ start) per token"), ("entropy", "entropy per token")):
         series = [Series(label=a.name, x=[float(h["iteration"]) for h in history if h["arm"] == a.name and h.get(key) is not None],
@@ -93,6 +91,5 @@ def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, Tr
                   for a in cfg.arms]
         figures.append(Figure(name=f"rl_{key}", title=f"{label[0].upper()}{label[1:]} per iteration", xlabel="iteration",
                               ylabel=label, series=series))
-    lines += ["", "PPO's reward is the arm's reward at the last token minus the KL penalty at every token "
-              f"(kl_coef {cfg.ppo.kl_coef or 0.05}); GRPO's KL weight is beta {cfg.grpo.beta or 0.04}."]
-    return Report(title="reinforce", markdown="\n".join(lines), metrics=metrics, figures=figures)
+    return Report(title=f"Let's Reinforce Step by Step: {room.config.run.name}", lines=lines, tables=tables,
+                  metrics=metrics, figures=figures)

@@ -18,10 +18,11 @@ import msgspec
 
 from schoolroom import config as configlib
 from schoolroom import log as loglib
-from schoolroom.protocols import best_of_n, enriched, first_step, reinforce, self_explore, tailored  # noqa: F401  (registers them)
 from schoolroom.messages import Call, Note, sequential_ids
-from schoolroom.protocols.classroom import PROTOCOLS, Classroom, Figure, Report
+from schoolroom.protocols import registry
+from schoolroom.protocols.classroom import Classroom
 from schoolroom.protocols.replay import usage_markdown, usage_rows
+from schoolroom.protocols.report import Report, draw, render
 
 
 def _strip_none(x: Any) -> Any:
@@ -32,26 +33,25 @@ def _strip_none(x: Any) -> Any:
     return x
 
 
-def protocol_of(cfg: configlib.Config, source: str):
-    raw = dict(cfg.protocol)
-    name = raw.pop("name", None)
-    if name not in PROTOCOLS:
-        raise configlib.ConfigError(f"{source}: unknown protocol {name!r} - at `$.protocol.name`; "
-                                    f"known: {', '.join(sorted(PROTOCOLS))}")
-    fn, cls, check = PROTOCOLS[name]
-    pcfg = configlib.decode_section(raw, cls, "protocol", source)
-    if check is not None:
-        try:
-            check(cfg, pcfg)
-        except ValueError as e:
-            raise configlib.ConfigError(f"{source}: {e}") from None
-    return name, fn, pcfg
+def protocol_of(cfg: configlib.Config, source: str) -> tuple[registry.Protocol, Any, registry.Source]:
+    """The config's protocol, its settings, and where it came from; every check made before anything starts."""
+    return registry.resolve(cfg, source)
 
 
-def resolved(cfg: configlib.Config, name: str, pcfg) -> dict:
+def resolved(cfg: configlib.Config, p: registry.Protocol, settings, where: registry.Source) -> dict:
+    """The config as run: every default filled in, the protocol's file as an absolute path (or its module)."""
     out = msgspec.to_builtins(cfg)
-    out["protocol"] = {"name": name, **msgspec.to_builtins(pcfg)}
+    out["protocol"] = {"name": p.name, **where.keys, **msgspec.to_builtins(settings)}
     return _strip_none(out)
+
+
+def load_protocol_of(run_dir: Path) -> None:
+    """Import the protocol a run directory's config names (its file or module): what replay needs to read the
+    message types it declared. A run without a readable config is read with the built-in types only."""
+    path = Path(run_dir) / "config.toml"
+    if path.exists():
+        cfg, _ = configlib.load(path)
+        registry.locate(dict(cfg.protocol), str(path))
 
 
 def orphaned(messages: list) -> list[str]:
@@ -61,52 +61,13 @@ def orphaned(messages: list) -> list[str]:
     return [m.id for m in messages[last + 1:] if m.sender not in ("protocol", "environment", "runtime")]
 
 
-def draw(fig: Figure, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    f, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
-    width = 0.8 / max(1, len(fig.series))
-    for i, s in enumerate(fig.series):
-        yerr = None
-        if s.low and s.high:
-            yerr = [[max(0.0, y - lo) for y, lo in zip(s.y, s.low)], [max(0.0, hi - y) for y, hi in zip(s.y, s.high)]]
-        if fig.kind == "bar":
-            xs = [x + (i - (len(fig.series) - 1) / 2) * width for x in s.x]
-            ax.bar(xs, s.y, width=width, yerr=yerr, capsize=4, label=s.label)
-        else:
-            ax.errorbar(s.x, s.y, yerr=yerr, marker="o", capsize=4, label=s.label)
-    ax.set_title(fig.title, fontsize=10)
-    ax.set_xlabel(fig.xlabel)
-    ax.set_ylabel(fig.ylabel)
-    if fig.xticks:
-        ax.set_xticks(fig.xticks)
-        if fig.xticklabels:
-            long = sum(map(len, fig.xticklabels)) > 50  # would run into each other: tilt them
-            ax.set_xticklabels(fig.xticklabels, rotation=30 if long else 0, ha="right" if long else "center")
-    elif all(float(x).is_integer() for s in fig.series for x in s.x):  # iterations, rounds, N: no 1.25
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    if len(fig.series) > 4:  # beside the plot, not over the lines
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    elif len(fig.series) > 1 or fig.kind == "line":
-        ax.legend()
-    f.tight_layout()
-    f.savefig(path)
-    plt.close(f)
-
-
 def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None, limit: int | None = None,
         resume: str | Path | None = None, reuse: dict[str, str] | None = None, progress=None) -> Path:
     """Run (or resume) the configured protocol; returns the run directory."""
     cfg = configlib.with_limit(cfg, limit)
     if reuse:
         cfg = msgspec.structs.replace(cfg, run=msgspec.structs.replace(cfg.run, reuse=dict(cfg.run.reuse) | reuse))
-    name, fn, pcfg = protocol_of(cfg, source)
+    p, settings, where = protocol_of(cfg, source)
     if resume:
         run_dir = Path(resume)
         if not (run_dir / "messages.jsonl").exists():
@@ -119,7 +80,7 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
         run_dir = Path(out or cfg.run.out) / run_id
         run_dir.mkdir(parents=True, exist_ok=False)
         previous = []
-        (run_dir / "config.toml").write_text(configlib.dump(resolved(cfg, name, pcfg)))
+        (run_dir / "config.toml").write_text(configlib.dump(resolved(cfg, p, settings, where)))
     reused = {agent: loglib.read_all(path) for agent, path in cfg.run.reuse.items()}
     writer = loglib.Writer(run_dir / "messages.jsonl", run_id=run_id)
     if resume and orphans:
@@ -129,9 +90,9 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
     room = None
     try:
         room = Classroom(cfg, writer, run_id, previous=previous, reuse=reused, progress=progress,
-                         workdir=str(run_dir))
+                         workdir=str(run_dir), plugins=where.plugins)
         with sequential_ids(run_id):  # what the protocol makes gets the same ids when the run is resumed
-            report: Report = fn(room, pcfg)
+            report: Report = p.fn(room, settings)
     finally:
         if room is not None:
             room.close()
@@ -165,9 +126,8 @@ def write_report(run_dir: Path, report: Report, wall_s: float, resumed: bool = F
         draw(fig, run_dir / f"{fig.name}.png")
     for name, text in report.files.items():
         (run_dir / name).write_text(text)
-    plots = "".join(f"\n![{f.title}]({f.name}.png)\n" for f in report.figures)
     (run_dir / "report.md").write_text(
-        report.markdown + "\n" + plots + "\n## Cost\n\n" + usage_markdown(messages) +
+        render(report) + "\n## Cost\n\n" + usage_markdown(messages) +
         f"\n\nWall time: {wall_s:.0f} s" +
         (f" for this resumed part; {_span(messages):.0f} s from the first to the last logged message" if resumed else "") +
         "; "

@@ -27,9 +27,9 @@ import msgspec
 from schoolroom.agents.explorer import UNMEASURED, dedupe_pairs
 from schoolroom.config import Config
 from schoolroom.environment import gold_rationale
-from schoolroom.messages import Attempt, Note, PreferencePair, Problem, Rationale, StepRewards, TrainRequest, TrainResult
-from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
-from schoolroom.protocols.report import compare
+from schoolroom.api import (Attempt, Classroom, Explorer, Figure, Note, PreferencePair, Problem, Rationale, Report,
+                            Series, StepRewards, Student, Table, Teacher, TrainRequest, TrainResult, compare, protocol,
+                            training_table)
 from schoolroom.training.settings import DPOSettings, LoraSettings, Settings
 
 
@@ -193,8 +193,9 @@ def outcome_pairs(problems: list[Problem], correct: list[Attempt], wrong: list[A
 
 def method(room: Classroom, cfg: SelfExploreConfig) -> list[str]:
     """The method's settings, stated first in the report (departures from the paper named)."""
-    completer = "the student's own model with the start adapter (the paper)" if cfg.completer == "student" else \
-        f"teacher `{cfg.teacher or _agent(room, 'teacher')}` (`{_explorer_model(room)}`; the paper's oracle ablation)"
+    completer = "the student's own model with the start adapter (the paper)" if cfg.completer == "student" else (
+        f"teacher `{cfg.teacher or room.name_of(Teacher)}` (`{room.describe(room.name_of(Explorer))}`; the paper's "
+        "oracle ablation)")
     return [
         f"- start: **{cfg.start}**" + (" (the paper: RFT on deduplicated correct samples and the gold solutions)"
                                        if cfg.start == "rft" else " (departure: SFT on the gold solutions only, no RFT)"),
@@ -220,48 +221,34 @@ def report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs
     pits = [r.first_pit for r in rewards if r.first_pit is not None]
     tokens = sum(r.tokens for r in rewards)
     explored_problems = len({r.problem_id for r in rewards})
-    lines = [f"# Self-Explore: {room.config.run.name}", "", *method(room, cfg), "",
-             f"Student `{_student_model(room)}`; {len(train)} training problems (`{cfg.train}`), {len(test)} held-out "
-             f"(`{cfg.eval}`).", "", "## Held-out accuracy", ""]
-    baseline = "rft" if cfg.start == "rft" else "sft"
-    rows, accuracy, accuracy_fig = compare(results, baseline, seed=cfg.seed)
-    lines += rows
-    metrics: dict[str, Any] = {"accuracy": accuracy, "start": cfg.start, "unmeasured": cfg.unmeasured}
-    for name in ("outcome_dpo", "step_dpo"):
-        if adapters.get(name) is None:
-            lines.append(f"| {name} | not trained: no pairs | — |")
-
+    untrained = {n: "not trained: no pairs" for n in ("outcome_dpo", "step_dpo") if adapters.get(n) is None}
+    accuracy_table, accuracy, accuracy_fig = compare(results, "rft" if cfg.start == "rft" else "sft", seed=cfg.seed,
+                                                     extra=untrained)
     hist = Counter(p + 1 for p in pits)
     sampled_acc = sum(correct) / max(1, len(correct))
     no_pit = len(rewards) - len(pits)
-    lines += ["", "## Exploration", "",
-              f"- attempts sampled on the training problems: {len(attempts)}, correct: {sum(correct)} "
-              f"({100 * sampled_acc:.1f}%); kept for RFT after deduplication: {len(kept)} on "
-              f"{len({a.problem_id for a in kept})} problems",
-              f"- wrong attempts explored (the rejected side of outcome pairs): {len(rewards)} (on {explored_problems} "
-              f"problems); first pit found in {len(pits)}; no measured pit: {no_pit}"
-              + (" (dropped)" if cfg.unmeasured == "drop" else ""),
-              f"- step-level pairs: {len(found_pairs)} found, {len(step_pairs)} after deduplication per problem; "
-              f"outcome-level pairs: {len(whole_pairs)}",
-              f"- rollout tokens: {tokens} in all, {tokens / max(1, len(rewards)):.0f} per explored attempt, "
-              f"{tokens / max(1, explored_problems):.0f} per explored problem; rollouts: {sum(r.rollouts for r in rewards)}"]
-    if hist:
-        lines += ["", "First-pit position (step number, 1 = the first step):", "",
-                  "| first pit at step | " + " | ".join(str(s) for s in sorted(hist)) + " |",
-                  "| --- | " + " | ".join("---" for _ in hist) + " |",
-                  "| attempts | " + " | ".join(str(hist[s]) for s in sorted(hist)) + " |"]
     relative = [r.first_pit / (len(r.rewards) - 1) for r in rewards if r.first_pit is not None and len(r.rewards) > 1]
-    if relative:
-        lines.append(f"\nMean relative position of the first pit (0 = first step, 1 = last): "
-                     f"{sum(relative) / len(relative):.2f}")
-    lines += ["", "## Training", "", "| adapter | trained for | examples | steps | first loss | last loss | seconds |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name, a in adapters.items():
-        if a is not None:
-            m = a.metrics
-            lines.append(f"| {a.adapter} | {name} | {m.get('examples', m.get('pairs', 0)):.0f} | {m.get('steps', 0):.0f} "
-                         f"| {m.get('first_loss', float('nan')):.3f} | {m.get('last_loss', float('nan')):.3f} | "
-                         f"{m.get('seconds', 0):.0f} |")
+    exploration = [
+        ["attempts sampled on the training problems", f"{len(attempts)}, correct {sum(correct)} "
+                                                      f"({100 * sampled_acc:.1f}%)"],
+        ["kept for RFT after deduplication", f"{len(kept)} on {len({a.problem_id for a in kept})} problems"],
+        ["wrong attempts explored (the rejected side of outcome pairs)", f"{len(rewards)} on {explored_problems} "
+                                                                         "problems"],
+        ["first pit found", len(pits)],
+        ["no measured pit" + (" (dropped)" if cfg.unmeasured == "drop" else ""), no_pit],
+        ["step-level pairs found / after deduplication per problem", f"{len(found_pairs)} / {len(step_pairs)}"],
+        ["outcome-level pairs", len(whole_pairs)],
+        ["rollouts; rollout tokens (per explored attempt, per explored problem)",
+         f"{sum(r.rollouts for r in rewards)}; {tokens} ({tokens / max(1, len(rewards)):.0f}, "
+         f"{tokens / max(1, explored_problems):.0f})"],
+        ["mean relative position of the first pit (0 = first step, 1 = last)",
+         sum(relative) / len(relative) if relative else None]]
+    tables = [accuracy_table, Table("Exploration", ["", ""], exploration)]
+    if hist:
+        tables.append(Table("First pit", ["first pit at step"] + [str(s) for s in sorted(hist)],
+                            [["attempts"] + [hist[s] for s in sorted(hist)]], note="1 = the first step"))
+    tables.append(training_table(adapters))
+    metrics: dict[str, Any] = {"accuracy": accuracy, "start": cfg.start, "unmeasured": cfg.unmeasured}
     metrics.update(sampled_accuracy=sampled_acc, rft_kept=len(kept), explored=len(rewards), pits=len(pits),
                    no_measured_pit=no_pit, step_pairs_found=len(found_pairs), step_pairs=len(step_pairs),
                    outcome_pairs=len(whole_pairs), rollout_tokens=tokens,
@@ -274,16 +261,8 @@ def report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs
                            ylabel="wrong attempts", kind="bar", xticks=[float(s) for s in sorted(hist)],
                            series=[Series(label="attempts", x=[float(s) for s in sorted(hist)],
                                           y=[float(hist[s]) for s in sorted(hist)])]))
-    return Report(title="self_explore", markdown="\n".join(lines), metrics=metrics, figures=figs)
-
-
-def _agent(room: Classroom, role: str) -> str:
-    return next(n for n, a in room.config.agents.items() if a.role == role)
-
-
-def _student_model(room: Classroom) -> str:
-    return room.config.agents[_agent(room, "student")].model
-
-
-def _explorer_model(room: Classroom) -> str:
-    return room.describe(_agent(room, "explorer"))
+    return Report(title=f"Self-Explore: {room.config.run.name}",
+                  lines=method(room, cfg) + ["", f"Student `{room.config.agents[room.name_of(Student)].model}`; "
+                                                 f"{len(train)} training problems (`{cfg.train}`), {len(test)} held-out "
+                                                 f"(`{cfg.eval}`)."],
+                  tables=tables, metrics=metrics, figures=figs)

@@ -16,9 +16,7 @@ from collections import Counter
 
 import msgspec
 
-from schoolroom.messages import Note, TrainRequest
-from schoolroom.protocols.classroom import Classroom, Figure, Report, Series, protocol
-from schoolroom.protocols.stats import fmt_acc, wilson
+from schoolroom.api import Acc, Classroom, Figure, Note, Report, Series, Table, Teacher, TrainRequest, accuracy, protocol
 from schoolroom.training.reflection import ANCHORS, POOLS
 from schoolroom.training.settings import LoraSettings, Settings
 
@@ -62,7 +60,7 @@ def tailored(room: Classroom, cfg: TailoredConfig) -> Report:
         rows.append(row(variant.name, 0, previous, previous, {}))
         adapter = None
         for r in room.rounds(variant.max_rounds or cfg.max_rounds):
-            spent = room.usage(teacher_name(room))
+            spent = room.usage(room.name_of(Teacher))
             attempts = room.student.solve(train)
             mistakes = room.verifier.mistakes(attempts, room.verifier.check(attempts, train))[: cfg.max_mistakes]
             rationales = room.teacher.tailor(mistakes, train, n=cfg.rationales_per_mistake,
@@ -71,7 +69,7 @@ def tailored(room: Classroom, cfg: TailoredConfig) -> Report:
             kept = [x for x, v in zip(rationales, verdicts) if v.correct]
             stats = {"train_mistakes": len(mistakes), "rationales": len(rationales), "kept": len(kept),
                      "dropped": dict(Counter(v.reason for v in verdicts if not v.correct)),
-                     "teacher": diff(room.usage(teacher_name(room)), spent)}
+                     "teacher": diff(room.usage(room.name_of(Teacher)), spent)}
             if not kept:
                 room.record(Note(kind="skipped", text=f"{variant.name} round {r}: no correct rationale to train on"))
                 rows.append(row(variant.name, r, previous, previous, stats | {"trained": False}))
@@ -92,69 +90,59 @@ def tailored(room: Classroom, cfg: TailoredConfig) -> Report:
     return report(room, cfg, len(train), len(test), rows)
 
 
-def teacher_name(room: Classroom) -> str:
-    return next(n for n, a in room.config.agents.items() if a.role == "teacher")
-
-
 def diff(after: dict, before: dict) -> dict:
     return {k: after[k] - before.get(k, 0) for k in after}
 
 
 def row(variant: str, r: int, before: list[bool], after: list[bool], stats: dict) -> dict:
     """One round's held-out outcome: accuracy, and problems fixed / newly broken since the last round."""
-    p, lo, hi = wilson(sum(after), len(after))
-    return {"variant": variant, "round": r, "correct": sum(after), "n": len(after), "accuracy": p, "ci": [lo, hi],
-            "fixed": sum(not a and b for a, b in zip(before, after)),
-            "introduced": sum(a and not b for a, b in zip(before, after))} | stats
+    return {"variant": variant, "round": r} | accuracy(after) | {
+        "fixed": sum(not a and b for a, b in zip(before, after)),
+        "introduced": sum(a and not b for a, b in zip(before, after))} | stats
 
 
 def report(room: Classroom, cfg: TailoredConfig, n_train: int, n_test: int, rows: list[dict]) -> Report:
-    t = teacher_name(room)
+    t = room.name_of(Teacher)
     anchor = ("the correct rationale, positive: another correct rationale of the question (the authors' code)"
               if cfg.anchor == "rationale" else "the question prompt, positive: the rationale (departure)")
-    lines = [f"# Tailored learning: {room.config.run.name}", "",
-             f"- self-reflection: anchor = {anchor}; negative: the student's wrong solution the rationale answers; "
-             f"read at {'the EOS token' if cfg.pool == 'last' else 'the mean over the rationale (departure)'}; "
-             f"margin {cfg.margin}" + (" (the authors' 1.0)" if cfg.margin == 1.0 else " (departure: the authors' is 1.0)"),
-             "- data per round: that round's verified tailored rationales only, continuing the previous round's "
-             "adapter; round 1 starts from the untrained student (no CoT-distillation stage), as the authors' README",
-             "- mistakes: the student's greedy answer, one per training problem (the authors sample 4 and keep the "
-             "distinct wrong ones); SFT loss on the rationale only (the authors also weight the prompt 0.1)", "",
-             f"Student `{room.config.agents[next(n for n, a in room.config.agents.items() if a.role == 'student')].model}`, "
-             f"teacher `{t}` ({room.describe(t)}, shown the {cfg.answer_key}); {n_train} training problems, {n_test} "
-             f"held out; {cfg.rationales_per_mistake} rationales per mistake; up to "
-             f"{cfg.max_rounds} rounds, stopping when the held-out gain is below {cfg.min_gain}.", "",
-             "## Held-out accuracy per round", "",
-             "Fixed / introduced: held-out problems that went wrong → right / right → wrong since the previous round.",
-             "", "| variant | λ | round | accuracy [95% CI] | fixed | introduced | train mistakes | rationales kept / "
-             "written | dropped (why) | teacher generations | teacher tokens in / out |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     weights = {v.name: v.reflection_weight for v in cfg.variants}
+    per_round = []
     for x in rows:
-        tu = x.get("teacher", {})
-        dropped = ", ".join(f"{k}: {v}" for k, v in x.get("dropped", {}).items()) or "—"
-        lines.append(f"| {x['variant']} | {weights[x['variant']]} | {x['round']} | {fmt_acc(x['correct'], x['n'])} | "
-                     f"{x['fixed'] if x['round'] else '—'} | {x['introduced'] if x['round'] else '—'} | "
-                     f"{x.get('train_mistakes', '—')} | "
-                     + (f"{x['kept']} / {x['rationales']}" if 'kept' in x else "—") + f" | {dropped} | "
-                     + (f"{tu.get('calls', 0):.0f} | {tu.get('prompt_tokens', 0):.0f} / {tu.get('completion_tokens', 0):.0f}"
-                        if tu else "— | —") + " |")
-    trained = [x for x in rows if x.get("trained")]
-    if trained:
-        lines += ["", "## Training", "", "| variant | round | examples | with a reflection triplet | steps | SFT loss | "
-                  "reflection term first → last | seconds |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for x in trained:
-            m = x["train"]
-            lines.append(f"| {x['variant']} | {x['round']} | {m['examples']:.0f} | "
-                         f"{m.get('with_triplet', m['with_negative']):.0f} | "
-                         f"{m['steps']:.0f} | {m['sft_loss']:.3f} | {m['first_reflection_term']:.3f} → "
-                         f"{m['last_reflection_term']:.3f} | {m['seconds']:.0f} |")
+        tu, kept = x.get("teacher"), "kept" in x
+        per_round.append([x["variant"], weights[x["variant"]], x["round"], Acc(x["correct"], x["n"]),
+                          x["fixed"] if x["round"] else None, x["introduced"] if x["round"] else None,
+                          x.get("train_mistakes"), f"{x['kept']} / {x['rationales']}" if kept else None,
+                          ", ".join(f"{k}: {v}" for k, v in x.get("dropped", {}).items()) or None,
+                          round(tu["calls"]) if tu else None,
+                          f"{tu['prompt_tokens']:.0f} / {tu['completion_tokens']:.0f}" if tu else None])
+    training = [[x["variant"], x["round"], round(m["examples"]), round(m.get("with_triplet", m["with_negative"])),
+                 round(m["steps"]), m["sft_loss"], f"{m['first_reflection_term']:.3f} → {m['last_reflection_term']:.3f}",
+                 round(m["seconds"])] for x in rows if x.get("trained") for m in [x["train"]]]
     series = []
     for v in cfg.variants:
         xs = [x for x in rows if x["variant"] == v.name]
         series.append(Series(label=f"{v.name} (λ={v.reflection_weight})", x=[float(x["round"]) for x in xs],
                              y=[x["accuracy"] for x in xs], low=[x["ci"][0] for x in xs], high=[x["ci"][1] for x in xs]))
-    fig = Figure(name="accuracy_per_round", title=f"Held-out accuracy per round ({n_test} problems)", xlabel="round",
-                 ylabel="accuracy", series=series,
-                 xticks=sorted({float(x["round"]) for x in rows}))
-    return Report(title="tailored", markdown="\n".join(lines), metrics={"rounds": rows}, figures=[fig])
+    return Report(
+        title=f"Tailored learning: {room.config.run.name}",
+        lines=[f"- self-reflection: anchor = {anchor}; negative: the student's wrong solution the rationale answers; "
+               f"read at {'the EOS token' if cfg.pool == 'last' else 'the mean over the rationale (departure)'}; "
+               f"margin {cfg.margin}" + (" (the authors' 1.0)" if cfg.margin == 1.0 else " (departure: the authors' is 1.0)"),
+               "- data per round: that round's verified tailored rationales only, continuing the previous round's "
+               "adapter; round 1 starts from the untrained student (no CoT-distillation stage), as the authors' README",
+               "- mistakes: the student's greedy answer, one per training problem (the authors sample 4 and keep the "
+               "distinct wrong ones); SFT loss on the rationale only (the authors also weight the prompt 0.1)", "",
+               f"Student `{room.config.agents[room.name_of('student')].model}`, teacher `{t}` ({room.describe(t)}, "
+               f"shown the {cfg.answer_key}); {n_train} training problems, {n_test} held out; "
+               f"{cfg.rationales_per_mistake} rationales per mistake; up to {cfg.max_rounds} rounds, stopping when the "
+               f"held-out gain is below {cfg.min_gain}."],
+        tables=[Table("Held-out accuracy per round", ["variant", "λ", "round", "accuracy [95% CI]", "fixed", "introduced",
+                                                      "train mistakes", "rationales kept / written", "dropped (why)",
+                                                      "teacher generations", "teacher tokens in / out"], per_round,
+                      note="Fixed / introduced: held-out problems that went wrong → right / right → wrong since the "
+                           "previous round.")]
+        + ([Table("Training", ["variant", "round", "examples", "with a reflection triplet", "steps", "SFT loss",
+                               "reflection term first → last", "seconds"], training)] if training else []),
+        figures=[Figure(name="accuracy_per_round", title=f"Held-out accuracy per round ({n_test} problems)",
+                        xlabel="round", ylabel="accuracy", series=series, xticks=sorted({float(x["round"]) for x in rows}))],
+        metrics={"rounds": rows})

@@ -1,0 +1,37 @@
+"""Everything a protocol author uses, from one module: ``from schoolroom.api import *`` or by name.
+
+A protocol file declares its settings, its function and (when it needs them) its own roles, message types,
+training kinds and engines; a config names the file (``[protocol] file = "hint.py"``) and runs it::
+
+    from schoolroom.api import Classroom, Report, protocol
+
+    class HintSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        problems: str = "eval"
+
+    @protocol("hint", HintSettings)
+    def hint(room: Classroom, cfg: HintSettings) -> Report: ...
+"""
+
+from schoolroom.agents.base import Agent, batched, effect, role
+from schoolroom.agents.engines import Completion, Engine, Params, Prompt
+from schoolroom.agents.engines.factory import engine
+from schoolroom.agents.explorer import Explorer
+from schoolroom.agents.student import Student
+from schoolroom.agents.teacher import Teacher
+from schoolroom.agents.trainer import Trainer, training_kind
+from schoolroom.agents.verifier import Verifier
+from schoolroom.messages import (Attempt, EvalReport, Guidance, Message, Mistake, Note, Plan, PreferencePair,
+                                 Problem, Rationale, StepRewards, TrainRequest, TrainResult, Verdict, message)
+from schoolroom.protocols.classroom import Classroom
+from schoolroom.protocols.registry import protocol
+from schoolroom.protocols.report import (Acc, Diff, Figure, Report, Series, Table, accuracy, compare, difference,
+                                        training_table)
+from schoolroom.protocols.stats import fmt, fmt_acc, fmt_diff, paired_difference, wilson
+
+__all__ = [
+    "Acc", "Agent", "Attempt", "Diff", "accuracy", "difference", "Classroom", "Completion", "Engine", "EvalReport", "Explorer", "Figure", "Guidance",
+    "Message", "Mistake", "Note", "Params", "Plan", "PreferencePair", "Problem", "Prompt", "Rationale", "Report",
+    "Series", "StepRewards", "Student", "Table", "Teacher", "TrainRequest", "TrainResult", "Trainer", "Verdict",
+    "Verifier", "batched", "compare", "effect", "engine", "fmt", "fmt_acc", "fmt_diff", "message",
+    "paired_difference", "protocol", "role", "training_kind", "training_table", "wilson",
+]

@@ -1,0 +1,60 @@
+"""Code from outside the package: a protocol's own file or module, and installed entry points.
+
+A plugin is named ``file:/abs/path/to/hint.py`` or ``module:mylab.protocols.hint``. Importing it runs
+its registrations (``@protocol``, ``@role``, ``@message``, ``@training_kind``, ``@engine``). The driver
+imports it before the run starts and every agent's process imports it before its agent is made, so a
+role, message type, training kind or engine declared in a protocol's file works on Ray actors too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+
+ENTRY_POINT_GROUP = "schoolroom.protocols"
+
+
+def module_name(path: Path) -> str:
+    """The module a file is imported as: the same in every process, different for two files of one name."""
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    return f"schoolroom_plugin_{path.stem}_{digest}"
+
+
+def load(spec: str) -> ModuleType:
+    """Import plugin ``spec`` (once per process)."""
+    kind, _, target = spec.partition(":")
+    if kind == "module":
+        return importlib.import_module(target)
+    if kind != "file":
+        raise ValueError(f"a plugin is file:PATH or module:NAME, not {spec!r}")
+    path = Path(target).resolve()
+    name = module_name(path)
+    if name in sys.modules:
+        return sys.modules[name]
+    if not path.is_file():
+        raise FileNotFoundError(f"no protocol file {path}")
+    loader = importlib.util.spec_from_file_location(name, path)
+    assert loader is not None and loader.loader is not None
+    module = importlib.util.module_from_spec(loader)
+    sys.modules[name] = module  # before running it: its classes pickle by this name (Ray ships messages)
+    try:
+        loader.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_all(specs: list[str] | tuple[str, ...]) -> None:
+    for spec in specs:
+        load(spec)
+
+
+def installed() -> dict[str, str]:
+    """Protocols installed packages offer through the ``schoolroom.protocols`` entry point: name -> module."""
+    return {ep.name: ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)}

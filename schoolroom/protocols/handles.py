@@ -1,0 +1,76 @@
+"""Handles to agents: ``room.student.solve(...)`` reads like a local call wherever the agent runs.
+
+A handle is found by name (``room.agent("gpt", Teacher)``, typed by the role class given) or by role
+(``room.student``, ``room.by_role(Critic)``): the one agent with that role, or of several the one named
+after the role.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from schoolroom.agents.base import ROLES, Agent
+
+if TYPE_CHECKING:
+    from schoolroom.protocols.classroom import Classroom
+
+A = TypeVar("A", bound=Agent)
+
+# agent settings that leave its answers unchanged (where it runs and how fast): not part of call keys
+PLUMBING = {"resources", "threads", "batch_size", "gpu_memory_utilization", "api_key_env", "timeout_s",
+            "max_retries", "backoff_s", "max_backoff_s", "concurrency"}
+
+
+class AgentHandle:
+    """Calls the agent's methods wherever it runs; every call goes through the room's call path."""
+
+    def __init__(self, room: Classroom, name: str, role: str, host):
+        self._room, self.name, self.role, self.host = room, name, role, host
+        self.state: Any = None  # the last effect call on this agent (method and arguments), part of call keys
+        # what the agent's answers depend on besides the arguments: its config but for where it runs and how
+        # fast (a changed model, sampling setting or endpoint is asked again)
+        self.settings = {k: v for k, v in msgspec.to_builtins(room.config.agents[name]).items() if k not in PLUMBING}
+
+    @property
+    def cls(self) -> type[Agent]:
+        return ROLES[self.role]
+
+    def __getattr__(self, method: str):
+        if method.startswith("_") or not callable(getattr(self.cls, method, None)):
+            raise AttributeError(f"agent {self.name} ({self.role}) has no method {method!r}")
+
+        def call(*args, **kwargs):
+            return self._room._call(self, method, args, kwargs)
+
+        call.__name__ = method
+        return call
+
+    def node_id(self) -> str:
+        return self.host.node_id()
+
+
+def role_name(role: str | type[Agent]) -> str:
+    return role if isinstance(role, str) else role.role
+
+
+def find(agents: dict[str, AgentHandle], role: str | type[Agent]) -> AgentHandle:
+    """The one agent with ``role`` (a name or a role class); of several, the one named after the role."""
+    name = role_name(role)
+    found = [h for h in agents.values() if h.role == name]
+    if len(found) > 1 and name in agents and agents[name].role == name:
+        return agents[name]
+    if not found:
+        raise KeyError(f"the config has no agent with role {name}: add one under [agents]")
+    if len(found) > 1:
+        raise KeyError(f"the config has {len(found)} agents with role {name} and none named {name}; "
+                       "use room.agent(name)")
+    return found[0]
+
+
+def typed(handle: AgentHandle, cls: type[A] | None) -> Any:
+    """The handle, checked to be an agent of ``cls`` (a role class or a subclass of it)."""
+    if cls is not None and not issubclass(handle.cls, cls):
+        raise TypeError(f"agent {handle.name} is a {handle.role} ({handle.cls.__name__}), not a {cls.__name__}")
+    return handle

@@ -1,0 +1,157 @@
+"""Which protocols exist and where each comes from.
+
+A protocol is a function ``(room, cfg) -> Report`` declared with ``@protocol(name, Settings)``. Built-in ones
+live in this package; a config's ``[protocol]`` may also name ``file = "my_protocol.py"`` (relative to the
+config) or ``module = "mylab.protocols.hint"``, and installed packages offer protocols through the
+``schoolroom.protocols`` entry point. The resolved config of a run records the file (as an absolute path)
+or the module, so ``resume`` and ``replay`` of the run find the protocol again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from schoolroom import config as configlib
+from schoolroom import plugins as pluginlib
+from schoolroom.agents.base import ROLES
+from schoolroom.agents.engines.factory import ENGINES
+
+BUILTIN = ("best_of_n", "enriched", "first_step", "reinforce", "self_explore", "tailored")
+
+
+class Protocol(msgspec.Struct, frozen=True):
+    name: str
+    fn: Callable[..., Any]
+    settings: type
+    check: Callable[[configlib.Config, Any], None] | None
+    module: str
+
+
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def protocol(name: str, settings: type, check: Callable[[configlib.Config, Any], None] | None = None):
+    """Declare ``fn(room, cfg) -> Report`` as protocol ``name``; ``settings`` is the Struct its ``[protocol]``
+    table decodes into; ``check(config, cfg)`` raises ValueError for settings that disagree with the agents
+    (run before anything starts)."""
+
+    def register(fn):
+        PROTOCOLS[name] = Protocol(name, fn, settings, check, fn.__module__)
+        return fn
+
+    return register
+
+
+def load_builtin() -> None:
+    for name in BUILTIN:
+        importlib.import_module(f"schoolroom.protocols.{name}")
+
+
+class Source(msgspec.Struct, frozen=True):
+    """Where a config's protocol comes from: ``plugins`` to import (here and in every agent's process) and the
+    keys that say so in the resolved config."""
+
+    plugins: tuple[str, ...] = ()
+    keys: dict[str, str] = {}
+
+
+def locate(section: dict[str, Any], config_path: str) -> Source:
+    """Import what ``[protocol]`` points at (``file``, ``module``, or an installed entry point of its name)."""
+    file, module, name = section.get("file"), section.get("module"), section.get("name")
+    if file is not None and module is not None:
+        raise configlib.ConfigError(f"{config_path}: give the protocol's file or its module, not both - at "
+                                    "`$.protocol`")
+    if file is not None:
+        base = Path(config_path).parent if config_path and not config_path.startswith("<") else Path.cwd()
+        path = (base / str(file)).resolve()
+        if not path.is_file():
+            raise configlib.ConfigError(f"{config_path}: no protocol file {path} - at `$.protocol.file`")
+        return _import(Source((f"file:{path}",), {"file": str(path)}), config_path, "file")
+    if module is not None:
+        return _import(Source((f"module:{module}",), {"module": str(module)}), config_path, "module")
+    load_builtin()
+    if name not in PROTOCOLS and name in (found := pluginlib.installed()):
+        return _import(Source((f"module:{found[name]}",), {"module": found[name]}), config_path, "name")
+    return Source()
+
+
+def _import(source: Source, config_path: str, key: str) -> Source:
+    try:
+        pluginlib.load_all(source.plugins)
+    except ImportError as e:
+        raise configlib.ConfigError(f"{config_path}: cannot import the protocol: {e} - at `$.protocol.{key}`") \
+            from None
+    return source
+
+
+def resolve(cfg: configlib.Config, source_path: str) -> tuple[Protocol, Any, Source]:
+    """(protocol, its decoded settings, where it came from) for a config, with every check made before
+    anything starts: the protocol exists, its settings decode, the agents' roles and engines are known."""
+    raw = dict(cfg.protocol)
+    where = locate(raw, source_path)
+    name = raw.pop("name", None)
+    for k in ("file", "module"):
+        raw.pop(k, None)
+    if name not in PROTOCOLS:
+        raise configlib.ConfigError(f"{source_path}: unknown protocol {name!r} - at `$.protocol.name`; "
+                                    f"known: {', '.join(sorted(PROTOCOLS))}")
+    p = PROTOCOLS[name]
+    settings = configlib.decode_section(raw, p.settings, "protocol", source_path)
+    check_agents(cfg, source_path)
+    if p.check is not None:
+        try:
+            p.check(cfg, settings)
+        except ValueError as e:
+            raise configlib.ConfigError(f"{source_path}: {e}") from None
+    return p, settings, where
+
+
+def check_agents(cfg: configlib.Config, source_path: str) -> None:
+    for name, agent in cfg.agents.items():
+        if agent.role not in ROLES:
+            raise configlib.ConfigError(f"{source_path}: unknown role {agent.role!r} - at `$.agents.{name}.role`; "
+                                        f"known: {', '.join(ROLES)}")
+        if agent.engine not in ENGINES:
+            raise configlib.ConfigError(f"{source_path}: unknown engine {agent.engine!r} - at "
+                                        f"`$.agents.{name}.engine`; known: {', '.join(ENGINES)}")
+
+
+def settings_table(settings: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(setting, type, default) for each field of a protocol's settings Struct, nested tables flattened
+    (``sft.learning_rate``); required ones say so."""
+    rows = []
+    for f in msgspec.structs.fields(settings):
+        default = f.default if f.default is not msgspec.NODEFAULT else (
+            f.default_factory() if f.default_factory is not msgspec.NODEFAULT else msgspec.NODEFAULT)
+        if isinstance(default, msgspec.Struct):
+            rows += settings_table(type(default), f"{prefix}{f.name}.")
+            continue
+        shown = "(required)" if default is msgspec.NODEFAULT else msgspec.json.encode(default).decode()
+        rows.append((prefix + f.name, type_name(f.type), shown))
+    return rows
+
+
+def type_name(t: Any) -> str:
+    if isinstance(t, type) and not getattr(t, "__args__", None):
+        return t.__name__
+    return re.sub(r"\b[\w.]+\.(\w+)", r"\1", str(t).replace("typing.", ""))
+
+
+def available() -> list[Protocol | tuple[str, str]]:
+    """Every protocol this process can run: built-in and imported ones, then installed entry points (name,
+    module) that fail to import are listed as such."""
+    load_builtin()
+    broken = []
+    for name, module in pluginlib.installed().items():
+        if name not in PROTOCOLS:
+            try:
+                pluginlib.load(f"module:{module}")
+            except Exception as e:  # a broken plugin must not hide the others
+                broken.append((name, f"{module}: {type(e).__name__}: {e}"))
+    return [PROTOCOLS[k] for k in sorted(PROTOCOLS)] + broken
