@@ -16,10 +16,12 @@ from schoolroom.agents.base import Agent, batched, effect, role
 from schoolroom.agents.engines import Completion, Engine, Params, Prompt
 from schoolroom.agents.engines.factory import engine
 from schoolroom.agents.explorer import Explorer
-from schoolroom.agents.student import Student
+from schoolroom.agents.student import Student, solve_prompt
 from schoolroom.agents.teacher import Teacher
 from schoolroom.agents.trainer import Trainer, training_kind
-from schoolroom.agents.verifier import Verifier
+from schoolroom.agents.verifier import Verifier, scorer
+from schoolroom.environment import answers_match, extract_answer, split_steps, to_number
+from schoolroom.environment.prompts import chat
 from schoolroom.messages import (Attempt, EvalReport, Guidance, Message, Mistake, Note, Plan, PreferencePair,
                                  Problem, Rationale, StepRewards, TrainRequest, TrainResult, Verdict, message)
 from schoolroom.protocols.classroom import Classroom
@@ -33,5 +35,7 @@ __all__ = [
     "Message", "Mistake", "Note", "Params", "Plan", "PreferencePair", "Problem", "Prompt", "Rationale", "Report",
     "Series", "StepRewards", "Student", "Table", "Teacher", "TrainRequest", "TrainResult", "Trainer", "Verdict",
     "Verifier", "batched", "compare", "effect", "engine", "fmt", "fmt_acc", "fmt_diff", "message",
-    "paired_difference", "protocol", "role", "training_kind", "training_table", "wilson",
+    "paired_difference", "protocol", "role", "scorer", "training_kind", "training_table", "wilson",
+    # for a role's methods: prompts and answers
+    "answers_match", "chat", "extract_answer", "solve_prompt", "split_steps", "to_number",
 ]

@@ -14,10 +14,35 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Union
 
 import msgspec
 
-from schoolroom.messages import SCHEMA_VERSION, Header, Message, decode, encode
+from schoolroom.messages import MESSAGES, SCHEMA_VERSION, Header, Message, Unknown, encode
+
+_decoders: dict[tuple, msgspec.json.Decoder] = {}
+
+
+def _decoder() -> msgspec.json.Decoder:
+    types = (Header, Unknown, *MESSAGES.values())
+    if types not in _decoders:
+        _decoders.clear()
+        _decoders[types] = msgspec.json.Decoder(Union[types])  # type: ignore[valid-type]
+    return _decoders[types]
+
+
+def decode(data: bytes | str) -> Message | Header:
+    """Decode one JSON record into its typed Struct; a type nobody declared comes back as :class:`Unknown`.
+    Raises ``msgspec.ValidationError``/``DecodeError`` for a record that is not valid."""
+    try:
+        return _decoder().decode(data)
+    except msgspec.ValidationError:
+        raw = msgspec.json.decode(data)
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str) or raw["type"] in MESSAGES \
+                or raw["type"] in ("header", "unknown"):
+            raise
+        envelope = {f: raw.pop(f) for f in Message.__struct_fields__ if f in raw}
+        return msgspec.convert(envelope | {"record_type": raw.pop("type"), "data": raw}, Unknown)
 
 
 class LogError(ValueError):

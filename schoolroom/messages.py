@@ -2,22 +2,19 @@
 
 Every message is a frozen, tagged ``msgspec.Struct``. The common envelope (id, run id,
 round, sender, recipient, time, parents) comes from :class:`Message`; ``parents`` holds the
-ids of the messages this one answers, so a log is a causal graph. ``decode``/``encode``
-handle the whole union; the log writes one message per JSON line.
+ids of the messages this one answers, so a log is a causal graph. ``@message`` declares a type
+(the built-in ones here, a protocol's own in its file); the log writes one message per JSON line
+and decodes every declared type (``log.decode``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import time
-import uuid
-from collections.abc import Callable
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any, TypeVar, Union
 
 import msgspec
+
+from schoolroom.ids import new_id, sequential_ids  # noqa: F401  (sequential_ids: re-exported for protocols)
 
 SCHEMA_VERSION = 1
 
@@ -25,33 +22,6 @@ Scalar = Union[int, float, str, bool, None]
 
 
 M = TypeVar("M", bound="Message")
-
-
-_ids: ContextVar[Callable[[], str] | None] = ContextVar("schoolroom_ids", default=None)
-
-
-def new_id() -> str:
-    """A random id; inside ``sequential_ids(seed)``, the next of a sequence that the seed fixes."""
-    source = _ids.get()
-    return source() if source is not None else uuid.uuid4().hex[:16]
-
-
-@contextmanager
-def sequential_ids(seed: str | None):
-    """Ids made in this context follow a fixed sequence for ``seed`` (None: random ids).
-
-    The classroom runs protocol code under ``sequential_ids(run_id)``: a resumed run that makes the
-    same messages in the same order gives them the same ids, so calls that take them are recognised.
-    """
-    if seed is None:
-        token = _ids.set(None)
-    else:
-        counter = itertools.count()
-        token = _ids.set(lambda: hashlib.sha256(f"{seed}:{next(counter)}".encode()).hexdigest()[:16])
-    try:
-        yield
-    finally:
-        _ids.reset(token)
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -310,33 +280,10 @@ for _cls in BUILTIN_TYPES:
 MESSAGE_TYPES = BUILTIN_TYPES  # the built-in vocabulary
 
 _encoder = msgspec.json.Encoder()
-_decoders: dict[tuple, msgspec.json.Decoder] = {}
-
-
-def _decoder() -> msgspec.json.Decoder:
-    types = (Header, Unknown, *MESSAGES.values())
-    if types not in _decoders:
-        _decoders.clear()
-        _decoders[types] = msgspec.json.Decoder(Union[types])  # type: ignore[valid-type]
-    return _decoders[types]
 
 
 def encode(msg: Message | Header) -> bytes:
     return _encoder.encode(msg)
-
-
-def decode(data: bytes | str) -> Message | Header:
-    """Decode one JSON record into its typed Struct; a type nobody declared comes back as :class:`Unknown`.
-    Raises ``msgspec.ValidationError``/``DecodeError`` for a record that is not valid."""
-    try:
-        return _decoder().decode(data)
-    except msgspec.ValidationError:
-        raw = msgspec.json.decode(data)
-        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str) or raw["type"] in MESSAGES \
-                or raw["type"] in ("header", "unknown"):
-            raise
-        envelope = {f: raw.pop(f) for f in Message.__struct_fields__ if f in raw}
-        return msgspec.convert(envelope | {"record_type": raw.pop("type"), "data": raw}, Unknown)
 
 
 def to_builtins(msg: Message) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -25,8 +24,9 @@ def module_name(path: Path) -> str:
     return f"schoolroom_plugin_{path.stem}_{digest}"
 
 
-def load(spec: str) -> ModuleType:
-    """Import plugin ``spec`` (once per process)."""
+def load(spec: str, source: str | None = None) -> ModuleType:
+    """Import plugin ``spec`` (once per process); a file plugin runs ``source`` when given (the file's text, shipped
+    to an actor on a node that may not see the driver's files), else the file."""
     kind, _, target = spec.partition(":")
     if kind == "module":
         return importlib.import_module(target)
@@ -36,23 +36,30 @@ def load(spec: str) -> ModuleType:
     name = module_name(path)
     if name in sys.modules:
         return sys.modules[name]
-    if not path.is_file():
-        raise FileNotFoundError(f"no protocol file {path}")
-    loader = importlib.util.spec_from_file_location(name, path)
-    assert loader is not None and loader.loader is not None
-    module = importlib.util.module_from_spec(loader)
+    if source is None:
+        if not path.is_file():
+            raise FileNotFoundError(f"no protocol file {path}")
+        source = path.read_text(encoding="utf-8")
+    module = ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module  # before running it: its classes pickle by this name (Ray ships messages)
     try:
-        loader.loader.exec_module(module)
+        exec(compile(source, str(path), "exec"), module.__dict__)
     except BaseException:
         del sys.modules[name]
         raise
     return module
 
 
-def load_all(specs: list[str] | tuple[str, ...]) -> None:
-    for spec in specs:
-        load(spec)
+def bundle(specs: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
+    """Each plugin with the text of its file (None for a module): what an agent's process needs to load it."""
+    return tuple((s, Path(s[5:]).read_text(encoding="utf-8") if s.startswith("file:") else None) for s in specs)
+
+
+def load_all(plugins: tuple[str | tuple[str, str | None], ...]) -> None:
+    """Load each plugin, given as a spec or as (spec, file text) from :func:`bundle`."""
+    for p in plugins:
+        load(*((p, None) if isinstance(p, str) else p))
 
 
 def installed() -> dict[str, str]:

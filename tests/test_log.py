@@ -94,14 +94,24 @@ def test_garbled_middle_line_names_file_and_line_and_keeps_earlier_messages(tmp_
     assert got == msgs[:4]
 
 
-def test_unknown_tag_and_wrong_field_type_are_named(tmp_path):
+def test_an_undeclared_type_is_kept_raw_and_a_wrong_field_type_is_named(tmp_path):
     path = tmp_path / "messages.jsonl"
     with log.Writer(path) as w:
         w.write(one_of_each()[:2])
     with open(path, "ab") as f:
-        f.write(b'{"type": "telepathy", "problem_id": "p1"}\n')
-    with pytest.raises(log.LogError, match=r":4: invalid message: .*telepathy"):
-        log.read_all(path)
+        f.write(b'{"type": "telepathy", "id": "t1", "round": 2, "time": 5.0, "problem_id": "p1"}\n')
+    kept = log.read_all(path)[-1]
+    assert isinstance(kept, m.Unknown) and (kept.record_type, kept.id, kept.round) == ("telepathy", "t1", 2)
+    assert kept.data == {"problem_id": "p1"}
+
+    @m.message
+    class Telepathy(m.Message, frozen=True, kw_only=True, tag="telepathy"):
+        problem_id: str
+
+    try:  # declared, the same line reads typed
+        assert log.read_all(path)[-1] == Telepathy(id="t1", round=2, problem_id="p1", time=5.0)
+    finally:
+        del m.MESSAGES["telepathy"]
     path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:3]) +
                      b'{"type": "verdict", "problem_id": "p1", "attempt_id": "a", "correct": "maybe"}\n')
     with pytest.raises(log.LogError, match=r":4: invalid message: Expected `bool`.*correct"):

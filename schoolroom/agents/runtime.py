@@ -25,7 +25,7 @@ class Host:
     """Holds one agent and runs its methods; returns each result with the side messages it recorded."""
 
     def __init__(self, name: str, config: AgentConfig, secrets: dict[str, str] | None = None, workdir: str = ".",
-                 plugins: tuple[str, ...] = ()):
+                 plugins: tuple = ()):
         os.environ.update(secrets or {})  # an API key travels as an argument, never in a runtime_env Ray may log
         if config.threads:  # else Ray's default: OMP_NUM_THREADS = the actor's num_cpus
             import torch
@@ -76,7 +76,7 @@ class AgentTimeout(TimeoutError):
 class RayHost:
     """The agent as a Ray actor holding the CPUs, GPUs and custom resources its config asks for."""
 
-    def __init__(self, name: str, config: AgentConfig, workdir: str = ".", plugins: tuple[str, ...] = ()):
+    def __init__(self, name: str, config: AgentConfig, workdir: str = ".", plugins: tuple = ()):
         import ray
 
         r = config.resources
@@ -137,4 +137,4 @@ def spawn(name: str, config: AgentConfig, rt: RuntimeConfig, workdir: str = ".",
     if rt.address == "inline":
         return InlineHost(name, config, workdir, plugins)
     start_ray(rt)
-    return RayHost(name, config, workdir, plugins)
+    return RayHost(name, config, workdir, pluginlib.bundle(plugins))  # the file's text: nodes need not share disks

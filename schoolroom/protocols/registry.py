@@ -42,6 +42,9 @@ def protocol(name: str, settings: type, check: Callable[[configlib.Config, Any],
     (run before anything starts)."""
 
     def register(fn):
+        old = PROTOCOLS.get(name)
+        if old is not None and old.module != fn.__module__:
+            raise ValueError(f"protocol name {name!r} is taken by {old.module}: give yours another name")
         PROTOCOLS[name] = Protocol(name, fn, settings, check, fn.__module__)
         return fn
 
@@ -64,6 +67,7 @@ class Source(msgspec.Struct, frozen=True):
 def locate(section: dict[str, Any], config_path: str) -> Source:
     """Import what ``[protocol]`` points at (``file``, ``module``, or an installed entry point of its name)."""
     file, module, name = section.get("file"), section.get("module"), section.get("name")
+    load_builtin()  # first: a file's protocol named like a built-in one is refused, not silently preferred
     if file is not None and module is not None:
         raise configlib.ConfigError(f"{config_path}: give the protocol's file or its module, not both - at "
                                     "`$.protocol`")
@@ -75,7 +79,6 @@ def locate(section: dict[str, Any], config_path: str) -> Source:
         return _import(Source((f"file:{path}",), {"file": str(path)}), config_path, "file")
     if module is not None:
         return _import(Source((f"module:{module}",), {"module": str(module)}), config_path, "module")
-    load_builtin()
     if name not in PROTOCOLS and name in (found := pluginlib.installed()):
         return _import(Source((f"module:{found[name]}",), {"module": found[name]}), config_path, "name")
     return Source()
@@ -84,9 +87,9 @@ def locate(section: dict[str, Any], config_path: str) -> Source:
 def _import(source: Source, config_path: str, key: str) -> Source:
     try:
         pluginlib.load_all(source.plugins)
-    except ImportError as e:
-        raise configlib.ConfigError(f"{config_path}: cannot import the protocol: {e} - at `$.protocol.{key}`") \
-            from None
+    except Exception as e:  # the user's file: its error in one line, naming where the config points
+        raise configlib.ConfigError(f"{config_path}: cannot import the protocol: {type(e).__name__}: {e} - at "
+                                    f"`$.protocol.{key}`") from e
     return source
 
 

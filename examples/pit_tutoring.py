@@ -1,0 +1,90 @@
+"""Pit tutoring: step in where the student first goes wrong, or at the start? (first-step paper's open question)
+
+The student solves; on each wrong attempt its first pit is located (the first step whose result is not one of
+the gold solution's numbers, or the Explorer's rollouts); a tutor writes one step for each wrong problem: the
+step at the pit after the student's own steps before it (at_pit), or the first step of the solution (first_step,
+the first-step paper's guidance at k = 1). The student retries from each. One tutor step per problem in both
+arms under the same token cap: equal teacher tokens up to the length of a step (the report gives both).
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from schoolroom.api import (Attempt, Classroom, Guidance, Problem, Report, StepRewards, Table, Teacher, batched,
+                            compare, message, protocol, role, solve_prompt, to_number)
+
+
+@message
+class TutorStep(Guidance, frozen=True, kw_only=True, tag="tutor_step"):
+    """Guidance of the student's own steps before the pit and the tutor's step; ``tokens``: what the step cost."""
+
+    tokens: int = 0
+
+
+@role("tutor")
+class Tutor(Teacher):
+    @batched("problems", "prefixes")
+    def next_step(self, problems: list[Problem], prefixes: list[list[str]], max_tokens: int = 48) -> list[TutorStep]:
+        """The next step of each solution after ``prefixes[i]`` (the student's steps; [] for the first step)."""
+        prompts = [solve_prompt(p, "".join(s + "\n" for s in pre), self.config.system_prompt)
+                   for p, pre in zip(problems, prefixes)]
+        outs = self.generate(prompts, self.params(n=1, max_tokens=max_tokens, stop=("\n",)))
+        return [TutorStep(problem_id=p.problem_id, kind="pit", k=len(pre) + 1, steps=(*pre, c.text.strip()),
+                          teacher=self.name, tokens=c.completion_tokens, sender=self.name, parents=(p.id,))
+                for p, pre, (c,) in zip(problems, prefixes, outs)]
+
+
+class PitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    problems: str = "eval"
+    tutor: str = "tutor"
+    locate: str = "gold"  # gold: first step whose result is not a gold number | explorer: first pit by rollouts
+    step_tokens: int = 48  # the cap on a tutor step, the same in both arms
+    seed: int = 0
+
+
+def numbers(text: str) -> list:
+    return [to_number(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text.replace(",", ""))]
+
+
+def gold_pit(problem: Problem, attempt: Attempt) -> int:
+    """Index of the first step whose last number is neither a gold step's result nor in the question."""
+    known = {n for s in problem.gold_steps for n in numbers(s)[-1:]} | set(numbers(problem.question))
+    return next((i for i, s in enumerate(attempt.steps) if numbers(s)[-1:] and numbers(s)[-1] not in known),
+                max(0, len(attempt.steps) - 1))
+
+
+@protocol("pit_tutoring", PitSettings)
+def pit_tutoring(room: Classroom, cfg: PitSettings) -> Report:
+    problems = room.problems(cfg.problems)
+    attempts = room.student.solve(problems)
+    verdicts = room.verifier.check(attempts, problems)
+    wrong = [(p, a) for p, a, v in zip(problems, attempts, verdicts) if not v.correct]
+    todo = [p for p, _ in wrong]
+    if cfg.locate == "explorer":
+        rewards = [m for m in room.explorer.explore([a for _, a in wrong], todo) if isinstance(m, StepRewards)]
+        pits = [r.first_pit if r.first_pit is not None else gold_pit(p, a) for r, (p, a) in zip(rewards, wrong)]
+    else:
+        pits = [gold_pit(p, a) for p, a in wrong]
+    tutor = room.agent(cfg.tutor, Tutor)
+    results, tokens = {}, {}
+    for arm in ("first_step", "at_pit"):
+        prefixes = [[] if arm == "first_step" else list(a.steps[:pit]) for (_, a), pit in zip(wrong, pits)]
+        steps = tutor.next_step(todo, prefixes, max_tokens=cfg.step_tokens)
+        results[arm] = [v.correct for v in room.verifier.check(room.student.solve(todo, steps), todo)]
+        tokens[arm] = sum(s.tokens for s in steps)
+    table, metrics, fig = compare(results, "first_step", seed=cfg.seed, header="the tutor's step",
+                                  title=f"Retried accuracy on the {len(wrong)} problems first answered wrong")
+    spread = [sum(p == i for p in pits) for i in range(max(pits, default=-1) + 1)]
+    return Report(
+        title=f"Pit tutoring: {room.config.run.name}",
+        lines=[f"{len(problems)} problems; the student answered {len(problems) - len(wrong)} right and "
+               f"{len(wrong)} wrong at first. Pits located by {cfg.locate}; tutor `{cfg.tutor}` "
+               f"({room.describe(cfg.tutor)}), one step of at most {cfg.step_tokens} tokens per problem in each arm."],
+        tables=[table, Table("Teacher tokens per arm", ["arm", "tutor completion tokens"], list(tokens.items())),
+                Table("Where the pits were", ["first pit at step"] + [str(i + 1) for i in range(len(spread))],
+                      [["attempts"] + spread])],
+        figures=[fig], metrics={"accuracy": metrics, "tutor_tokens": tokens, "pits": pits,
+                                "first_try": {"correct": len(problems) - len(wrong), "n": len(problems)}})
