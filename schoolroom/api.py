@@ -22,16 +22,42 @@ from schoolroom.agents.trainer import Trainer, training_kind
 from schoolroom.agents.verifier import Verifier, scorer
 from schoolroom.environment import answers_match, extract_answer, split_steps, to_number
 from schoolroom.environment.prompts import chat
-from schoolroom.messages import (Attempt, EvalReport, Guidance, Message, Mistake, Note, Plan, PreferencePair,
-                                 Problem, Rationale, StepRewards, TrainRequest, TrainResult, Verdict, message)
+from schoolroom.messages import (
+                                 Attempt,
+                                 EvalReport,
+                                 Guidance,
+                                 Message,
+                                 Mistake,
+                                 Note,
+                                 Plan,
+                                 PreferencePair,
+                                 Problem,
+                                 Rationale,
+                                 StepRewards,
+                                 TrainRequest,
+                                 TrainResult,
+                                 Verdict,
+                                 message,
+)
 from schoolroom.protocols.classroom import Classroom
 from schoolroom.protocols.registry import protocol
-from schoolroom.protocols.report import (Acc, Diff, Figure, Report, Series, Table, accuracy, compare, difference,
-                                        training_table)
+from schoolroom.protocols.report import (
+                                 Acc,
+                                 Diff,
+                                 Figure,
+                                 Report,
+                                 Series,
+                                 Table,
+                                 accuracy,
+                                 compare,
+                                 difference,
+                                 training_table,
+)
 from schoolroom.protocols.stats import fmt, fmt_acc, fmt_diff, paired_difference, wilson
+from schoolroom.training.settings import DPOSettings, LoraSettings, Settings
 
 __all__ = [
-    "Acc", "Agent", "Attempt", "Diff", "accuracy", "difference", "Classroom", "Completion", "Engine", "EvalReport", "Explorer", "Figure", "Guidance",
+    "Acc", "Agent", "DPOSettings", "LoraSettings", "Settings", "Attempt", "Diff", "accuracy", "difference", "Classroom", "Completion", "Engine", "EvalReport", "Explorer", "Figure", "Guidance",
     "Message", "Mistake", "Note", "Params", "Plan", "PreferencePair", "Problem", "Prompt", "Rationale", "Report",
     "Series", "StepRewards", "Student", "Table", "Teacher", "TrainRequest", "TrainResult", "Trainer", "Verdict",
     "Verifier", "batched", "compare", "effect", "engine", "fmt", "fmt_acc", "fmt_diff", "message",

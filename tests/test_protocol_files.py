@@ -131,6 +131,11 @@ def test_config_errors_name_the_protocol_file_and_unknown_roles(lab):
     raw["agents"]["critic"]["role"] = "critik"
     with pytest.raises(configlib.ConfigError, match=r"unknown role 'critik' - at `\$.agents.critic.role`"):
         runner.protocol_of(configlib.decode(raw), str(lab / "x.toml"))
+    (lab / "broken.py").write_text("from schoolroom.api import protocol\ndef oops(:\n")
+    raw = critique_config()
+    raw["protocol"]["file"] = "broken.py"
+    with pytest.raises(configlib.ConfigError, match=r"cannot import the protocol: SyntaxError.* - at `\$.protocol.file`"):
+        runner.protocol_of(configlib.decode(raw), str(lab / "x.toml"))
     raw = critique_config()
     raw["protocol"]["roundz"] = 2
     with pytest.raises(configlib.ConfigError, match=r"roundz"):

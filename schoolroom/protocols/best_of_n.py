@@ -13,9 +13,25 @@ from typing import Any
 
 import msgspec
 
+from schoolroom.api import (
+    Attempt,
+    Classroom,
+    Figure,
+    Report,
+    Series,
+    StepRewards,
+    Student,
+    Table,
+    compare,
+    protocol,
+)
 from schoolroom.environment import to_number
-from schoolroom.api import Attempt, Classroom, Figure, Report, Series, StepRewards, Student, Table, compare, protocol
-from schoolroom.protocols.reward_models import RewardModelSettings, departures, reward_models, start_policy
+from schoolroom.protocols.reward_models import (
+    RewardModelSettings,
+    departures,
+    reward_models,
+    start_policy,
+)
 from schoolroom.protocols.stats import auc, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate
 

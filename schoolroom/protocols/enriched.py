@@ -16,8 +16,19 @@ from typing import Any
 
 import msgspec
 
+from schoolroom.api import (
+    Classroom,
+    Plan,
+    Problem,
+    Rationale,
+    Report,
+    Table,
+    Teacher,
+    TrainRequest,
+    compare,
+    protocol,
+)
 from schoolroom.environment import solution_text
-from schoolroom.api import Classroom, Plan, Problem, Rationale, Report, Table, Teacher, TrainRequest, compare, protocol
 from schoolroom.training.settings import LoraSettings, Settings
 
 VARIANTS = ("human", "erp", "ers", "erp+ers")

@@ -16,7 +16,19 @@ from collections import Counter
 
 import msgspec
 
-from schoolroom.api import Acc, Classroom, Figure, Note, Report, Series, Table, Teacher, TrainRequest, accuracy, protocol
+from schoolroom.api import (
+    Acc,
+    Classroom,
+    Figure,
+    Note,
+    Report,
+    Series,
+    Table,
+    Teacher,
+    TrainRequest,
+    accuracy,
+    protocol,
+)
 from schoolroom.training.reflection import ANCHORS, POOLS
 from schoolroom.training.settings import LoraSettings, Settings
 

@@ -6,8 +6,20 @@ from __future__ import annotations
 
 import msgspec
 
-from schoolroom.api import (Acc, Agent, Attempt, Classroom, Guidance, Message, Report, Table, Verdict, message,
-                            protocol, role)
+from schoolroom.api import (
+    Acc,
+    Agent,
+    Attempt,
+    Classroom,
+    Guidance,
+    Message,
+    Report,
+    Table,
+    Verdict,
+    message,
+    protocol,
+    role,
+)
 
 
 @message
