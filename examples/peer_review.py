@@ -5,23 +5,8 @@ from __future__ import annotations
 
 import msgspec
 
-from schoolroom.api import (
-    Acc,
-    Attempt,
-    Classroom,
-    Problem,
-    Prompt,
-    Report,
-    Student,
-    Table,
-    batched,
-    chat,
-    compare,
-    extract_answer,
-    protocol,
-    role,
-    split_steps,
-)
+from schoolroom.api import (Acc, Attempt, Classroom, Problem, Prompt, Report, Student, Table, batched, chat, compare,
+                            extract_answer, protocol, role, split_steps)
 
 REVIEW = ("{question}\n\nYour solution:\n{own}\n\nA classmate's solution:\n{other}\n\nCheck both step by step. "
           "Then write the correct solution, one step per line, and end with the line '#### <answer>'.")

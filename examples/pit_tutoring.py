@@ -13,23 +13,8 @@ import re
 
 import msgspec
 
-from schoolroom.api import (
-    Attempt,
-    Classroom,
-    Guidance,
-    Problem,
-    Report,
-    StepRewards,
-    Table,
-    Teacher,
-    batched,
-    compare,
-    message,
-    protocol,
-    role,
-    solve_prompt,
-    to_number,
-)
+from schoolroom.api import (Attempt, Classroom, Guidance, Problem, Report, StepRewards, Table, Teacher, batched,
+                            compare, message, protocol, role, solve_prompt, to_number)
 
 
 @message

@@ -22,46 +22,25 @@ from schoolroom.agents.trainer import Trainer, training_kind
 from schoolroom.agents.verifier import Verifier, scorer
 from schoolroom.environment import answers_match, extract_answer, split_steps, to_number
 from schoolroom.environment.prompts import chat
-from schoolroom.messages import (
-                                 Attempt,
-                                 EvalReport,
-                                 Guidance,
-                                 Message,
-                                 Mistake,
-                                 Note,
-                                 Plan,
-                                 PreferencePair,
-                                 Problem,
-                                 Rationale,
-                                 StepRewards,
-                                 TrainRequest,
-                                 TrainResult,
-                                 Verdict,
-                                 message,
-)
+from schoolroom.messages import (Attempt, EvalReport, Guidance, Message, Mistake, Note, Plan, PreferencePair, Problem,
+                                 Rationale, StepRewards, TrainRequest, TrainResult, Verdict, message)
 from schoolroom.protocols.classroom import Classroom
 from schoolroom.protocols.registry import protocol
-from schoolroom.protocols.report import (
-                                 Acc,
-                                 Diff,
-                                 Figure,
-                                 Report,
-                                 Series,
-                                 Table,
-                                 accuracy,
-                                 compare,
-                                 difference,
-                                 training_table,
-)
+from schoolroom.protocols.report import (Acc, Diff, Figure, Report, Series, Table, accuracy, compare, difference,
+                                         training_table)
 from schoolroom.protocols.stats import fmt, fmt_acc, fmt_diff, paired_difference, wilson
 from schoolroom.training.settings import DPOSettings, LoraSettings, Settings
 
 __all__ = [
-    "Acc", "Agent", "DPOSettings", "LoraSettings", "Settings", "Attempt", "Diff", "accuracy", "difference", "Classroom", "Completion", "Engine", "EvalReport", "Explorer", "Figure", "Guidance",
-    "Message", "Mistake", "Note", "Params", "Plan", "PreferencePair", "Problem", "Prompt", "Rationale", "Report",
-    "Series", "StepRewards", "Student", "Table", "Teacher", "TrainRequest", "TrainResult", "Trainer", "Verdict",
-    "Verifier", "batched", "compare", "effect", "engine", "fmt", "fmt_acc", "fmt_diff", "message",
-    "paired_difference", "protocol", "role", "scorer", "training_kind", "training_table", "wilson",
+    # protocols
+    "Classroom", "Report", "Table", "Figure", "Series", "Acc", "Diff", "protocol", "compare", "accuracy",
+    "difference", "training_table", "fmt", "fmt_acc", "fmt_diff", "paired_difference", "wilson",
+    # messages
+    "Message", "message", "Attempt", "EvalReport", "Guidance", "Mistake", "Note", "Plan", "PreferencePair", "Problem",
+    "Rationale", "StepRewards", "TrainRequest", "TrainResult", "Verdict",
+    # roles, engines, training kinds, scorers
+    "Agent", "role", "batched", "effect", "Student", "Teacher", "Explorer", "Verifier", "Trainer", "engine",
+    "Engine", "Completion", "Params", "Prompt", "training_kind", "scorer", "Settings", "DPOSettings", "LoraSettings",
     # for a role's methods: prompts and answers
     "answers_match", "chat", "extract_answer", "solve_prompt", "split_steps", "to_number",
 ]

@@ -18,14 +18,7 @@ from typing import Union
 
 import msgspec
 
-from schoolroom.messages import (
-    MESSAGES,
-    SCHEMA_VERSION,
-    Header,
-    Message,
-    Unknown,
-    encode,
-)
+from schoolroom.messages import MESSAGES, SCHEMA_VERSION, Header, Message, Unknown, encode
 
 _decoders: dict[tuple, msgspec.json.Decoder] = {}
 

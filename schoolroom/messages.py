@@ -264,12 +264,12 @@ MESSAGES: dict[str, type[Message]] = {}  # tag -> type: what the log reader deco
 def message(cls: type[M]) -> type[M]:
     """Declare a message type (a ``Message`` subclass with a ``tag``): the log decodes it from then on. Use it
     as a class decorator in a protocol's own file; the built-in types are declared the same way."""
-    tag = cls.__struct_config__.tag
-    if not (isinstance(cls, type) and issubclass(cls, Message)) or not isinstance(tag, str):
-        raise TypeError(f"{cls!r}: a message type is a Message subclass with a tag (class X(Message, frozen=True, "
-                        "kw_only=True, tag=\"x\"))")
+    tag = cls.__struct_config__.tag if isinstance(cls, type) and issubclass(cls, Message) else None
+    if not isinstance(tag, str) or tag in ("header", "unknown"):
+        raise TypeError(f"{cls!r}: a message type is a Message subclass with a tag of its own (class X(Message, "
+                        "frozen=True, kw_only=True, tag=\"x\"))")
     old = MESSAGES.get(tag)
-    if old is not None and old is not cls and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+    if old is not None and old.__qualname__ != cls.__qualname__:  # the same class again (a file loaded twice) replaces
         raise ValueError(f"message tag {tag!r} is taken by {old.__module__}.{old.__qualname__}")
     MESSAGES[tag] = cls
     return cls

@@ -24,16 +24,16 @@ def module_name(path: Path) -> str:
     return f"schoolroom_plugin_{path.stem}_{digest}"
 
 
-def load(spec: str, source: str | None = None) -> ModuleType:
+def load(spec: str, source: str | None = None, name: str | None = None) -> ModuleType:
     """Import plugin ``spec`` (once per process); a file plugin runs ``source`` when given (the file's text, shipped
-    to an actor on a node that may not see the driver's files), else the file."""
+    to an actor on a node that may not see the driver's files) as module ``name`` (the driver's), else the file."""
     kind, _, target = spec.partition(":")
     if kind == "module":
         return importlib.import_module(target)
     if kind != "file":
         raise ValueError(f"a plugin is file:PATH or module:NAME, not {spec!r}")
     path = Path(target).resolve()
-    name = module_name(path)
+    name = name or module_name(path)
     if name in sys.modules:
         return sys.modules[name]
     if source is None:
@@ -51,15 +51,23 @@ def load(spec: str, source: str | None = None) -> ModuleType:
     return module
 
 
-def bundle(specs: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
-    """Each plugin with the text of its file (None for a module): what an agent's process needs to load it."""
-    return tuple((s, Path(s[5:]).read_text(encoding="utf-8") if s.startswith("file:") else None) for s in specs)
+def module_of(spec: str) -> str:
+    """The module name plugin ``spec`` is imported as."""
+    kind, _, target = spec.partition(":")
+    return module_name(Path(target).resolve()) if kind == "file" else target
 
 
-def load_all(plugins: tuple[str | tuple[str, str | None], ...]) -> None:
-    """Load each plugin, given as a spec or as (spec, file text) from :func:`bundle`."""
+def bundle(specs: tuple[str, ...]) -> tuple[tuple[str, str | None, str | None], ...]:
+    """Each plugin with the text of its file and its module name (None for a module): what an agent's process
+    needs to load it as the driver did."""
+    return tuple((s, Path(s[5:]).read_text(encoding="utf-8"), module_name(Path(s[5:]).resolve()))
+                 if s.startswith("file:") else (s, None, None) for s in specs)
+
+
+def load_all(plugins: tuple) -> None:
+    """Load each plugin, given as a spec or as (spec, file text, module name) from :func:`bundle`."""
     for p in plugins:
-        load(*((p, None) if isinstance(p, str) else p))
+        load(*((p,) if isinstance(p, str) else p))
 
 
 def installed() -> dict[str, str]:

@@ -42,12 +42,14 @@ def cli(*args: str, **kw) -> subprocess.CompletedProcess:
                           timeout=600, **kw)
 
 
-@pytest.fixture
-def lab(tmp_path) -> Path:
-    """A folder outside the package with the protocol file and its config."""
-    shutil.copy(PLUGIN, tmp_path / "critique.py")
-    (tmp_path / "critique.toml").write_text(dump(critique_config(rounds=3)))
-    return tmp_path
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Path:
+    """A folder outside the package with the protocol file and its config (one for the module: a process that
+    loads the file from two places has two modules declaring one message tag)."""
+    folder = tmp_path_factory.mktemp("lab")
+    shutil.copy(PLUGIN, folder / "critique.py")
+    (folder / "critique.toml").write_text(dump(critique_config(rounds=3)))
+    return folder
 
 
 UNTOLD = """
@@ -65,11 +67,11 @@ def calls(run_dir: Path) -> list[Call]:
 @pytest.mark.slow
 def test_a_protocol_file_runs_resumes_after_a_kill_and_replays_by_the_cli(lab):
     proc = subprocess.Popen([sys.executable, "-m", "schoolroom.cli", "run", str(lab / "critique.toml"), "--out",
-                             str(lab / "runs")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(lab / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # kill it once the critic has answered round 1
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            logs = list((lab / "runs").glob("*/messages.jsonl"))
+            logs = list((lab / "killed").glob("*/messages.jsonl"))
             if logs and b'"method":"critique"' in logs[0].read_bytes():
                 break
             time.sleep(0.2)
@@ -114,12 +116,17 @@ def test_a_protocol_file_runs_resumes_after_a_kill_and_replays_by_the_cli(lab):
 @pytest.mark.slow
 def test_a_role_and_message_declared_in_the_file_work_on_ray_actors(lab, ray_local):
     path = lab / "critique_ray.toml"
-    path.write_text(dump(critique_config(address="local", rounds=1)))
+    path.write_text(dump(critique_config(address="local", rounds=2, n=3)))
     cfg, _ = configlib.load(path)
-    run_dir = runner.run(cfg, source=str(path), out=str(lab / "runs"))
+    run_dir = runner.run(cfg, source=str(path), out=str(lab / "ray"))
     critiques = [m for m in log.read_all(run_dir / "messages.jsonl") if type(m).__name__ == "Critique"]
     rounds = json.loads((run_dir / "metrics.json").read_text())["rounds"]
-    assert len(critiques) == rounds[0]["critiques"] and all(m.sender == "critic" for m in critiques)
+    assert critiques and len(critiques) == sum(r["critiques"] for r in rounds)
+    assert all(m.sender == "critic" for m in critiques)
+    # round 1's critiques went into the critic's actor and were read there as Critique messages
+    assert [m.text.startswith("Again: ") for m in critiques] == [False] * rounds[0]["critiques"] + [
+        m.problem_id in {c.problem_id for c in critiques[:rounds[0]["critiques"]]} for m in critiques[rounds[0]["critiques"]:]]
+    assert any(m.text.startswith("Again: ") for m in critiques)
 
 
 def test_config_errors_name_the_protocol_file_and_unknown_roles(lab):
@@ -136,6 +143,9 @@ def test_config_errors_name_the_protocol_file_and_unknown_roles(lab):
     raw["protocol"]["file"] = "broken.py"
     with pytest.raises(configlib.ConfigError, match=r"cannot import the protocol: SyntaxError.* - at `\$.protocol.file`"):
         runner.protocol_of(configlib.decode(raw), str(lab / "x.toml"))
+    raw = critique_config()
+    del raw["protocol"]["name"]  # the file declares one protocol: that one
+    assert runner.protocol_of(configlib.decode(raw), str(lab / "x.toml"))[0].name == "critique"
     raw = critique_config()
     raw["protocol"]["roundz"] = 2
     with pytest.raises(configlib.ConfigError, match=r"roundz"):

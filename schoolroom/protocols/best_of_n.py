@@ -13,26 +13,10 @@ from typing import Any
 
 import msgspec
 
-from schoolroom.api import (
-    Attempt,
-    Classroom,
-    Figure,
-    Report,
-    Series,
-    StepRewards,
-    Student,
-    Table,
-    compare,
-    protocol,
-)
+from schoolroom.api import Attempt, Classroom, Figure, Report, Series, StepRewards, Student, Table, compare, protocol
 from schoolroom.environment import to_number
-from schoolroom.protocols.reward_models import (
-    RewardModelSettings,
-    departures,
-    reward_models,
-    start_policy,
-)
-from schoolroom.protocols.stats import auc, wilson
+from schoolroom.protocols.reward_models import RewardModelSettings, departures, reward_models, start_policy
+from schoolroom.protocols.stats import auc, fmt, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate
 
 
@@ -130,7 +114,7 @@ def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[A
     if quality:
         tables.append(Table("How well each score ranks correct above wrong samples",
                             ["score", "AUC over all samples", "AUC within a problem"],
-                            [[k, quality[k], within[k]] for k in values],
+                            [[k, fmt(quality[k], ".2f"), fmt(within[k], ".2f")] for k in values],
                             note="0.5 is chance; within a problem is what reranking sees."))
     tables.append(Table("Accuracy as N grows", ["selector"] + [f"n={s}" for s in sizes],
                         [[name] + [f"{100 * y:.1f}%" for y in ys] for name, ys in curves.items()]))

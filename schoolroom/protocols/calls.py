@@ -19,7 +19,7 @@ from msgspec.structs import replace
 
 from schoolroom.config import Config
 from schoolroom.log import Writer
-from schoolroom.messages import Call, Message, Note, Problem, Usage, sequential_ids
+from schoolroom.messages import Call, Message, Note, Problem, Unknown, Usage, sequential_ids
 
 if TYPE_CHECKING:
     from schoolroom.protocols.handles import AgentHandle
@@ -72,8 +72,8 @@ class CallPath:
                     result = m.value
                 else:
                     items = [by_id[i] for i in m.outputs if i in by_id]
-                    if len(items) < len(m.outputs):
-                        continue  # outputs lost: ask again
+                    if len(items) < len(m.outputs) or any(isinstance(x, Unknown) for x in items):
+                        continue  # outputs lost, or of a type this process was not told about: ask again
                     result = items[0] if m.shape == "one" else items
                 self._memo[m.key] = (result, logged)
             elif logged and isinstance(m, Note) and m.kind == "problem_set":

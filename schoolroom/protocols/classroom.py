@@ -23,15 +23,7 @@ from schoolroom.agents.trainer import Trainer
 from schoolroom.agents.verifier import Verifier
 from schoolroom.config import Config
 from schoolroom.log import Writer
-from schoolroom.messages import (
-    EvalReport,
-    Message,
-    Note,
-    Problem,
-    TrainResult,
-    Verdict,
-    sequential_ids,
-)
+from schoolroom.messages import EvalReport, Message, Note, Problem, TrainResult, Verdict, sequential_ids
 from schoolroom.protocols import handles, problemsets
 from schoolroom.protocols.calls import CallPath
 from schoolroom.protocols.handles import AgentHandle

@@ -16,18 +16,7 @@ from typing import Any
 
 import msgspec
 
-from schoolroom.api import (
-    Classroom,
-    Plan,
-    Problem,
-    Rationale,
-    Report,
-    Table,
-    Teacher,
-    TrainRequest,
-    compare,
-    protocol,
-)
+from schoolroom.api import Classroom, Plan, Problem, Rationale, Report, Table, Teacher, TrainRequest, compare, protocol
 from schoolroom.environment import solution_text
 from schoolroom.training.settings import LoraSettings, Settings
 
@@ -99,7 +88,7 @@ def report(room, cfg, train, test, plans, written, ers, dropped, results) -> Rep
     return Report(title=f"Enriched instruction tuning: {room.config.run.name}",
                   lines=[f"Teacher `{room.describe(room.name_of(Teacher))}`; {len(train)} training problems, "
                          f"{len(test)} held out."],
-                  tables=[Table("Enrichment", ["", ""], enrichment), table], metrics=metrics, figures=[fig],
+                  tables=[Table("Enrichment", ["measure", "value"], enrichment), table], metrics=metrics, figures=[fig],
                   files={cfg.dataset_file: "\n".join(records) + "\n"})
 
 

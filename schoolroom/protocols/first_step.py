@@ -11,19 +11,8 @@ from __future__ import annotations
 
 import msgspec
 
-from schoolroom.api import (
-    Acc,
-    Classroom,
-    EvalReport,
-    Figure,
-    Problem,
-    Report,
-    Series,
-    Table,
-    accuracy,
-    difference,
-    protocol,
-)
+from schoolroom.api import (Acc, Classroom, EvalReport, Figure, Problem, Report, Series, Table, accuracy, difference,
+                            protocol)
 
 
 class FirstStepConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -43,7 +43,8 @@ def protocol(name: str, settings: type, check: Callable[[configlib.Config, Any],
 
     def register(fn):
         old = PROTOCOLS.get(name)
-        if old is not None and old.module != fn.__module__:
+        if old is not None and old.module != fn.__module__ and (old.module.startswith("schoolroom.") or
+                                                                 old.fn.__qualname__ != fn.__qualname__):
             raise ValueError(f"protocol name {name!r} is taken by {old.module}: give yours another name")
         PROTOCOLS[name] = Protocol(name, fn, settings, check, fn.__module__)
         return fn
@@ -101,6 +102,10 @@ def resolve(cfg: configlib.Config, source_path: str) -> tuple[Protocol, Any, Sou
     name = raw.pop("name", None)
     for k in ("file", "module"):
         raw.pop(k, None)
+    if name is None and where.plugins:  # the file or module declares one protocol: that one
+        modules = {pluginlib.module_of(s) for s in where.plugins}
+        found = [p.name for p in PROTOCOLS.values() if p.module in modules]
+        name = found[0] if len(found) == 1 else None
     if name not in PROTOCOLS:
         raise configlib.ConfigError(f"{source_path}: unknown protocol {name!r} - at `$.protocol.name`; "
                                     f"known: {', '.join(sorted(PROTOCOLS))}")

@@ -21,11 +21,7 @@ import msgspec
 from schoolroom.api import Classroom, Report, protocol
 from schoolroom.messages import Attempt, Problem, StepRewards, TrainRequest, TrainResult
 from schoolroom.protocols.reinforce_report import report
-from schoolroom.protocols.reward_models import (
-    RewardModelSettings,
-    reward_models,
-    start_policy,
-)
+from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
 from schoolroom.training.aggregate import AGGREGATIONS
 from schoolroom.training.settings import RLSettings
 

@@ -5,16 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schoolroom.api import (
-    Classroom,
-    Figure,
-    Report,
-    Series,
-    Student,
-    Table,
-    TrainResult,
-    compare,
-)
+from schoolroom.api import Classroom, Figure, Report, Series, Student, Table, TrainResult, compare
 from schoolroom.protocols.reward_models import departures
 from schoolroom.protocols.stats import auc, fmt, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate

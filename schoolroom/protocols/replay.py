@@ -4,17 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from schoolroom.messages import (
-    Attempt,
-    Call,
-    EvalReport,
-    Guidance,
-    Message,
-    Note,
-    Problem,
-    Usage,
-    Verdict,
-)
+from schoolroom.messages import Attempt, Call, EvalReport, Guidance, Message, Note, Problem, Usage, Verdict
 from schoolroom.protocols.stats import fmt_acc
 
 

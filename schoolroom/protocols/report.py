@@ -2,7 +2,7 @@
 
 A protocol builds a :class:`Report` of data: a few lines saying what was run (its settings and every
 departure from the paper), tables as rows, figures as series, and its metrics. The runner renders the
-markdown and draws the figures; replay renders the same report from the log.
+markdown, writes metrics.json and draws the figures.
 """
 
 from __future__ import annotations

@@ -19,15 +19,7 @@ import msgspec
 from schoolroom.environment import gold_rationale
 from schoolroom.environment.datasets import resolve_data_dir
 from schoolroom.environment.prm800k import load_prm800k
-from schoolroom.messages import (
-    Attempt,
-    Message,
-    Problem,
-    StepRewards,
-    TrainRequest,
-    TrainResult,
-    Verdict,
-)
+from schoolroom.messages import Attempt, Message, Problem, StepRewards, TrainRequest, TrainResult, Verdict
 from schoolroom.protocols.classroom import Classroom
 from schoolroom.training.settings import LoraSettings, RewardModelTraining, Settings
 

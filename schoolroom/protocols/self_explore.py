@@ -24,25 +24,8 @@ from typing import Any
 import msgspec
 
 from schoolroom.agents.explorer import UNMEASURED, dedupe_pairs
-from schoolroom.api import (
-    Classroom,
-    Explorer,
-    Figure,
-    Note,
-    PreferencePair,
-    Problem,
-    Report,
-    Series,
-    StepRewards,
-    Student,
-    Table,
-    Teacher,
-    TrainRequest,
-    TrainResult,
-    compare,
-    protocol,
-    training_table,
-)
+from schoolroom.api import (Classroom, Explorer, Figure, Note, PreferencePair, Problem, Report, Series, StepRewards,
+                            Student, Table, Teacher, TrainRequest, TrainResult, compare, protocol, training_table)
 from schoolroom.config import Config
 from schoolroom.environment import gold_rationale
 from schoolroom.protocols.self_explore_data import (  # noqa: F401
@@ -203,11 +186,11 @@ def report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs
          f"{sum(r.rollouts for r in rewards)}; {tokens} ({tokens / max(1, len(rewards)):.0f}, "
          f"{tokens / max(1, explored_problems):.0f})"],
         ["mean relative position of the first pit (0 = first step, 1 = last)",
-         sum(relative) / len(relative) if relative else None]]
-    tables = [accuracy_table, Table("Exploration", ["", ""], exploration)]
+         f"{sum(relative) / len(relative):.2f}" if relative else None]]
+    tables = [accuracy_table, Table("Exploration", ["measure", "value"], exploration)]
     if hist:
-        tables.append(Table("First pit", ["first pit at step"] + [str(s) for s in sorted(hist)],
-                            [["attempts"] + [hist[s] for s in sorted(hist)]], note="1 = the first step"))
+        tables.append(Table("First-pit position", ["first pit at step"] + [str(s) for s in sorted(hist)],
+                            [["attempts"] + [hist[s] for s in sorted(hist)]], note="Step number of the first pit, 1 = the first step."))
     tables.append(training_table(adapters))
     metrics: dict[str, Any] = {"accuracy": accuracy, "start": cfg.start, "unmeasured": cfg.unmeasured}
     metrics.update(sampled_accuracy=sampled_acc, rft_kept=len(kept), explored=len(rewards), pits=len(pits),

@@ -16,19 +16,8 @@ from collections import Counter
 
 import msgspec
 
-from schoolroom.api import (
-    Acc,
-    Classroom,
-    Figure,
-    Note,
-    Report,
-    Series,
-    Table,
-    Teacher,
-    TrainRequest,
-    accuracy,
-    protocol,
-)
+from schoolroom.api import (Acc, Classroom, Figure, Note, Report, Series, Table, Teacher, TrainRequest, accuracy,
+                            protocol)
 from schoolroom.training.reflection import ANCHORS, POOLS
 from schoolroom.training.settings import LoraSettings, Settings
 
@@ -121,7 +110,7 @@ def report(room: Classroom, cfg: TailoredConfig, n_train: int, n_test: int, rows
     per_round = []
     for x in rows:
         tu, kept = x.get("teacher"), "kept" in x
-        per_round.append([x["variant"], weights[x["variant"]], x["round"], Acc(x["correct"], x["n"]),
+        per_round.append([x["variant"], f"{weights[x['variant']]:g}", x["round"], Acc(x["correct"], x["n"]),
                           x["fixed"] if x["round"] else None, x["introduced"] if x["round"] else None,
                           x.get("train_mistakes"), f"{x['kept']} / {x['rationales']}" if kept else None,
                           ", ".join(f"{k}: {v}" for k, v in x.get("dropped", {}).items()) or None,

@@ -6,20 +6,8 @@ from __future__ import annotations
 
 import msgspec
 
-from schoolroom.api import (
-    Acc,
-    Agent,
-    Attempt,
-    Classroom,
-    Guidance,
-    Message,
-    Report,
-    Table,
-    Verdict,
-    message,
-    protocol,
-    role,
-)
+from schoolroom.api import (Acc, Agent, Attempt, Classroom, Guidance, Message, Report, Table, Verdict, message,
+                            protocol, role)
 
 
 @message
@@ -33,9 +21,12 @@ class Critique(Message, frozen=True, kw_only=True, tag="critique"):
 class Critic(Agent):
     uses_engine = False
 
-    def critique(self, attempts: list[Attempt], verdicts: list[Verdict]) -> list[Critique]:
+    def critique(self, attempts: list[Attempt], verdicts: list[Verdict], before: list[Critique]) -> list[Critique]:
+        """A critique of each wrong attempt; ``before``: the last round's critiques (a wrong answer again says so)."""
+        again = {c.problem_id for c in before if isinstance(c, Critique)}
         return [a.reply(Critique, problem_id=a.problem_id, attempt_id=a.id, sender=self.name,
-                        text=f"{v.predicted} is not the answer; check each step.")
+                        text=("Again: " if a.problem_id in again else "") +
+                        f"{v.predicted} is not the answer; check each step.")
                 for a, v in zip(attempts, verdicts) if not v.correct]
 
 
@@ -48,11 +39,11 @@ class CritiqueSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 def critique(room: Classroom, cfg: CritiqueSettings) -> Report:
     problems = room.problems(cfg.problems)
     critic = room.agent("critic", Critic)
-    rows, guidance = [], None
+    rows, guidance, critiques = [], None, {}
     for r in room.rounds(cfg.rounds):
         attempts = room.student.solve(problems, guidance)
         verdicts = room.verifier.check(attempts, problems)
-        critiques = {c.problem_id: c for c in critic.critique(attempts, verdicts)}
+        critiques = {c.problem_id: c for c in critic.critique(attempts, verdicts, list(critiques.values()))}
         rows.append([r, Acc(sum(v.correct for v in verdicts), len(verdicts)), len(critiques)])
         guidance = [Guidance(problem_id=p.problem_id, teacher="critic", k=0, steps=(),
                              text=critiques[p.problem_id].text if p.problem_id in critiques else "")
