@@ -2,9 +2,9 @@
 
 The student solves; on each wrong attempt its first pit is located (the first step whose result is not one of
 the gold solution's numbers, or the Explorer's rollouts); a tutor writes one step for each wrong problem: the
-step at the pit after the student's own steps before it (at_pit), or the first step of the solution (first_step,
-the first-step paper's guidance at k = 1). The student retries from each. One tutor step per problem in both
-arms under the same token cap: equal teacher tokens up to the length of a step (the report gives both).
+step at the pit after the student's own steps before it (at_pit), or the first steps of the solution (first_step,
+the first-step paper's guidance), as many as spend the same tokens as the at_pit step on that problem (equal
+teacher tokens up to one step; the report gives both). The student retries from each.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class PitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tutor: str = "tutor"
     locate: str = "gold"  # gold: first step whose result is not a gold number | explorer: first pit by rollouts
     step_tokens: int = 48  # the cap on a tutor step, the same in both arms
+    max_steps: int = 4  # first_step: at most this many steps to reach the at_pit arm's tokens
     seed: int = 0
 
 
@@ -69,12 +70,17 @@ def pit_tutoring(room: Classroom, cfg: PitSettings) -> Report:
     else:
         pits = [gold_pit(p, a) for p, a in wrong]
     tutor = room.agent(cfg.tutor, Tutor)
-    results, tokens = {}, {}
-    for arm in ("first_step", "at_pit"):
-        prefixes = [[] if arm == "first_step" else list(a.steps[:pit]) for (_, a), pit in zip(wrong, pits)]
-        steps = tutor.next_step(todo, prefixes, max_tokens=cfg.step_tokens)
-        results[arm] = [v.correct for v in room.verifier.check(room.student.solve(todo, steps), todo)]
-        tokens[arm] = sum(s.tokens for s in steps)
+    at_pit = tutor.next_step(todo, [list(a.steps[:pit]) for (_, a), pit in zip(wrong, pits)], cfg.step_tokens)
+    first, spent = {}, [0] * len(todo)
+    for _ in range(cfg.max_steps):  # first steps, one at a time, until each problem spent its at_pit step's tokens
+        short = [i for i, s in enumerate(at_pit) if i not in first or spent[i] < s.tokens]
+        more = tutor.next_step([todo[i] for i in short], [list(first[i].steps) if i in first else [] for i in short],
+                               cfg.step_tokens) if short else []
+        for i, step in zip(short, more):
+            first[i], spent[i] = step, spent[i] + step.tokens
+    results = {arm: [v.correct for v in room.verifier.check(room.student.solve(todo, guidance), todo)]
+               for arm, guidance in (("first_step", [first[i] for i in range(len(todo))]), ("at_pit", at_pit))}
+    tokens = {"first_step": sum(spent), "at_pit": sum(s.tokens for s in at_pit)}
     table, metrics, fig = compare(results, "first_step", seed=cfg.seed, header="the tutor's step",
                                   title=f"Retried accuracy on the {len(wrong)} problems first answered wrong")
     spread = [sum(p == i for p in pits) for i in range(max(pits, default=-1) + 1)]
@@ -82,7 +88,9 @@ def pit_tutoring(room: Classroom, cfg: PitSettings) -> Report:
         title=f"Pit tutoring: {room.config.run.name}",
         lines=[f"{len(problems)} problems; the student answered {len(problems) - len(wrong)} right and "
                f"{len(wrong)} wrong at first. Pits located by {cfg.locate}; tutor `{cfg.tutor}` "
-               f"({room.describe(cfg.tutor)}), one step of at most {cfg.step_tokens} tokens per problem in each arm."],
+               f"({room.describe(cfg.tutor)}). at_pit: the student's steps before its pit and one tutor step; first_step: "
+               f"the tutor's first steps, as many as it takes to spend the at_pit step's tokens on that problem (at most "
+               f"{cfg.max_steps}; equal tokens up to one step). Steps of at most {cfg.step_tokens} tokens."],
         tables=[table, Table("Teacher tokens per arm", ["arm", "tutor completion tokens"], list(tokens.items())),
                 Table("Where the pits were", ["first pit at step"] + [str(i + 1) for i in range(len(spread))],
                       [["attempts"] + spread])],
