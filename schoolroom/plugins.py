@@ -60,7 +60,7 @@ def module_of(spec: str) -> str:
 def bundle(specs: tuple[str, ...]) -> tuple[tuple[str, str | None, str | None], ...]:
     """Each plugin with the text of its file and its module name (None for a module): what an agent's process
     needs to load it as the driver did."""
-    return tuple((s, Path(s[5:]).read_text(encoding="utf-8"), module_name(Path(s[5:]).resolve()))
+    return tuple((s, Path(s.partition(":")[2]).read_text(encoding="utf-8"), module_of(s))
                  if s.startswith("file:") else (s, None, None) for s in specs)
 
 

@@ -123,7 +123,7 @@ def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[A
     series.append(Series(label="greedy", x=[float(s) for s in sizes], y=[g] * len(sizes)))
     curve = Figure(name="best_of_n", title="Accuracy of the picked sample as N grows", xlabel="N (samples)",
                    ylabel="accuracy", series=series, xticks=[float(s) for s in sizes])
-    lines = [f"Student `{room.config.agents[room.name_of(Student)].model}` ({cfg.start} start); {n_problems} problems "
+    lines = [f"Student `{room.model_of(Student)}` ({cfg.start} start); {n_problems} problems "
              f"(`{cfg.eval}`), {per} samples each at temperature {cfg.temperature}; {sum(correct)} of {len(correct)} "
              "samples correct. Greedy: the start policy's greedy answer. Majority: the most common stated answer. "
              "ORM / PRM-x: the sample the reward model scores highest (PRM step scores aggregated by x). "

@@ -94,6 +94,10 @@ class Classroom(CallPath):
     def trainer(self) -> Trainer:
         return self.by_role(Trainer)
 
+    def model_of(self, role: type[Agent] | str) -> str:
+        """The model of the agent ``by_role`` gives (for reports)."""
+        return self.config.agents[self.name_of(role)].model
+
     def describe(self, name: str) -> str:
         """How an agent generates, for reports: ``hf smollm2-135m-instruct``, ``gold solutions (reference)``."""
         a = self.config.agents[name]

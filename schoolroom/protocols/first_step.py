@@ -67,7 +67,7 @@ def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Prob
     cols = [f"{t} k={k}" for t in cfg.teachers for k in ks if k > 0]
     return Report(
         title=f"First-step guidance: {room.config.run.name}",
-        lines=[f"Student `{room.config.agents[room.name_of('student')].model}` on {len(problems)} problems (set "
+        lines=[f"Student `{room.model_of('student')}` on {len(problems)} problems (set "
                f"`{cfg.problems}`: {room.describe_set(cfg.problems)}); k in {ks}; teachers: "
                + ", ".join(f"`{t}` ({room.describe(t)})" for t in cfg.teachers) + "."],
         tables=[Table(f"Accuracy on the {len(keep)} problems with more than {kmax} gold steps",

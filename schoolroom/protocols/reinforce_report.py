@@ -38,7 +38,7 @@ def reward_model_table(models: dict[str, TrainResult], history: list[dict], arms
 def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, TrainResult], tests: dict,
            evals: dict, history: list[dict]) -> Report:
     arms = {a.name: a for a in cfg.arms}
-    lines = [f"Student `{room.config.agents[room.name_of(Student)].model}` from "
+    lines = [f"Student `{room.model_of(Student)}` from "
              f"`{start.adapter if start else 'the base model'}` ({cfg.start}); {cfg.iterations} iterations of "
              f"{cfg.batch} problems × {cfg.n} rollouts at temperature {cfg.temperature} from {', '.join(cfg.train)}"
              + (f" (mixed {cfg.mix})" if cfg.mix else "") + "; held out: "

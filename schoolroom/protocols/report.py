@@ -90,15 +90,15 @@ def table_markdown(columns: list[str], rows: list[list[Any]]) -> list[str]:
 
 def render(report: Report) -> str:
     """The report's markdown: title, what was run, each table under its heading, the free text, the figures."""
+    plots = [f"\n![{f.title}]({f.name}.png)" for f in report.figures]
     if not report.lines and not report.tables:  # a report written as markdown
-        return report.markdown + "\n" + "".join(f"\n![{f.title}]({f.name}.png)\n" for f in report.figures)
+        return "\n".join([report.markdown] + plots) + "\n"
     out = [f"# {report.title}", ""] + list(report.lines)
     for t in report.tables:
         out += ["", f"## {t.title}", ""] + ([t.note, ""] if t.note else []) + table_markdown(t.columns, t.rows)
     if report.markdown:
         out += ["", report.markdown]
-    out += [f"\n![{f.title}]({f.name}.png)" for f in report.figures]
-    return "\n".join(out) + "\n"
+    return "\n".join(out + plots) + "\n"
 
 
 def draw(fig: Figure, path: Path) -> None:

@@ -206,7 +206,7 @@ def report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs
                            series=[Series(label="attempts", x=[float(s) for s in sorted(hist)],
                                           y=[float(hist[s]) for s in sorted(hist)])]))
     return Report(title=f"Self-Explore: {room.config.run.name}",
-                  lines=method(room, cfg) + ["", f"Student `{room.config.agents[room.name_of(Student)].model}`; "
+                  lines=method(room, cfg) + ["", f"Student `{room.model_of(Student)}`; "
                                                  f"{len(train)} training problems (`{cfg.train}`), {len(test)} held-out "
                                                  f"(`{cfg.eval}`)."],
                   tables=tables, metrics=metrics, figures=figs)

@@ -133,7 +133,7 @@ def report(room: Classroom, cfg: TailoredConfig, n_train: int, n_test: int, rows
                "adapter; round 1 starts from the untrained student (no CoT-distillation stage), as the authors' README",
                "- mistakes: the student's greedy answer, one per training problem (the authors sample 4 and keep the "
                "distinct wrong ones); SFT loss on the rationale only (the authors also weight the prompt 0.1)", "",
-               f"Student `{room.config.agents[room.name_of('student')].model}`, teacher `{t}` ({room.describe(t)}, "
+               f"Student `{room.model_of('student')}`, teacher `{t}` ({room.describe(t)}, "
                f"shown the {cfg.answer_key}); {n_train} training problems, {n_test} held out; "
                f"{cfg.rationales_per_mistake} rationales per mistake; up to {cfg.max_rounds} rounds, stopping when the "
                f"held-out gain is below {cfg.min_gain}."],

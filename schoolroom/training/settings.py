@@ -13,7 +13,13 @@ from typing import Any
 import msgspec
 
 
-class Settings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True, frozen=True):
+class _Table(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True, frozen=True):
+    def asdict(self) -> dict[str, Any]:
+        """The keys the config set."""
+        return msgspec.to_builtins(self)
+
+
+class Settings(_Table, kw_only=True, frozen=True):
     """What every kind takes (SFT)."""
 
     learning_rate: float | None = None
@@ -24,9 +30,6 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, k
     max_length: int | None = None
     warmup_steps: int | None = None
     max_grad_norm: float | None = None
-
-    def asdict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self)
 
 
 class DPOSettings(Settings, kw_only=True, frozen=True):
@@ -65,7 +68,7 @@ class RLSettings(Settings, kw_only=True, frozen=True):
     scale_rewards: bool | None = None
 
 
-class LoraSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True, frozen=True):
+class LoraSettings(_Table, kw_only=True, frozen=True):
     """The LoRA adapter (peft ``LoraConfig``); None: ``schoolroom.training.common.DEFAULT_LORA``."""
 
     r: int | None = None
@@ -80,6 +83,3 @@ class LoraSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     layers_to_transform: list[int] | None = None
     rank_pattern: dict[str, int] | None = None
     alpha_pattern: dict[str, float] | None = None
-
-    def asdict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self)
