@@ -9,12 +9,10 @@ teacher tokens up to one step; the report gives both). The student retries from 
 
 from __future__ import annotations
 
-import re
-
 import msgspec
 
 from schoolroom.api import (Attempt, Classroom, Guidance, Problem, Report, StepRewards, Table, Teacher, batched,
-                            compare, message, protocol, role, solve_prompt, to_number)
+                            compare, departs_from_gold, message, protocol, role, solve_prompt)
 
 
 @message
@@ -46,15 +44,10 @@ class PitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     seed: int = 0
 
 
-def numbers(text: str) -> list:
-    return [to_number(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text.replace(",", ""))]
-
-
 def gold_pit(problem: Problem, attempt: Attempt) -> int:
-    """Index of the first step whose last number is neither a gold step's result nor in the question."""
-    known = {n for s in problem.gold_steps for n in numbers(s)[-1:]} | set(numbers(problem.question))
-    return next((i for i, s in enumerate(attempt.steps) if numbers(s)[-1:] and numbers(s)[-1] not in known),
-                max(0, len(attempt.steps) - 1))
+    """The first step whose result is not a gold number (``departs_from_gold``), else the last step."""
+    pit = departs_from_gold(problem, attempt.steps)
+    return pit if pit is not None else max(0, len(attempt.steps) - 1)
 
 
 @protocol("pit_tutoring", PitSettings)

@@ -20,7 +20,7 @@ from schoolroom.agents.student import Student, solve_prompt
 from schoolroom.agents.teacher import Teacher
 from schoolroom.agents.trainer import Trainer, training_kind
 from schoolroom.agents.verifier import Verifier, scorer
-from schoolroom.environment import answers_match, extract_answer, split_steps, to_number
+from schoolroom.environment import answers_match, departs_from_gold, extract_answer, split_steps, to_number
 from schoolroom.environment.prompts import chat
 from schoolroom.messages import (Attempt, EvalReport, Guidance, Message, Mistake, Note, Plan, PreferencePair, Problem,
                                  Rationale, StepRewards, TrainRequest, TrainResult, Verdict, message)
@@ -42,5 +42,5 @@ __all__ = [
     "Agent", "role", "batched", "effect", "Student", "Teacher", "Explorer", "Verifier", "Trainer", "engine",
     "Engine", "Completion", "Params", "Prompt", "training_kind", "scorer", "Settings", "DPOSettings", "LoraSettings",
     # for a role's methods: prompts and answers
-    "answers_match", "chat", "extract_answer", "solve_prompt", "split_steps", "to_number",
+    "answers_match", "chat", "departs_from_gold", "extract_answer", "solve_prompt", "split_steps", "to_number",
 ]

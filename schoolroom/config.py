@@ -99,6 +99,8 @@ class RunConfig(_Strict):
     seed: int = 0
     out: str = "runs"
     reuse: dict[str, str] = {}  # agent -> an earlier run's messages.jsonl to answer its matching calls from
+    tensorboard: bool = False  # scalars per round (accuracy, losses, tokens, seconds) to <run>/tensorboard
+    wandb_project: str | None = None  # ... and to this Weights & Biases project, when wandb is installed
 
 
 class Config(_Strict):

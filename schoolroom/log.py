@@ -85,6 +85,7 @@ class Writer:
 
     def __init__(self, path: str | os.PathLike, run_id: str = ""):
         self.path = Path(path)
+        self.listeners: list = []  # called with each batch after it is on disk (live scalars)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.truncated = 0
@@ -132,9 +133,10 @@ class Writer:
 
     def write(self, messages: Message | Iterable[Message]) -> None:
         """Append one message or a batch, then flush and fsync."""
-        if isinstance(messages, Message):
-            messages = [messages]
+        messages = [messages] if isinstance(messages, Message) else list(messages)
         self._append([encode(m) for m in messages])
+        for listen in self.listeners:
+            listen(messages)
 
     def close(self) -> None:
         with self._lock:
@@ -188,3 +190,29 @@ def read(path: str | os.PathLike, on_torn: str = "warn") -> Iterator[Message]:
 
 def read_all(path: str | os.PathLike, on_torn: str = "warn") -> list[Message]:
     return list(read(path, on_torn=on_torn))
+
+
+def read_until_damage(path: str | os.PathLike) -> tuple[list[Message], str | None]:
+    """Every message before the first damaged line (torn, or not a valid message), and where it stopped
+    (``path:line: reason``), None for a whole log."""
+    out: list[Message] = []
+    try:
+        for m in read(path, on_torn="raise"):
+            out.append(m)
+    except LogError as e:
+        return out, str(e)
+    return out, None
+
+
+class Memory:
+    """A Writer that keeps what it is given in memory (replay: whatever the protocol makes that the log lacks)."""
+
+    def __init__(self):
+        self.messages: list[Message] = []
+        self.listeners: list = []
+
+    def write(self, messages: Message | Iterable[Message]) -> None:
+        self.messages += [messages] if isinstance(messages, Message) else list(messages)
+
+    def close(self) -> None:
+        pass

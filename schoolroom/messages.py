@@ -188,6 +188,9 @@ class TrainResult(Message, frozen=True, kw_only=True, tag="train_result"):
 
 
 class EvalReport(Message, frozen=True, kw_only=True, tag="eval_report"):
+    """An accuracy the protocol reports, ``name`` its condition; ``verdicts`` the ids of the verdicts it counts
+    (empty in logs older than this field)."""
+
     name: str
     n: int
     correct: int
@@ -196,6 +199,7 @@ class EvalReport(Message, frozen=True, kw_only=True, tag="eval_report"):
     ci_high: float
     adapter: str | None = None
     metrics: dict[str, Any] = {}
+    verdicts: tuple[str, ...] = ()
 
 
 class Usage(Message, frozen=True, kw_only=True, tag="usage"):

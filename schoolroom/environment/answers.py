@@ -160,3 +160,16 @@ def split_steps(text: str, at_least: int = 2) -> list[str]:
     if len(lines) < at_least:
         lines = [s.strip() for ln in lines for s in _SENTENCE.split(ln) if s.strip()]
     return lines
+
+
+def numbers(text: str) -> list[Fraction]:
+    """The numbers written in ``text``, in order (commas in thousands ignored)."""
+    found = (to_number(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text.replace(",", "")))
+    return [n for n in found if n is not None]
+
+
+def departs_from_gold(problem: Problem, steps) -> int | None:
+    """Where a solution first leaves the gold one, read from the numbers alone: the index of the first step whose
+    last number is neither a gold step's result nor in the question; None when no step's is."""
+    known = {n for s in problem.gold_steps for n in numbers(s)[-1:]} | set(numbers(problem.question))
+    return next((i for i, s in enumerate(steps) if numbers(s)[-1:] and numbers(s)[-1] not in known), None)

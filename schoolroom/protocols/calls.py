@@ -38,6 +38,15 @@ def _norm(x: Any) -> Any:
     return x
 
 
+class NotInLog(RuntimeError):
+    """Replay: the protocol asked a call its log does not answer."""
+
+
+def _brief(args: tuple, kwargs: dict) -> str:
+    text = msgspec.json.encode(_norm([list(args), kwargs])).decode()
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def call_key(agent: str, method: str, round: int, args: tuple, kwargs: dict, state: Any = None) -> str:
     """What identifies a call: agent, method, round, arguments, and the agent's state (its last effect call,
     e.g. the adapter it loaded), so the same question asked of a changed agent is asked again."""
@@ -53,12 +62,16 @@ class CallPath:
     run_id: str
     round: int
     progress: Callable[[str, int, int], None]
+    replaying: str | None = None  # replay: no agent is asked; a call the log lacks is NotInLog, this the hint
 
     def _start_calls(self, previous: list[Message], reuse: dict[str, list[Message]]) -> None:
         self._logged: set[str] = {m.id for m in previous}
         self._memo: dict[str, tuple[Any, bool]] = {}
         self._sets: dict[str, list[Problem]] = {}
         self._usage: dict[str, dict[str, float]] = {}
+        self._paid: dict[str, list[Usage]] = {}  # call key -> the engine usage logged with it in this run
+        self._counted: set[str] = set()  # calls whose usage room.usage already counts
+        self.answered = 0  # calls answered from the log in this process
         self._remember(previous, logged=True)
         for agent, old in reuse.items():
             self._remember([m for m in old if not isinstance(m, Call) or m.agent == agent], logged=False)
@@ -66,8 +79,15 @@ class CallPath:
     def _remember(self, messages: list[Message], logged: bool) -> None:
         """Index a log's calls (for answering them again) and problem sets (for resuming)."""
         by_id = {m.id: m for m in messages}
+        dead = {i for m in messages if isinstance(m, Note) and m.kind == "orphaned" for i in m.data.get("ids", [])}
+        paid: list[Usage] = []
         for m in messages:
+            if isinstance(m, Usage) and m.id not in dead:
+                paid.append(m)
             if isinstance(m, Call):
+                if logged:
+                    self._paid.setdefault(m.key, paid)  # the first time it was asked: what it cost
+                paid = []
                 if m.shape == "value":
                     result = m.value
                 else:
@@ -80,9 +100,21 @@ class CallPath:
                 self._sets[m.data["name"]] = [by_id[i] for i in m.data["ids"]]
 
     def usage(self, agent: str) -> dict[str, float]:
-        """What ``agent``'s engine has cost in this run so far (calls answered from the log cost nothing):
-        generations, prompt and completion tokens. Take the difference around a round for that round's cost."""
+        """What ``agent``'s engine has cost this run so far, as its log records it: generations, prompt and
+        completion tokens of every call the protocol has asked, each counted once (a call answered again in
+        the same run, or from another run's log, costs nothing more). A resumed or replayed run gives the same
+        numbers as the run in one go. Take the difference around a round for that round's cost."""
         return dict(self._usage.get(agent, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}))
+
+    def _count(self, key: str, usage: list) -> None:
+        if key in self._counted:
+            return
+        self._counted.add(key)
+        for u in usage:
+            if isinstance(u, Usage):
+                total = self._usage.setdefault(u.agent, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+                for f in total:
+                    total[f] += getattr(u, f)
 
     def record(self, *messages: Message) -> None:
         """Log messages the protocol itself makes (reports, problem sets)."""
@@ -145,10 +177,15 @@ class CallPath:
         pending = []
         for i, (piece, kw) in enumerate(pieces):
             key = call_key(handle.name, method, self.round, piece, kw, [handle.settings, handle.state])
-            if not effect and key in self._memo:
+            if (not effect or self.replaying) and key in self._memo:
                 result, logged = self._memo[key]
                 results[i] = result if logged else self._log_call(handle, method, key, result, [], 0.0)
+                self._count(key, self._paid.get(key, []))
+                self.answered += 1
                 continue
+            if self.replaying:
+                raise NotInLog(f"{handle.name}.{method} (round {self.round}) {_brief(piece, kw)} is not in the log, "
+                               f"after {self.answered} calls answered from it: {self.replaying}")
             piece, kw = self._stamp_inputs(piece), self._stamp_inputs(kw)
             pending.append((i, key, piece, kw))
         label = f"{handle.name}.{method}" + (f" (round {self.round})" if self.round else "")
@@ -177,11 +214,7 @@ class CallPath:
         else:
             shape, out, value = "value", [], msgspec.to_builtins(result)
         new = [m for m in out if m.id not in self._logged]
-        for u in side:
-            if isinstance(u, Usage):
-                total = self._usage.setdefault(u.agent, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
-                for f in total:
-                    total[f] += getattr(u, f)
+        self._count(key, side)
         call = Call(agent=handle.name, method=method, key=key, outputs=tuple(m.id for m in out), shape=shape,
                     value=value, seconds=round(seconds, 3), run_id=self.run_id, round=self.round,
                     sender="runtime")

@@ -36,15 +36,20 @@ class Classroom(CallPath):
     def __init__(self, config: Config, log: Writer, run_id: str, previous: list[Message] = (),
                  reuse: dict[str, list[Message]] | None = None,
                  progress: Callable[[str, int, int], None] | None = None, workdir: str = ".",
-                 plugins: tuple[str, ...] = ()):
+                 plugins: tuple[str, ...] = (), replaying: str | None = None):
+        """``replaying``: start no agent; every call is answered from ``previous`` (the run's log), and a call
+        it lacks raises NotInLog with this hint."""
         self.config, self.log, self.run_id, self.workdir = config, log, run_id, workdir
         self.round = 0  # stamped on every message; calls are keyed by it: a new round asks again
         self.progress = progress or (lambda label, done, total: None)
+        self.replaying = replaying
         self._start_calls(list(previous), reuse or {})
         self.agents: dict[str, AgentHandle] = {}
         for name, ac in config.agents.items():
-            self.agents[name] = AgentHandle(self, name, ac.role, spawn(name, ac, config.runtime, workdir, plugins))
-        self._wait_ready()
+            host = None if replaying else spawn(name, ac, config.runtime, workdir, plugins)
+            self.agents[name] = AgentHandle(self, name, ac.role, host)
+        if not replaying:
+            self._wait_ready()
 
     def _wait_ready(self) -> None:
         futures = [(h, h.host.submit("ready")) for h in self.agents.values()]
@@ -54,6 +59,8 @@ class Classroom(CallPath):
 
     def close(self) -> None:
         for h in self.agents.values():
+            if h.host is None:
+                continue
             try:
                 h.host.kill()
             except Exception:  # an actor already gone
@@ -136,5 +143,5 @@ class Classroom(CallPath):
         correct = sum(v.correct for v in verdicts)
         p, lo, hi = wilson(correct, len(verdicts))
         self.record(EvalReport(name=name, n=len(verdicts), correct=correct, accuracy=p, ci_low=lo, ci_high=hi,
-                               adapter=adapter.adapter if adapter else None))
+                               adapter=adapter.adapter if adapter else None, verdicts=tuple(v.id for v in verdicts)))
         return verdicts

@@ -27,17 +27,19 @@ def first_step(room: Classroom, cfg: FirstStepConfig) -> Report:
         raise ValueError("first_step needs at least one teacher and one k (protocol.teachers, protocol.ks)")
     problems = room.problems(cfg.problems)
     correct: dict[tuple[str, int], list[bool]] = {}
+    ids: dict[tuple[str, int], list[str]] = {}
     for teacher in cfg.teachers:
         for k in cfg.ks:
             guidance = room.agent(teacher).guide(problems, k) if k > 0 else None
             attempts = room.student.solve(problems, guidance)
             verdicts = room.verifier.check(attempts, problems)
             correct[teacher, k] = [v.correct for v in verdicts]
-    return first_step_report(room, cfg, problems, correct)
+            ids[teacher, k] = [v.id for v in verdicts]
+    return first_step_report(room, cfg, problems, correct, ids)
 
 
 def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem],
-                      correct: dict[tuple[str, int], list[bool]]) -> Report:
+                      correct: dict[tuple[str, int], list[bool]], ids: dict[tuple[str, int], list[str]]) -> Report:
     kmax, ks = max(cfg.ks), sorted(cfg.ks)
     keep = [i for i, p in enumerate(problems) if len(p.gold_steps) > kmax]
     metrics: dict = {"n": len(problems), "comparable_n": len(keep), "set_aside": len(problems) - len(keep),
@@ -58,7 +60,8 @@ def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Prob
             a = mt[str(k)]["comparable"]
             room.record(EvalReport(name=f"first_step/{t}/k={k}", n=a["n"], correct=a["correct"],
                                    accuracy=a["accuracy"], ci_low=a["ci"][0], ci_high=a["ci"][1],
-                                   metrics={"teacher": t, "k": k, "subset": "comparable"}))
+                                   metrics={"teacher": t, "k": k, "subset": "comparable"},
+                                   verdicts=tuple(ids[t, k][i] for i in keep)))
             if sub:
                 points.append((k, a["accuracy"], *a["ci"]))
         series.append(Series(t, *map(list, zip(*points))) if points else Series(t, [], []))

@@ -18,11 +18,12 @@ import msgspec
 
 from schoolroom import config as configlib
 from schoolroom import log as loglib
-from schoolroom.messages import Call, Note, sequential_ids
+from schoolroom.messages import Call, Message, Note, sequential_ids
 from schoolroom.protocols import registry
 from schoolroom.protocols.classroom import Classroom
 from schoolroom.protocols.replay import usage_markdown, usage_rows
 from schoolroom.protocols.report import Report, draw, render
+from schoolroom.scalars import Sink
 
 
 def _strip_none(x: Any) -> Any:
@@ -83,6 +84,10 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
         (run_dir / "config.toml").write_text(configlib.dump(resolved(cfg, p, settings, where)))
     reused = {agent: loglib.read_all(path) for agent, path in cfg.run.reuse.items()}
     writer = loglib.Writer(run_dir / "messages.jsonl", run_id=run_id)
+    sink = None
+    if cfg.run.tensorboard or cfg.run.wandb_project:
+        sink = Sink(run_dir, run_id, cfg.run.tensorboard, cfg.run.wandb_project, resolved(cfg, p, settings, where))
+        writer.listeners.append(sink)
     if resume and orphans:
         writer.write(Note(kind="orphaned", text=f"{len(orphans)} messages of a call cut short by the crash; "
                           "the call is asked again", run_id=run_id, sender="runtime", data={"ids": orphans}))
@@ -97,9 +102,76 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
         if room is not None:
             room.close()
         writer.close()
+        if sink is not None:
+            sink.close()
     wall = time.perf_counter() - t0
     write_report(run_dir, report, wall, resumed=bool(resume))
     return run_dir
+
+
+class Replayed(msgspec.Struct):
+    """What ``replay`` did: where it wrote, how many calls the log answered, what differs from the run's own
+    report and metrics (wall times aside; empty when they are equal), and messages the protocol made that the
+    run did not log."""
+
+    out: Path
+    answered: int
+    differences: list[str]
+    unlogged: int
+
+
+def replay(run_dir: str | Path, out: str | Path) -> Replayed:
+    """Run a run's own protocol again with its own resolved config, every call answered from its log and no
+    agent started (no model, no Ray); write report, metrics and plots into ``out``. Raises NotInLog naming the
+    first call the log does not answer (a damaged log, or one another version of the protocol wrote)."""
+    run_dir, out = Path(run_dir), Path(out)
+    if out.resolve() == run_dir.resolve():
+        raise ValueError("replay writes into a folder of its own, never over the run's files: give another --out")
+    cfg, _ = configlib.load(run_dir / "config.toml")
+    p, settings, where = protocol_of(cfg, str(run_dir / "config.toml"))
+    messages, damage = loglib.read_until_damage(run_dir / "messages.jsonl")
+    run_id = next((m.run_id for m in messages if m.run_id), run_dir.name)
+    hint = (f"the log is damaged at {damage}; everything before it was replayed. `schoolroom resume {run_dir}` "
+            "finishes the run" if damage else
+            f"the log was written by another version of protocol {p.name!r} or with other settings, or the run "
+            f"stopped before this call (`schoolroom resume {run_dir}` finishes it)")
+    memory = loglib.Memory()
+    room = Classroom(cfg, memory, run_id, previous=messages, workdir=str(run_dir), replaying=hint)
+    t0 = time.perf_counter()
+    with sequential_ids(run_id):
+        report: Report = p.fn(room, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(out, report, time.perf_counter() - t0, messages=messages)
+    return Replayed(out, room.answered, differences(run_dir, out), len(memory.messages))
+
+
+def differences(run_dir: Path, out: Path) -> list[str]:
+    """Where a replay's report and metrics differ from the run's own, wall times aside."""
+    found = []
+    for name in ("report.md", "metrics.json"):
+        if not (run_dir / name).exists():
+            found.append(f"the run has no {name} (it did not finish)")
+            continue
+        a, b = (_timeless(name, (d / name).read_text()) for d in (run_dir, out))
+        if a != b:
+            n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            found.append(f"{name} line {n + 1}: run {a[n] if n < len(a) else '(end)'!r}, "
+                         f"replay {b[n] if n < len(b) else '(end)'!r}")
+    for f in sorted(out.iterdir()):  # plots and files the report writes: byte for byte
+        if f.name not in ("report.md", "metrics.json") and f.is_file():
+            mine = run_dir / f.name
+            if not mine.exists() or mine.read_bytes() != f.read_bytes():
+                found.append(f"{f.name} differs from the run's" if mine.exists() else f"the run has no {f.name}")
+    return found
+
+
+def _timeless(name: str, text: str) -> list[str]:
+    if name == "metrics.json":
+        data = json.loads(text)
+        for k in ("wall_s", "resumed"):
+            data.pop(k, None)
+        return json.dumps(data, indent=2).splitlines()
+    return [ln for ln in text.splitlines() if not ln.startswith("Wall time:")]
 
 
 def _finite(x: Any) -> Any:
@@ -118,8 +190,11 @@ def _span(messages) -> float:
     return max(times) - min(times) if times else 0.0
 
 
-def write_report(run_dir: Path, report: Report, wall_s: float, resumed: bool = False) -> None:
-    messages = loglib.read_all(run_dir / "messages.jsonl")
+def write_report(run_dir: Path, report: Report, wall_s: float, resumed: bool = False,
+                 messages: list[Message] | None = None) -> None:
+    """Report, metrics and plots into ``run_dir``; the cost table from ``messages`` (default: its log)."""
+    if messages is None:
+        messages = loglib.read_all(run_dir / "messages.jsonl")
     metrics = dict(report.metrics, wall_s=round(wall_s, 1), usage=usage_rows(messages), resumed=resumed)
     (run_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, default=str))
     for fig in report.figures:
