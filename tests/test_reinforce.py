@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import replays_alike
 
 from schoolroom import config as configlib
 from schoolroom import log
@@ -57,6 +58,7 @@ def rl_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_one_ppo_and_one_grpo_iteration_through_ray(rl_run):
+    replays_alike(rl_run)
     messages = log.read_all(rl_run / "messages.jsonl")
     calls = [(c.agent, c.method) for c in messages if isinstance(c, Call) and c.round == 1]
     # every arm's iteration: rollouts -> check -> score -> train -> load, each a logged call
@@ -146,6 +148,7 @@ def test_best_of_n_reranks_with_the_trained_reward_models(rl_run, tmp_path):
     assert (run_dir / "best_of_n.png").exists() and "Accuracy as N grows" in report
     assert f"PRM labels: loaded from `{rms['prm_model']}`" in report, "a loaded model's training is not described"
     assert "within a problem" in report and set(metrics["auc_within_problem"]) == set(metrics["auc"])
+    replays_alike(run_dir)
 
 
 def test_majority_vote_and_canonical_answers():

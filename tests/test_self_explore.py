@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from conftest import replays_alike
 
 from schoolroom import config as configlib
 from schoolroom import log
@@ -76,6 +77,7 @@ def test_self_explore_runs_end_to_end_on_ray(explore_run):
     evals = {m.name for m in messages if isinstance(m, EvalReport)}
     assert {"base", "sft", "rft", "outcome_dpo"} <= evals
     assert (run_dir / "accuracy.png").exists()
+    replays_alike(run_dir)
 
 
 def test_a_completer_that_ignores_the_prefix_is_a_config_error():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import replays_alike
 
 from schoolroom import config as configlib
 from schoolroom import log
@@ -55,6 +56,7 @@ def test_one_tailored_round_on_ray(tmp_path, ray_local):
     report = (run_dir / "report.md").read_text()
     assert "| reflection | 0.5 | 1 |" in report and "reflection term" in report
     assert (run_dir / "accuracy_per_round.png").exists()
+    replays_alike(run_dir)
 
 
 def test_unparsable_teacher_replies_are_logged_and_skipped(tmp_path, hf_engine):
@@ -116,6 +118,7 @@ def test_one_enriched_variant_on_ray(tmp_path, ray_local):
     assert len(trained_on) == 3 and any(isinstance(m, TrainResult) for m in messages)
     assert {m.name for m in messages if isinstance(m, EvalReport)} == {"erp+ers"}
     assert "Enrichment" in (run_dir / "report.md").read_text()
+    replays_alike(run_dir)
 
 
 def test_teacher_writing_methods_on_the_in_process_model(hf_engine):

@@ -1,11 +1,10 @@
-"""Reading a run back from its message log alone: summary, usage, accuracy, transcripts."""
+"""Reading a run back from its message log alone: the messages that count, usage, transcripts."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 
-from schoolroom.messages import Attempt, Call, EvalReport, Guidance, Message, Note, Problem, Usage, Verdict
-from schoolroom.protocols.stats import fmt_acc
+from schoolroom.messages import Attempt, Guidance, Message, Note, Problem, Usage, Verdict
 
 
 def live(messages: list[Message]) -> list[Message]:
@@ -35,48 +34,6 @@ def usage_markdown(messages: list[Message]) -> str:
     out += [f"| {r['agent']} | {r['engine']} | {r['model']} | {r['calls']} | {r['prompt_tokens']} | "
             f"{r['completion_tokens']} | {r['latency_s']:.1f} | {r['errors']} |" for r in rows]
     return "\n".join(out)
-
-
-def accuracy_groups(messages: list[Message]) -> dict[tuple[int, str], list[bool]]:
-    """Verdicts grouped by (round, guidance): 'teacher k=K' when the attempt had guidance, else 'unguided'."""
-    messages = live(messages)
-    by_id = {m.id: m for m in messages}
-    groups: dict[tuple[int, str], dict[str, bool]] = defaultdict(dict)
-    for v in messages:
-        if not isinstance(v, Verdict):
-            continue
-        a = by_id.get(v.attempt_id)
-        label = "unguided"
-        if isinstance(a, Attempt):
-            g = next((by_id[p] for p in a.parents if isinstance(by_id.get(p), Guidance)), None)
-            if g is not None:
-                label = f"{g.teacher} k={g.k}"
-            if a.adapter:
-                label += f" adapter={a.adapter}"
-        groups[v.round, label][v.attempt_id] = v.correct  # one verdict per attempt, even if answered twice
-    return {k: list(d.values()) for k, d in sorted(groups.items())}
-
-
-def summary(messages: list[Message]) -> str:
-    counts = Counter(type(m).__name__ for m in messages)
-    runs = sorted({m.run_id for m in messages if m.run_id})
-    lines = [f"run {', '.join(runs) or '?'}: {len(messages)} messages",
-             "  " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), "",
-             "accuracy recomputed from the verdicts (round, guidance):"]
-    for (r, label), outcomes in accuracy_groups(messages).items():
-        lines.append(f"  round {r}  {label:<28} {fmt_acc(sum(outcomes), len(outcomes))}")
-    reports = [m for m in messages if isinstance(m, EvalReport)]
-    if reports:
-        lines += ["", "evaluation reports:"]
-        lines += [f"  round {m.round}  {m.name:<36} {fmt_acc(m.correct, m.n)}" for m in reports]
-    notes = Counter(m.kind for m in messages if isinstance(m, Note) and m.kind != "problem_set")
-    if notes:
-        lines += ["", "notes: " + ", ".join(f"{k} {v}" for k, v in sorted(notes.items()))]
-    calls = [m for m in messages if isinstance(m, Call)]
-    if calls:
-        lines += ["", f"agent calls: {len(calls)}, {sum(c.seconds for c in calls):.0f}s in agents"]
-    lines += ["", usage_markdown(messages)]
-    return "\n".join(lines)
 
 
 def transcript(messages: list[Message], problem_id: str) -> str:
