@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -135,6 +136,31 @@ def test_replay_rebuilds_the_report_with_no_agent_and_tables_match_the_log(inlin
     out = subprocess.run([sys.executable, "-m", "schoolroom.cli", "replay", str(inline_run), "--transcript", pid],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "Guidance" in out.stdout
+
+
+def test_a_log_the_protocol_no_longer_matches_says_so(inline_run, tmp_path):
+    """The run's log replayed by an edited copy of its protocol: equal while it asks the same calls, a clear
+    error naming the first call it asks that the log lacks once it does not."""
+    import shutil
+
+    from schoolroom.protocols import first_step
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(inline_run, run_dir, ignore=shutil.ignore_patterns("replay", "tensorboard"))
+    source = Path(first_step.__file__).read_text()
+    config = (run_dir / "config.toml").read_text()
+
+    def edited(name: str, text: str) -> None:  # the protocol from a file of its own, the run's config pointing at it
+        (tmp_path / f"{name}.py").write_text(text.replace('@protocol("first_step"', f'@protocol("{name}"'))
+        (run_dir / "config.toml").write_text(config.replace('name = "first_step"',
+                                                            f'name = "{name}"\nfile = "{tmp_path / name}.py"'))
+    edited("same", source)
+    assert runner.replay(run_dir, tmp_path / "same").differences == []
+    edited("changed", source.replace("room.student.solve(problems, guidance)",
+                                     "room.student.solve(problems[::-1], guidance)"))
+    with pytest.raises(NotInLog, match=r"student.solve \(round 0\) .* is not in the log, after \d+ calls .* "
+                                       r"protocol 'changed' has changed since this run"):
+        runner.replay(run_dir, tmp_path / "changed")
 
 
 def test_tensorboard_curves_are_the_scalars_of_the_log(inline_run):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,14 @@ def protocol(name: str, settings: type, check: Callable[[configlib.Config, Any],
         return fn
 
     return register
+
+
+def fingerprint(p: Protocol) -> str:
+    """The sha256 of the protocol's source file (first 16 hex digits): a log records which code wrote it."""
+    import hashlib
+    import inspect
+
+    return hashlib.sha256(inspect.getsource(sys.modules[p.module]).encode()).hexdigest()[:16]
 
 
 def load_builtin() -> None:

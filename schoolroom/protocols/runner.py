@@ -62,6 +62,11 @@ def orphaned(messages: list) -> list[str]:
     return [m.id for m in messages[last + 1:] if m.sender not in ("protocol", "environment", "runtime")]
 
 
+def last_code(messages: list) -> str | None:
+    """The fingerprint of the protocol code that last wrote this log (None: a log older than the record)."""
+    return next((m.data.get("code") for m in reversed(messages) if isinstance(m, Note) and m.kind == "protocol"), None)
+
+
 def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None, limit: int | None = None,
         resume: str | Path | None = None, reuse: dict[str, str] | None = None, progress=None) -> Path:
     """Run (or resume) the configured protocol; returns the run directory."""
@@ -88,6 +93,10 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
     if cfg.run.tensorboard or cfg.run.wandb_project:
         sink = Sink(run_dir, run_id, cfg.run.tensorboard, cfg.run.wandb_project, resolved(cfg, p, settings, where))
         writer.listeners.append(sink)
+    code = registry.fingerprint(p)
+    if code != last_code(previous):  # which code wrote the log from here on (replay names a change)
+        writer.write(Note(kind="protocol", text=f"protocol {p.name}, code {code}", run_id=run_id, sender="runtime",
+                          data={"name": p.name, "code": code}))
     if resume and orphans:
         writer.write(Note(kind="orphaned", text=f"{len(orphans)} messages of a call cut short by the crash; "
                           "the call is asked again", run_id=run_id, sender="runtime", data={"ids": orphans}))
@@ -131,10 +140,16 @@ def replay(run_dir: str | Path, out: str | Path) -> Replayed:
     p, settings, where = protocol_of(cfg, str(run_dir / "config.toml"))
     messages, damage = loglib.read_until_damage(run_dir / "messages.jsonl")
     run_id = next((m.run_id for m in messages if m.run_id), run_dir.name)
-    hint = (f"the log is damaged at {damage}; everything before it was replayed. `schoolroom resume {run_dir}` "
-            "finishes the run" if damage else
-            f"the log was written by another version of protocol {p.name!r} or with other settings, or the run "
-            f"stopped before this call (`schoolroom resume {run_dir}` finishes it)")
+    logged, code = last_code(messages), registry.fingerprint(p)
+    if damage:
+        hint = (f"the log is damaged at {damage}; everything before it was replayed. `schoolroom resume {run_dir}` "
+                "finishes the run")
+    elif logged is not None and logged != code:
+        hint = (f"protocol {p.name!r} has changed since this run: the log was written by its code {logged}, this is "
+                f"{code}. Replay with the version that wrote the log, or run the experiment again")
+    else:
+        hint = (f"the run stopped before this call (`schoolroom resume {run_dir}` finishes it), or the log was "
+                f"written by another version of protocol {p.name!r}")
     memory = loglib.Memory()
     room = Classroom(cfg, memory, run_id, previous=messages, workdir=str(run_dir), replaying=hint)
     t0 = time.perf_counter()
