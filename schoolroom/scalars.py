@@ -12,7 +12,6 @@ true``) and Weights & Biases (``[run] wandb_project``), so the curves are the lo
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -79,8 +78,7 @@ class Sink:
                 wandb = None  # never required: a config naming a project still runs without it
             if wandb is not None:
                 run = wandb.init(project=wandb_project, name=run_id, dir=str(run_dir), config=config,
-                                 resume="allow", id=run_id.replace("/", "-"),
-                                 mode=os.environ.get("WANDB_MODE", "online"))
+                                 resume="allow", id=run_id.replace("/", "-"))  # WANDB_MODE=offline is wandb's own
                 self.writers.append((lambda tag, step, v: run.log({tag: v, "round": step}), run.finish))
 
     def __call__(self, messages: list[Message]) -> None:

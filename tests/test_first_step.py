@@ -163,6 +163,15 @@ def test_a_log_the_protocol_no_longer_matches_says_so(inline_run, tmp_path):
         runner.replay(run_dir, tmp_path / "changed")
 
 
+def test_two_runs_side_by_side_with_paired_differences(inline_run, tmp_path, capsys):
+    from schoolroom import cli
+
+    assert cli.main(["replay", str(inline_run), str(inline_run)]) == 0
+    table = capsys.readouterr().out
+    row = next(ln for ln in table.splitlines() if "first_step/reference/k=1" in ln)
+    assert row.count("(0/2)") + row.count("(1/2)") + row.count("(2/2)") == 2 and "| 2 | +0.0 [+0.0, +0.0] |" in row
+
+
 def test_tensorboard_curves_are_the_scalars_of_the_log(inline_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
