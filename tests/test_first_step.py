@@ -128,6 +128,9 @@ def test_replay_rebuilds_the_report_with_no_agent_and_tables_match_the_log(inlin
     assert list(acc["condition"]) == ["first_step/reference/k=0", "first_step/reference/k=1"]
     metrics = json.loads((inline_run / "metrics.json").read_text())["teachers"]["reference"]
     assert list(acc["correct"]) == [metrics[k]["comparable"]["correct"] for k in ("0", "1")]
+    wrong = sum(not v.correct for v in messages if isinstance(v, Verdict))
+    assert run.pits()["wrong"].sum() == len(run.first_pits()) == wrong
+    assert set(run.first_pits()["source"]) == {"gold"}, "no explorer here: pits come from the gold steps"
     cost = run.cost().set_index("agent")
     assert cost.loc["student", "generations"] == 6 and cost.loc["student", "completion_tokens"] > 0
     pid = next(m.problem_id for m in messages if isinstance(m, Attempt))

@@ -222,11 +222,11 @@ class Run:
                                               "source", "gold_steps"])
 
     def pits(self):
-        """First pits summarised by round and difficulty: wrong attempts, how many have a pit, where on average,
-        and how many go wrong at their first step."""
+        """First pits summarised by round and difficulty: wrong attempts, how many have a pit, at which step on
+        average (1-based: 1.0 is the first step), and how many go wrong at their first step."""
         df = self.first_pits()
         if df.empty:
-            return _pd().DataFrame(columns=["round", "gold_steps", "wrong", "located", "mean_pit", "at_step_1"])
+            return _pd().DataFrame(columns=["round", "gold_steps", "wrong", "located", "mean_step", "at_step_1"])
         g = df.groupby(["round", "gold_steps"], dropna=False)
-        return _pd().DataFrame({"wrong": g.size(), "located": g["pit"].count(), "mean_pit": g["pit"].mean(),
+        return _pd().DataFrame({"wrong": g.size(), "located": g["pit"].count(), "mean_step": g["pit"].mean() + 1,
                                 "at_step_1": g["pit"].apply(lambda s: int((s == 0).sum()))}).reset_index()
