@@ -70,9 +70,13 @@ def tiny_run(tmp_path_factory):
     from schoolroom import config as configlib
     from schoolroom.protocols import runner
 
+    return runner.run(configlib.decode(tiny_run_config()), out=str(tmp_path_factory.mktemp("tiny")))
+
+
+def tiny_run_config() -> dict:
     raw = tiny_config(address="inline")
     raw["run"]["tensorboard"] = True
-    return runner.run(configlib.decode(raw), out=str(tmp_path_factory.mktemp("tiny")))
+    return raw
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import replays_alike, tiny_config
+from conftest import replays_alike, tiny_config, tiny_run_config
 
 from schoolroom import config as configlib
 from schoolroom import log
@@ -52,7 +52,7 @@ def test_inline_run_writes_a_complete_run_directory(inline_run):
     assert "difference vs k=0" in report and "By number of gold steps" in report and "Wall time" in report
     # the resolved config repeats the run
     again, _ = configlib.load(inline_run / "config.toml")
-    first = configlib.decode(tiny_config(address="inline"))
+    first = configlib.decode(tiny_run_config())
     assert msgspec.structs.replace(again, protocol={}) == msgspec.structs.replace(first, protocol={})
     assert runner.protocol_of(again, "again")[1] == runner.protocol_of(first, "first")[1]
 
