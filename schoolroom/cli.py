@@ -117,7 +117,15 @@ def replay_cmd(args: argparse.Namespace) -> int:
 
     path = Path(args.runs[0])
     run_dir = path if path.is_dir() else path.parent
-    run = Run(path)
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged log is said once, below
+            run, *other = [Run(p) for p in args.runs[:2]]
+    except FileNotFoundError as e:
+        print(f"{e}: give a run directory (or its messages.jsonl)", file=sys.stderr)
+        return 2
     if run.config_error:
         print(f"config error: {run.config_error}; the protocol's own message types are read as unknown records",
               file=sys.stderr)
@@ -127,7 +135,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
         print("replay takes one run, or two to compare", file=sys.stderr)
         return 2
     if len(args.runs) == 2:
-        print(compare_markdown(run, Run(args.runs[1])))
+        print(compare_markdown(run, other[0]))
         return 0
     if args.transcript:
         try:

@@ -9,6 +9,7 @@ from conftest import replays_alike
 
 from schoolroom import config as configlib
 from schoolroom import log
+from schoolroom.analysis import Run
 from schoolroom.agents.teacher import Teacher
 from schoolroom.config import AgentConfig
 from schoolroom.environment import synthetic
@@ -57,6 +58,12 @@ def test_one_tailored_round_on_ray(tmp_path, ray_local):
     assert "| reflection | 0.5 | 1 |" in report and "reflection term" in report
     assert (run_dir / "accuracy_per_round.png").exists()
     replays_alike(run_dir)
+    run = Run(run_dir)  # fixed minus broken between the rounds is the change in the reported accuracy
+    acc = run.accuracy().set_index("condition")["correct"]
+    changes = run.changes()
+    assert set(zip(changes["before"], changes["after"])) <= {("reflection/round 0", "reflection/round 1")}
+    assert (changes["change"] == "fixed").sum() - (changes["change"] == "broken").sum() == \
+        acc["reflection/round 1"] - acc["reflection/round 0"]
 
 
 def test_unparsable_teacher_replies_are_logged_and_skipped(tmp_path, hf_engine):
