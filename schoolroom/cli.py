@@ -115,8 +115,6 @@ def replay_cmd(args: argparse.Namespace) -> int:
     from schoolroom.protocols import runner
     from schoolroom.protocols.calls import NotInLog
 
-    path = Path(args.runs[0])
-    run_dir = path if path.is_dir() else path.parent
     import warnings
 
     try:
@@ -129,6 +127,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
     if run.config_error:
         print(f"config error: {run.config_error}; the protocol's own message types are read as unknown records",
               file=sys.stderr)
+    run_dir = run.dir
     if run.stopped:
         print(f"the log is damaged: read every message before {run.stopped}", file=sys.stderr)
     if len(args.runs) > 2:

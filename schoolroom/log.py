@@ -209,7 +209,6 @@ class Memory:
 
     def __init__(self):
         self.messages: list[Message] = []
-        self.listeners: list = []
 
     def write(self, messages: Message | Iterable[Message]) -> None:
         self.messages += [messages] if isinstance(messages, Message) else list(messages)

@@ -28,7 +28,7 @@ class Scalars:
     def feed(self, messages: list[Message]) -> list[tuple[str, int, float]]:
         out = []
         for m in messages:
-            if self.round is not None and m.round != self.round and (isinstance(m, (Usage, Call))):
+            if self.round is not None and m.round != self.round and isinstance(m, (Usage, Call)):
                 out += self.flush()
             if isinstance(m, EvalReport):
                 out.append((f"accuracy/{m.name}", m.round, m.accuracy))

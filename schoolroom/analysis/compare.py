@@ -7,20 +7,13 @@ from schoolroom.analysis.run import Run
 from schoolroom.protocols.stats import fmt_acc, fmt_diff, paired_difference
 
 
-def _outcomes(run: Run) -> dict[tuple[int, str], dict[str, bool]]:
-    """(round, condition) -> problem -> correct, for the verdicts the run's EvalReports count."""
-    df = run.outcomes()
-    df = df[df["reported"]]
-    return {(r, c): dict(zip(g["problem_id"], g["correct"])) for (r, c), g in df.groupby(["round", "condition"])}
-
-
 def compare(a: Run, b: Run):
     """One row per (round, condition) either run reported: each run's correct/n and accuracy, the problems both
     graded, and B − A on them with its 95% interval (None where they share no problem)."""
     import pandas as pd
 
     acc = {name: run.accuracy().set_index(["round", "condition"]) for name, run in (("a", a), ("b", b))}
-    oa, ob = _outcomes(a), _outcomes(b)
+    oa, ob = a.reported(), b.reported()
     keys = list(dict.fromkeys(list(acc["a"].index) + list(acc["b"].index)))
     rows = []
     for key in keys:

@@ -176,22 +176,26 @@ class Run:
         return _pd().DataFrame(rows, columns=["round", "condition", "reported", "problem_id", "correct", "attempt_id",
                                               "verdict_id", "adapter", "gold_steps"])
 
+    def reported(self) -> dict[tuple[int, str], dict[str, bool]]:
+        """(round, condition) -> problem -> correct, for every EvalReport that lists its verdicts."""
+        return {(m.round, m.name): {self.by_id[v].problem_id: self.by_id[v].correct for v in m.verdicts
+                                    if v in self.by_id}
+                for m in self.messages if isinstance(m, EvalReport) and m.verdicts}
+
     def changes(self, before: str | None = None, after: str | None = None):
         """Problems fixed (wrong → right) and broken (right → wrong) between two reported conditions; by default
         between every two EvalReports of consecutive rounds whose names agree up to a trailing round or
         iteration (``reflection/round 1`` → ``reflection/round 2``)."""
-        reports = [m for m in self.messages if isinstance(m, EvalReport) and m.verdicts]
-        outcome = {m.name: {self.by_id[v].problem_id: self.by_id[v].correct for v in m.verdicts if v in self.by_id}
-                   for m in reports}
+        reported = self.reported()
+        outcome = {name: by_problem for (_, name), by_problem in reported.items()}
         if before is not None or after is not None:
             if before not in outcome or after not in outcome:
                 raise KeyError(f"no reported condition {before if before not in outcome else after!r}; "
                                f"conditions: {', '.join(outcome)}")
             pairs = [(before, after)]
         else:
-            family = {m.name: (re.sub(r"[/ _-]*(round|it|iteration) ?\d+$", "", m.name), m.round) for m in reports}
-            pairs = [(a.name, b.name) for a in reports for b in reports
-                     if family[a.name][0] == family[b.name][0] and b.round == a.round + 1]
+            family = {name: re.sub(r"[/ _-]*(round|it|iteration) ?\d+$", "", name) for _, name in reported}
+            pairs = [(a, b) for ra, a in reported for rb, b in reported if family[a] == family[b] and rb == ra + 1]
         rows = []
         for a, b in pairs:
             for pid in outcome[a].keys() & outcome[b].keys():

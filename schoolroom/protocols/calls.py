@@ -20,6 +20,7 @@ from msgspec.structs import replace
 from schoolroom.config import Config
 from schoolroom.log import Writer
 from schoolroom.messages import Call, Message, Note, Problem, Unknown, Usage, sequential_ids
+from schoolroom.protocols.replay import live
 
 if TYPE_CHECKING:
     from schoolroom.protocols.handles import AgentHandle
@@ -79,10 +80,9 @@ class CallPath:
     def _remember(self, messages: list[Message], logged: bool) -> None:
         """Index a log's calls (for answering them again) and problem sets (for resuming)."""
         by_id = {m.id: m for m in messages}
-        dead = {i for m in messages if isinstance(m, Note) and m.kind == "orphaned" for i in m.data.get("ids", [])}
         paid: list[Usage] = []
-        for m in messages:
-            if isinstance(m, Usage) and m.id not in dead:
+        for m in live(messages):  # a crash's orphans belong to no call
+            if isinstance(m, Usage):
                 paid.append(m)
             if isinstance(m, Call):
                 if logged:
