@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 
@@ -69,6 +70,10 @@ class _Progress:
             self.tasks[label] = self.bars.add_task(label, total=total)
         self.bars.update(self.tasks[label], completed=done)
 
+    def say(self, text: str) -> None:
+        self.console.print(text if self.console.is_terminal else f"[{time.perf_counter() - self.t0:6.0f}s] {text}",
+                           highlight=False, markup=False)
+
     def __enter__(self):
         self.bars.start()
         return self
@@ -89,18 +94,31 @@ def _reuse(items: list[str]) -> dict[str, str]:
 
 def run_cmd(args: argparse.Namespace) -> int:
     from schoolroom import config as configlib
+    from schoolroom.errors import NotStarted, RunFailed
     from schoolroom.protocols import runner
 
     if args.command == "resume":
+        if not (Path(args.run) / "messages.jsonl").exists():
+            print(f"nothing to resume: {args.run} is not a run directory (no messages.jsonl in it)", file=sys.stderr)
+            return 2
         args.config = str(Path(args.run) / "config.toml")
     try:
         cfg, _ = configlib.load(args.config, args.set)
         with _Progress() as progress:
             run_dir = runner.run(cfg, source=args.config, out=args.out, limit=args.limit,
-                                 resume=getattr(args, "run", None), reuse=_reuse(args.reuse), progress=progress)
+                                 resume=getattr(args, "run", None), reuse=_reuse(args.reuse), progress=progress,
+                                 say=progress.say)
     except configlib.ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except NotStarted as e:
+        print(e, file=sys.stderr)
+        return 2
+    except RunFailed as e:
+        if args.debug:
+            traceback.print_exception(e.__cause__ or e, file=sys.stderr)
+        print(e, file=sys.stderr)
+        return 130 if isinstance(e.__cause__, KeyboardInterrupt) else 1
     print((run_dir / "report.md").read_text())
     print(f"run directory: {run_dir}")
     return 0
@@ -144,11 +162,14 @@ def replay_cmd(args: argparse.Namespace) -> int:
             return 2
         return 0
     status = 0
+    out = Path(args.out or run_dir / "replay")
     try:
-        done = runner.replay(run_dir, args.out or run_dir / "replay")
+        done = runner.replay(run_dir, out)
     except (NotInLog, configlib.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"replay stopped: {e}", file=sys.stderr)
         status = 2
+    except Exception as e:
+        status = _unexpected(e, args, out / "error.log", "replay stopped")
     else:
         print((done.out / "report.md").read_text())
         same = ("report, metrics and plots equal the run's (wall times aside)" if not done.differences else
@@ -186,17 +207,59 @@ def protocols_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unexpected(e: BaseException, args: argparse.Namespace, log: Path | None = None, what: str = "error") -> int:
+    """An error nobody foresaw: one line here, the traceback in a file (and here with --debug)."""
+    from schoolroom.errors import one_line
+    from schoolroom.models import cache_dir
+
+    log = log or cache_dir() / "error.log"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(traceback.format_exception(e)))
+        where = f"full traceback in {log}"
+    except OSError:
+        where = "run with --debug for the traceback"
+    if getattr(args, "debug", False):
+        traceback.print_exception(e, file=sys.stderr)
+    print(f"{what}: {one_line(e)}\n{where}", file=sys.stderr)
+    return 1
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Without --debug, libraries keep their progress bars, advice and actors' output to themselves (Ray keeps
+    the actors' logs in its session folder), and a warning is one line."""
+    import warnings
+
+    from schoolroom.log import TornLineWarning
+
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+    if debug:
+        return
+    os.environ["SCHOOLROOM_QUIET"] = "1"
+    for var in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY"):
+        os.environ.setdefault(var, "error")
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE", "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # agents' processes
+    warnings.simplefilter("ignore")
+    warnings.simplefilter("default", TornLineWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    debug = dict(action="store_true", help="print full tracebacks and the libraries' and agents' own output")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", **debug, default=argparse.SUPPRESS)  # after the command, or before it:
     parser = argparse.ArgumentParser(prog="schoolroom", description=__doc__)
+    parser.add_argument("--debug", **debug)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("smoke", help="load the model and solve a few synthetic problems")
+    p = sub.add_parser("smoke", parents=[common], help="load the model and solve a few synthetic problems")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("-n", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-tokens", type=int, default=96)
     p.set_defaults(func=smoke)
-    p = sub.add_parser("run", help="run an experiment config into a run directory")
+    p = sub.add_parser("run", parents=[common], help="run an experiment config into a run directory")
     p.add_argument("config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set agents.student.max_tokens=64")
@@ -205,21 +268,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="append", default=[], metavar="AGENT=RUN",
                    help="answer AGENT's calls from an earlier run's log where the arguments match")
     p.set_defaults(func=run_cmd)
-    p = sub.add_parser("resume", help="finish an interrupted run: logged calls are not asked again")
+    p = sub.add_parser("resume", parents=[common],
+                       help="finish an interrupted run: logged calls are not asked again")
     p.add_argument("run")
     p.set_defaults(func=run_cmd, set=[], out=None, limit=None, reuse=[])
-    p = sub.add_parser("replay", help="run a run's protocol again from its log alone (no agent started) and check "
-                                      "its report; or compare two runs, write a page, Parquet, a transcript")
+    p = sub.add_parser("replay", parents=[common],
+                       help="run a run's protocol again from its log alone (no agent started) and check its report; "
+                            "or compare two runs, write a page, Parquet, a transcript")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directory (or its messages.jsonl); two: compare them")
     p.add_argument("--out", help="folder for the replayed report (default RUN/replay; never the run's own files)")
     p.add_argument("--html", metavar="OUT.html", help="write one self-contained page to read the classroom")
     p.add_argument("--parquet", metavar="DIR", help="write one Parquet table per message type")
     p.add_argument("--transcript", metavar="PROBLEM_ID", help="print one problem's whole exchange")
     p.set_defaults(func=replay_cmd)
-    p = sub.add_parser("protocols", help="list the protocols this installation can run, with their settings")
+    p = sub.add_parser("protocols", parents=[common],
+                       help="list the protocols this installation can run, with their settings")
     p.set_defaults(func=protocols_cmd)
     args = parser.parse_args(argv)
-    return args.func(args)
+    _quiet_libraries(args.debug)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `schoolroom replay RUN | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        return _unexpected(e, args)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 One JSON record per line; the first line is a :class:`~schoolroom.messages.Header` with the
 schema version. ``Writer.write`` appends a batch, flushes and fsyncs it, so a crash leaves
-at most a torn last line (no trailing newline). ``read`` yields typed messages and reports
-a torn tail; a ``Writer`` reopening the file for resume truncates it. Nothing written
+at most a torn last line (no trailing newline); a batch the disk has no room for is cut off.
+``read`` yields typed messages and reports a torn tail; a ``Writer`` reopening the file for resume truncates it. Nothing written
 before the torn line is ever lost.
 """
 
@@ -34,6 +34,11 @@ def _decoder() -> msgspec.json.Decoder:
 def decode(data: bytes | str) -> Message | Header:
     """Decode one JSON record into its typed Struct; a type nobody declared comes back as :class:`Unknown`.
     Raises ``msgspec.ValidationError``/``DecodeError`` for a record that is not valid."""
+    if isinstance(data, bytes):  # msgspec skips an unknown field's bytes unchecked and lets UnicodeDecodeError out
+        try:
+            data = data.decode()
+        except UnicodeDecodeError as e:
+            raise msgspec.DecodeError(f"not UTF-8: {e}") from None
     try:
         return _decoder().decode(data)
     except msgspec.ValidationError:
@@ -61,6 +66,14 @@ class TornLineWarning(UserWarning):
     pass
 
 
+class LogWriteError(OSError):
+    """A batch could not be written (disk full, file too large, I/O error); the log ends at the last complete line."""
+
+    def __str__(self) -> str:
+        return (f"could not write {self.filename}: {self.strerror} (errno {self.errno}); "
+                "every complete line before it is kept")
+
+
 def _tail_start(f) -> int:
     """Offset just after the last newline of an open binary file (0 if none)."""
     end = f.seek(0, os.SEEK_END)
@@ -80,7 +93,8 @@ class Writer:
     """Appends messages to ``path``; safe to call from several threads of one process.
 
     Opening an existing log resumes it: a torn last line is cut off (``self.truncated``
-    says how many bytes) and the header's schema version is checked.
+    says how many bytes) and the header's schema version is checked. A batch that cannot be
+    written (a full disk) is cut off too and raises :class:`LogWriteError`, as does every later write.
     """
 
     def __init__(self, path: str | os.PathLike, run_id: str = ""):
@@ -89,13 +103,19 @@ class Writer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.truncated = 0
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
-        self._f = open(self.path, "ab")
-        if fresh:
-            self._append([encode(Header(run_id=run_id))])
-        else:
+        self._error: LogWriteError | None = None
+        if self.path.exists():
             self._repair()
-            self._check_header()
+        fresh = not self.path.exists() or self.path.stat().st_size == 0  # (a cut torn header leaves nothing)
+        self._f = open(self.path, "ab", buffering=0)  # unbuffered: nothing of a failed batch is left to flush later
+        try:
+            if fresh:
+                self._append([encode(Header(run_id=run_id))])
+            else:
+                self._check_header()
+        except BaseException:
+            self._f.close()
+            raise
 
     def _repair(self) -> None:
         with open(self.path, "rb+") as f:
@@ -126,10 +146,24 @@ class Writer:
     def _append(self, lines: list[bytes]) -> None:
         if not lines:
             return
+        data = memoryview(b"".join(line + b"\n" for line in lines))
         with self._lock:
-            self._f.write(b"".join(line + b"\n" for line in lines))
-            self._f.flush()
-            os.fsync(self._f.fileno())
+            if self._error is not None:  # never write after a gap
+                raise self._error
+            fd = self._f.fileno()
+            size = os.fstat(fd).st_size
+            try:
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            except OSError as e:
+                self._error = LogWriteError(e.errno, e.strerror, str(self.path))
+                try:  # back to the last complete line; should this fail too, the reader sees a torn line there
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+                except OSError:
+                    pass
+                raise self._error from None
 
     def write(self, messages: Message | Iterable[Message]) -> None:
         """Append one message or a batch, then flush and fsync."""

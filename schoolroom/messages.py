@@ -181,10 +181,14 @@ class TrainRequest(Message, frozen=True, kw_only=True, tag="train_request"):
 
 
 class TrainResult(Message, frozen=True, kw_only=True, tag="train_result"):
+    """The adapter a TrainRequest made. ``failed``: the training stopped (a NaN or exploding loss) and says why;
+    ``adapter`` and ``path`` are then the adapter it started from ("" for the base model)."""
+
     request_id: str
     adapter: str
     path: str
     metrics: dict[str, float] = {}
+    failed: str | None = None
 
 
 class EvalReport(Message, frozen=True, kw_only=True, tag="eval_report"):

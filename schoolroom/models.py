@@ -94,6 +94,32 @@ def resolve(spec: str = DEFAULT_MODEL) -> ModelSource:
         f"model {spec!r} is neither a short name ({', '.join(SHORT_NAMES)}), a local folder, nor a hub id")
 
 
+def check(spec: str) -> str | None:
+    """Why ``spec`` would not load, found without loading it (None: it resolves): a short name whose wheel is
+    missing, a folder without a model, a hub id while the hub is offline and the model is not in its cache."""
+    from schoolroom import hub
+
+    if spec in SHORT_NAMES:
+        if (cache_dir() / "models" / spec / "config.json").exists():
+            return None
+        try:
+            _gguf_file(*SHORT_NAMES[spec])
+            return None
+        except ModelNotFound as e:
+            return str(e)
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        try:
+            resolve(spec)
+            return None
+        except ModelNotFound as e:
+            return str(e)
+    offline = hub.offline_reason()
+    if offline and not hub.cached_model(spec):
+        return f"model {spec!r} is a hub id, not in the local Hugging Face cache, and the hub is offline ({offline})"
+    return None
+
+
 def load_tokenizer(source: ModelSource | str):
     from transformers import AutoTokenizer
 

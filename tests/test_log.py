@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import subprocess
+import sys
 import warnings
 
 import msgspec
@@ -125,3 +128,55 @@ def test_newer_schema_is_refused(tmp_path):
         log.read_all(path)
     with pytest.raises(log.LogError, match="schema version 99"):
         log.Writer(path)
+
+
+FILL_DISK = """
+import json, resource, signal, sys
+from schoolroom import log, messages as m
+path, batch, extra = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+note = lambda i: m.Note(id=f"n{i:05d}", kind="fill", text="x" * 100, time=1.0)
+w = log.Writer(path)
+line = len(m.encode(note(0))) + 1
+limit = w.path.stat().st_size + int((3 * batch + extra) * line)  # three batches fit, and `extra` lines more
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG instead of killing us
+hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+written = 0
+try:
+    while True:
+        w.write([note(written + j) for j in range(batch)])
+        written += batch
+except log.LogWriteError as e:
+    first = e
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # room again: the writer still refuses, not to leave a gap
+try:
+    w.write(note(99999))
+except log.LogWriteError as e:
+    again = e
+print(json.dumps({"written": written, "limit": limit, "error": str(first), "errno": first.errno,
+                  "filename": first.filename, "again": str(again), "chained": first.__cause__ is not None}))
+"""
+
+
+@pytest.mark.parametrize("batch, extra", [(1, 0), (1, 0.5), (5, 0), (5, 2.5)],
+                         ids=["at-a-line", "mid-line", "at-a-batch", "batch-straddles"])
+def test_a_full_disk_keeps_every_complete_line_and_names_the_file(tmp_path, batch, extra):
+    """A file size limit (RLIMIT_FSIZE) stands in for a full disk: the write fails for real (EFBIG)."""
+    path = tmp_path / "messages.jsonl"
+    child = subprocess.run([sys.executable, "-c", FILL_DISK, str(path), str(batch), str(extra)],
+                           check=False, capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    got = json.loads(child.stdout)
+    assert got["written"] == 3 * batch  # and no line of the batch that failed (batch-straddles: 2.5 would fit)
+    assert got["error"] == got["again"] == (f"could not write {path}: File too large (errno {errno.EFBIG}); "
+                                            "every complete line before it is kept")
+    assert (got["errno"], got["filename"], got["chained"]) == (errno.EFBIG, str(path), False)
+    data = path.read_bytes()
+    assert data.endswith(b"\n") and len(data) <= got["limit"]
+    kept = log.read_all(path, on_torn="raise")
+    assert [x.id for x in kept] == [f"n{i:05d}" for i in range(got["written"])]
+    with warnings.catch_warnings():  # and the run resumes after it without a cut
+        warnings.simplefilter("error")
+        with log.Writer(path) as w:
+            w.write(m.Note(kind="resume", text="disk freed"))
+    assert len(log.read_all(path, on_torn="raise")) == got["written"] + 1

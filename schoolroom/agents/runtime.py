@@ -14,7 +14,7 @@ from schoolroom.agents.base import ROLES
 from schoolroom.config import AgentConfig, RuntimeConfig
 
 # environment variables an actor needs to see what the driver sees (data, cache, offline mode)
-FORWARDED_PREFIXES = ("SCHOOLROOM_", "HF_", "TRANSFORMERS_", "VLLM_", "TOKENIZERS_")
+FORWARDED_PREFIXES = ("SCHOOLROOM_", "HF_", "TRANSFORMERS_", "VLLM_", "TOKENIZERS_", "TQDM_", "PYTHONWARNINGS")
 
 
 def is_effect(role: str, method: str) -> bool:
@@ -122,11 +122,14 @@ def start_ray(rt: RuntimeConfig) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # the CLI without --debug: the actors' output stays in Ray's session logs, out of the user's terminal
+    chatty = os.environ.get("SCHOOLROOM_QUIET") != "1"
+    level = "warning" if chatty else "error"
     if rt.address == "local":
         ray.init(num_cpus=rt.num_cpus or os.cpu_count(), include_dashboard=False,
-                 object_store_memory=rt.object_store_mb * 10**6, logging_level="warning", log_to_driver=True)
+                 object_store_memory=rt.object_store_mb * 10**6, logging_level=level, log_to_driver=chatty)
     else:
-        ray.init(address=rt.address, logging_level="warning")
+        ray.init(address=rt.address, logging_level=level, log_to_driver=chatty)
 
 
 def spawn(name: str, config: AgentConfig, rt: RuntimeConfig, workdir: str = ".",

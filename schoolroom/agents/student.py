@@ -49,8 +49,9 @@ class Student(Agent):
 
     @effect
     def load(self, result: TrainResult | None) -> str | None:
-        """Generate with the adapter of ``result`` from now on (None: the base model); returns its version."""
-        if result is None:
+        """Generate with the adapter of ``result`` from now on (None: the base model); returns its version. A
+        training that failed kept the adapter it started from: that one (or the base model)."""
+        if result is None or (result.failed and not result.path):
             self.engine.unload_adapter()
             return None
         self.engine.load_adapter(result.adapter, result.path)

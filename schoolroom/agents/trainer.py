@@ -12,8 +12,9 @@ Adapters are named by version: ``<workdir>/adapters/<version>``, plain peft fold
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import random
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from schoolroom.agents.base import Agent, role
 from schoolroom.agents.engines.base import render_prompt
 from schoolroom.agents.student import solve_prompt
 from schoolroom.messages import Message, Mistake, PreferencePair, Problem, Rationale, TrainRequest, TrainResult
+from schoolroom.training.common import TrainingDiverged
 
 TrainingKind = Callable[["Trainer", TrainRequest, list[Message], dict[str, Problem], str], dict[str, float]]
 TRAINING_KINDS: dict[str, TrainingKind] = {}
@@ -84,7 +86,18 @@ class Trainer(Agent):
             raise ValueError(f"unknown training kind {request.kind!r}; known: {', '.join(TRAINING_KINDS)}")
         version = f"{request.name or request.kind}-r{request.round}-{request.id[:6]}"
         out = self.adapters_dir() / version
-        metrics = TRAINING_KINDS[request.kind](self, request, data, {p.problem_id: p for p in problems}, str(out))
+        shutil.rmtree(out, ignore_errors=True)  # what a crash left half-written: a request is redone from its start
+        try:
+            metrics = TRAINING_KINDS[request.kind](self, request, data, {p.problem_id: p for p in problems}, str(out))
+        except TrainingDiverged as e:
+            shutil.rmtree(out, ignore_errors=True)
+            kept = request.base_adapter
+            why = (f"training {version} ({request.kind}) stopped: {e}; the adapter it started from is kept "
+                   f"({kept or 'the base model'})")
+            self.note("training_failed", why, adapter=version, step=e.step, what=e.what, value=str(e.value))
+            return TrainResult(request_id=request.id, adapter=kept or "", path=self.adapter_path(kept) or "",
+                               metrics={"diverged_at_step": float(e.step)}, failed=why, sender=self.name,
+                               parents=(request.id,))
         return TrainResult(request_id=request.id, adapter=version, path=str(out), metrics=metrics,
                            sender=self.name, parents=(request.id,))
 

@@ -78,6 +78,8 @@ class Verifier(Agent):
         if result is None:
             self.reward_model = None
             return None
+        if result.failed:
+            raise ValueError(f"verifier {self.name}: no reward model to load: {result.failed}")
         from schoolroom import models
         from schoolroom.training.reward_model import load_reward_model, read_info, separator
 

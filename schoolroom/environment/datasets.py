@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from schoolroom.environment.answers import last_boxed, split_steps
+from schoolroom.hub import offline_reason as hub_offline_reason
 from schoolroom.messages import Problem
 
 
@@ -198,7 +199,8 @@ def load(name: str, split: str = "test", data_dir: str | os.PathLike | None = No
             return problems[:limit] if limit is not None else problems
     else:
         looked.append("no data directory (pass data_dir= or set SCHOOLROOM_DATA)")
-    if hub is not None and os.environ.get("HF_HUB_OFFLINE") != "1" and os.environ.get("HF_DATASETS_OFFLINE") != "1":
+    offline = hub_offline_reason() if hub is not None else None
+    if hub is not None and offline is None:
         try:
             problems = _from_hub(key, split, hub)
             return problems[:limit] if limit is not None else problems
@@ -207,7 +209,7 @@ def load(name: str, split: str = "test", data_dir: str | os.PathLike | None = No
         except Exception as e:  # network errors come in many types
             looked.append(f"hub {hub[0]}: {type(e).__name__}: {e}")
     elif hub is not None:
-        looked.append(f"hub {hub[0]}: skipped, HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set")
+        looked.append(f"hub {hub[0]}: not tried, {offline}")
     else:
         looked.append("hub: no hub copy is known for this dataset")
     raise DatasetNotFound(f"dataset {key} split {split} not found; looked in: " + "; ".join(looked))

@@ -8,6 +8,7 @@ and does not ask them again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import time
@@ -18,6 +19,7 @@ import msgspec
 from msgspec.structs import replace
 
 from schoolroom.config import Config
+from schoolroom.errors import AgentCallError
 from schoolroom.log import Writer
 from schoolroom.messages import Call, Message, Note, Problem, Unknown, Usage, sequential_ids
 from schoolroom.protocols.replay import live
@@ -64,6 +66,7 @@ class CallPath:
     round: int
     progress: Callable[[str, int, int], None]
     replaying: str | None = None  # replay: no agent is asked; a call the log lacks is NotInLog, this the hint
+    _stage: str = ""  # the condition being run (``k=2``), in progress labels and errors: ``room.stage(...)``
 
     def _start_calls(self, previous: list[Message], reuse: dict[str, list[Message]]) -> None:
         self._logged: set[str] = {m.id for m in previous}
@@ -98,6 +101,16 @@ class CallPath:
                 self._memo[m.key] = (result, logged)
             elif logged and isinstance(m, Note) and m.kind == "problem_set":
                 self._sets[m.data["name"]] = [by_id[i] for i in m.data["ids"]]
+
+    @contextlib.contextmanager
+    def stage(self, text: str):
+        """Name the condition the calls inside belong to (``with room.stage(f"k={k}"):``): progress bars and
+        errors say it (``student.solve k=2 (round 1)``)."""
+        outer, self._stage = self._stage, text
+        try:
+            yield
+        finally:
+            self._stage = outer
 
     def usage(self, agent: str) -> dict[str, float]:
         """What ``agent``'s engine has cost this run so far, as its log records it: generations, prompt and
@@ -188,12 +201,18 @@ class CallPath:
                                f"after {self.answered} calls answered from it: {self.replaying}")
             piece, kw = self._stamp_inputs(piece), self._stamp_inputs(kw)
             pending.append((i, key, piece, kw))
-        label = f"{handle.name}.{method}" + (f" (round {self.round})" if self.round else "")
+        label = f"{handle.name}.{method}" + (f" {self._stage}" if self._stage else "") + \
+            (f" (round {self.round})" if self.round else "")
         done = len(pieces) - len(pending)
+        if done and not self.replaying:  # a resumed run counts the pieces its log answered
+            self.progress(label, done, len(pieces))
         futures = [(i, key, handle.host.submit(method, *piece, **kw)) for i, key, piece, kw in pending]
         t0 = time.perf_counter()
         for i, key, fut in futures:
-            result, side = handle.host.result(fut, self.config.runtime.call_timeout_s)
+            try:
+                result, side = handle.host.result(fut, self.config.runtime.call_timeout_s)
+            except Exception as e:  # which agent, which call, which round: the cause said in one line
+                raise AgentCallError(handle.name, method, self.round, e, self._stage) from e
             results[i] = self._log_call(handle, method, key, result, side, time.perf_counter() - t0)
             t0 = time.perf_counter()
             done += 1

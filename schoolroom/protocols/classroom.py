@@ -22,6 +22,7 @@ from schoolroom.agents.teacher import Teacher
 from schoolroom.agents.trainer import Trainer
 from schoolroom.agents.verifier import Verifier
 from schoolroom.config import Config
+from schoolroom.errors import AgentCallError
 from schoolroom.log import Writer
 from schoolroom.messages import EvalReport, Message, Note, Problem, TrainResult, Verdict, sequential_ids
 from schoolroom.protocols import handles, problemsets
@@ -45,16 +46,26 @@ class Classroom(CallPath):
         self.replaying = replaying
         self._start_calls(list(previous), reuse or {})
         self.agents: dict[str, AgentHandle] = {}
-        for name, ac in config.agents.items():
-            host = None if replaying else spawn(name, ac, config.runtime, workdir, plugins)
-            self.agents[name] = AgentHandle(self, name, ac.role, host)
-        if not replaying:
-            self._wait_ready()
+        try:
+            for name, ac in config.agents.items():
+                try:
+                    host = None if replaying else spawn(name, ac, config.runtime, workdir, plugins)
+                except Exception as e:
+                    raise AgentCallError(name, "start", 0, e) from e
+                self.agents[name] = AgentHandle(self, name, ac.role, host)
+            if not replaying:
+                self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
 
     def _wait_ready(self) -> None:
         futures = [(h, h.host.submit("ready")) for h in self.agents.values()]
         for h, fut in futures:
-            h.host.result(fut, self.config.runtime.call_timeout_s)
+            try:
+                h.host.result(fut, self.config.runtime.call_timeout_s)
+            except Exception as e:
+                raise AgentCallError(h.name, "start", 0, e) from e
             self.progress(f"started {h.name}", 1, 1)
 
     def close(self) -> None:
@@ -137,9 +148,10 @@ class Classroom(CallPath):
     def evaluate(self, name: str, problems: list[Problem], adapter: TrainResult | None = None) -> list[Verdict]:
         """The student (with ``adapter`` loaded, or the base model) solves ``problems`` greedily; an EvalReport
         named ``name`` is logged. Returns the verdicts."""
-        self.student.load(adapter)
-        attempts = self.student.solve(problems)
-        verdicts = self.verifier.check(attempts, problems)
+        with self.stage(name):
+            self.student.load(adapter)
+            attempts = self.student.solve(problems)
+            verdicts = self.verifier.check(attempts, problems)
         correct = sum(v.correct for v in verdicts)
         p, lo, hi = wilson(correct, len(verdicts))
         self.record(EvalReport(name=name, n=len(verdicts), correct=correct, accuracy=p, ci_low=lo, ci_high=hi,

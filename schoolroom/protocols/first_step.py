@@ -30,9 +30,10 @@ def first_step(room: Classroom, cfg: FirstStepConfig) -> Report:
     ids: dict[tuple[str, int], list[str]] = {}
     for teacher in cfg.teachers:
         for k in cfg.ks:
-            guidance = room.agent(teacher).guide(problems, k) if k > 0 else None
-            attempts = room.student.solve(problems, guidance)
-            verdicts = room.verifier.check(attempts, problems)
+            with room.stage(f"k={k}" if len(cfg.teachers) == 1 else f"{teacher} k={k}"):
+                guidance = room.agent(teacher).guide(problems, k) if k > 0 else None
+                attempts = room.student.solve(problems, guidance)
+                verdicts = room.verifier.check(attempts, problems)
             correct[teacher, k] = [v.correct for v in verdicts]
             ids[teacher, k] = [v.id for v in verdicts]
     return first_step_report(room, cfg, problems, correct, ids)

@@ -36,6 +36,22 @@ def usage_markdown(messages: list[Message]) -> str:
     return "\n".join(out)
 
 
+def faults_markdown(messages: list[Message]) -> str:
+    """What went wrong and was worked around, for the report: trainings stopped (the previous adapter kept) and
+    agent outputs that could not be read (recorded and skipped). Empty when nothing did."""
+    notes = [m for m in live(messages) if isinstance(m, Note)]
+    failed = [f"- {m.text}" for m in notes if m.kind == "training_failed"]
+    skipped = defaultdict(int)
+    for m in notes:
+        if m.kind == "unparsed":
+            skipped[m.sender] += 1
+    if not failed and not skipped:
+        return ""
+    return "\n## Faults\n\n" + "\n".join(failed + [
+        f"- {n} outputs of agent `{a}` could not be read and were skipped (Notes of kind `unparsed` in the log)"
+        for a, n in sorted(skipped.items())]) + "\n"
+
+
 def transcript(messages: list[Message], problem_id: str) -> str:
     """Every message about one problem, in log order."""
     about = [m for m in messages if getattr(m, "problem_id", None) == problem_id]

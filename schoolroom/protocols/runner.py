@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,11 @@ import msgspec
 
 from schoolroom import config as configlib
 from schoolroom import log as loglib
+from schoolroom.errors import RunFailed, plain
 from schoolroom.messages import Call, Message, Note, sequential_ids
-from schoolroom.protocols import registry
+from schoolroom.protocols import preflight, registry
 from schoolroom.protocols.classroom import Classroom
-from schoolroom.protocols.replay import usage_markdown, usage_rows
+from schoolroom.protocols.replay import faults_markdown, usage_markdown, usage_rows
 from schoolroom.protocols.report import Report, draw, render
 from schoolroom.scalars import Sink
 
@@ -68,8 +71,12 @@ def last_code(messages: list) -> str | None:
 
 
 def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None, limit: int | None = None,
-        resume: str | Path | None = None, reuse: dict[str, str] | None = None, progress=None) -> Path:
-    """Run (or resume) the configured protocol; returns the run directory."""
+        resume: str | Path | None = None, reuse: dict[str, str] | None = None, progress=None,
+        say=None) -> Path:
+    """Run (or resume) the configured protocol; returns the run directory. Everything that can be checked first
+    is (``preflight``: NotStarted, no run directory made); a failure after the start is a RunFailed whose
+    traceback is in ``RUN/error.log``. ``say(text)`` hears what the run does besides its calls."""
+    say = say or (lambda text: None)
     cfg = configlib.with_limit(cfg, limit)
     if reuse:
         cfg = msgspec.structs.replace(cfg, run=msgspec.structs.replace(cfg.run, reuse=dict(cfg.run.reuse) | reuse))
@@ -78,10 +85,16 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
         run_dir = Path(resume)
         if not (run_dir / "messages.jsonl").exists():
             raise FileNotFoundError(f"nothing to resume: no messages.jsonl in {run_dir}")
-        previous = loglib.read_all(run_dir / "messages.jsonl")
+        preflight.check(cfg, source, resume=True)
+        say(f"resuming {run_dir}: reading its log")
+        previous = loglib.read_all(run_dir / "messages.jsonl", on_torn="ignore")  # the Writer cuts and says it
         run_id = next((m.run_id for m in previous if m.run_id), run_dir.name)
         orphans = orphaned(previous)
+        calls = sum(isinstance(m, Call) for m in previous)
+        say(f"found {len(previous)} messages and {calls} answered calls in the log: they are not asked again"
+            + (f"; {len(orphans)} messages of a call the crash cut short are set aside" if orphans else ""))
     else:
+        preflight.check(cfg, source)
         run_id = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         run_dir = Path(out or cfg.run.out) / run_id
         run_dir.mkdir(parents=True, exist_ok=False)
@@ -89,33 +102,54 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
         (run_dir / "config.toml").write_text(configlib.dump(resolved(cfg, p, settings, where)))
     reused = {agent: loglib.read_all(path) for agent, path in cfg.run.reuse.items()}
     writer = loglib.Writer(run_dir / "messages.jsonl", run_id=run_id)
+    if writer.truncated:
+        say(f"cut a torn last line of {writer.truncated} bytes (a write the crash interrupted)")
     sink = None
-    if cfg.run.tensorboard or cfg.run.wandb_project:
-        sink = Sink(run_dir, run_id, cfg.run.tensorboard, cfg.run.wandb_project, resolved(cfg, p, settings, where))
-        writer.listeners.append(sink)
-    code = registry.fingerprint(p)
-    if code != last_code(previous):  # which code wrote the log from here on (replay names a change)
-        writer.write(Note(kind="protocol", text=f"protocol {p.name}, code {code}", run_id=run_id, sender="runtime",
-                          data={"name": p.name, "code": code}))
-    if resume and orphans:
-        writer.write(Note(kind="orphaned", text=f"{len(orphans)} messages of a call cut short by the crash; "
-                          "the call is asked again", run_id=run_id, sender="runtime", data={"ids": orphans}))
-    t0 = time.perf_counter()
     room = None
+    t0 = time.perf_counter()
     try:
+        if cfg.run.tensorboard or cfg.run.wandb_project:
+            sink = Sink(run_dir, run_id, cfg.run.tensorboard, cfg.run.wandb_project,
+                        resolved(cfg, p, settings, where))
+            writer.listeners.append(sink)
+        code = registry.fingerprint(p)
+        if code != last_code(previous):  # which code wrote the log from here on (replay names a change)
+            writer.write(Note(kind="protocol", text=f"protocol {p.name}, code {code}", run_id=run_id,
+                              sender="runtime", data={"name": p.name, "code": code}))
+        if resume and orphans:
+            writer.write(Note(kind="orphaned", text=f"{len(orphans)} messages of a call cut short by the crash; "
+                              "the call is asked again", run_id=run_id, sender="runtime", data={"ids": orphans}))
         room = Classroom(cfg, writer, run_id, previous=previous, reuse=reused, progress=progress,
                          workdir=str(run_dir), plugins=where.plugins)
         with sequential_ids(run_id):  # what the protocol makes gets the same ids when the run is resumed
             report: Report = p.fn(room, settings)
-    finally:
-        if room is not None:
-            room.close()
-        writer.close()
-        if sink is not None:
-            sink.close()
-    wall = time.perf_counter() - t0
-    write_report(run_dir, report, wall, resumed=bool(resume))
+        _close(room, writer, sink)
+        write_report(run_dir, report, time.perf_counter() - t0, resumed=bool(resume))
+    except BaseException as e:
+        _close(room, writer, sink)
+        raise failed(run_dir, e) from e
     return run_dir
+
+
+def _close(room, writer, sink) -> None:
+    if room is not None:
+        room.close()
+    writer.close()
+    if sink is not None:
+        sink.close()
+
+
+def failed(run_dir: Path, e: BaseException) -> RunFailed:
+    """The traceback appended to ``RUN/error.log``; the RunFailed a person reads."""
+    path = run_dir / "error.log"
+    text = plain("".join(traceback.format_exception(e)))
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n{text}\n")
+    except OSError as err:  # a full disk: the traceback goes to the temp folder instead
+        path = Path(tempfile.gettempdir()) / f"schoolroom-error-{run_dir.name}.log"
+        path.write_text(text + f"\n({run_dir / 'error.log'} could not be written: {err.strerror})\n")
+    return RunFailed(run_dir, e, path, interrupted=isinstance(e, KeyboardInterrupt))
 
 
 class Replayed(msgspec.Struct):
@@ -211,14 +245,28 @@ def write_report(run_dir: Path, report: Report, wall_s: float, resumed: bool = F
     if messages is None:
         messages = loglib.read_all(run_dir / "messages.jsonl")
     metrics = dict(report.metrics, wall_s=round(wall_s, 1), usage=usage_rows(messages), resumed=resumed)
-    (run_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, default=str))
+    _write(run_dir / "metrics.json", json.dumps(_finite(metrics), indent=2, default=str))
     for fig in report.figures:
-        draw(fig, run_dir / f"{fig.name}.png")
+        _write(run_dir / f"{fig.name}.png", fig)
     for name, text in report.files.items():
-        (run_dir / name).write_text(text)
-    (run_dir / "report.md").write_text(
-        render(report) + "\n## Cost\n\n" + usage_markdown(messages) +
-        f"\n\nWall time: {wall_s:.0f} s" +
-        (f" for this resumed part; {_span(messages):.0f} s from the first to the last logged message" if resumed else "") +
-        "; "
-        f"{len(messages)} messages in `messages.jsonl`; {os.cpu_count()} CPUs.\n")
+        _write(run_dir / name, text)
+    _write(run_dir / "report.md",
+           render(report) + faults_markdown(messages) + "\n## Cost\n\n" + usage_markdown(messages) +
+           f"\n\nWall time: {wall_s:.0f} s" +
+           (f" for this resumed part; {_span(messages):.0f} s from the first to the last logged message"
+            if resumed else "") +
+           f"; {len(messages)} messages in `messages.jsonl`; {os.cpu_count()} CPUs.\n")
+
+
+def _write(path: Path, what) -> None:
+    """Write a file whole or not at all (a temporary file renamed over it); a failure names the file."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        if isinstance(what, str):
+            tmp.write_text(what, encoding="utf-8")
+        else:
+            draw(what, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from None

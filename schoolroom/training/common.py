@@ -11,7 +11,26 @@ from typing import Any
 
 DEFAULT_LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
 DEFAULT_HYPER = {"learning_rate": 5e-4, "epochs": 1.0, "batch_size": 4, "grad_accum": 1, "max_steps": -1,
-                 "max_length": 512, "beta": 0.1, "warmup_steps": 0}
+                 "max_length": 512, "beta": 0.1, "warmup_steps": 0,
+                 "max_loss": 1e4}  # a loss above it (or NaN, inf) stops the training: TrainingDiverged
+
+
+class TrainingDiverged(ValueError):
+    """The loss (or the gradient norm) went NaN, infinite, or above ``max_loss``: training stopped at ``step``."""
+
+    def __init__(self, step: int, what: str, value: float):
+        self.step, self.what, self.value = step, what, value
+        super().__init__(f"{what} {value:g} at step {step}")
+
+
+def check_finite(step: int, h: dict[str, Any], **values: float | None) -> None:
+    """Raise TrainingDiverged when a loss or gradient norm is not finite, or a loss is above ``h["max_loss"]``."""
+    for what, v in values.items():
+        if v is None:
+            continue
+        v = float(v)
+        if not math.isfinite(v) or (what.endswith("loss") and v > float(h.get("max_loss", DEFAULT_HYPER["max_loss"]))):
+            raise TrainingDiverged(step, what.replace("_", " "), v)
 
 
 def lora_config(settings: dict[str, Any], task_type: str = "CAUSAL_LM", **extra):
@@ -49,6 +68,7 @@ def trainer_args(cls, h: dict[str, Any], out_dir: str, seed: int, device: str, *
                   num_train_epochs=float(h["epochs"]), max_steps=int(h["max_steps"]), warmup_steps=int(h["warmup_steps"]),
                   logging_steps=1, save_strategy="no", report_to=[], seed=seed, data_seed=seed,
                   gradient_checkpointing=False, disable_tqdm=True, dataloader_num_workers=0,
+                  logging_nan_inf_filter=False,  # a NaN loss is logged as NaN (and stops the training), not hidden
                   max_length=int(h["max_length"]), lr_scheduler_type="linear",
                   max_grad_norm=float(h.get("max_grad_norm", 1.0)))
     if device == "cpu":
@@ -57,11 +77,13 @@ def trainer_args(cls, h: dict[str, Any], out_dir: str, seed: int, device: str, *
     return cls(**kwargs)
 
 
-def run_trainer(trainer, out_dir: str) -> dict[str, float]:
-    """Train, save only the policy's adapter in ``out_dir``, and return the final metrics."""
+def run_trainer(trainer, out_dir: str, h: dict[str, Any]) -> dict[str, float]:
+    """Train, save only the policy's adapter in ``out_dir``, and return the final metrics; a NaN, infinite or
+    exploding loss stops it (TrainingDiverged) before anything is saved."""
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # the loss of every step is in the returned metrics, not on stdout
+    trainer.add_callback(_Divergence(h))
     t = time.perf_counter()
     result = trainer.train()
     model = trainer.model
@@ -78,6 +100,18 @@ def run_trainer(trainer, out_dir: str) -> dict[str, float]:
             if vals:
                 metrics[f"last_{key.replace('/', '_')}"] = float(vals[-1])
     return metrics
+
+
+def _Divergence(h: dict[str, Any]):
+    """A TRL callback that stops training (TrainingDiverged) at the first logged step with a bad loss."""
+    from transformers import TrainerCallback
+
+    class Divergence(TrainerCallback):
+        def on_log(self, _args, state, control, logs=None, **kw):
+            logs = logs or {}
+            check_finite(state.global_step, h, loss=logs.get("loss"), gradient_norm=logs.get("grad_norm"))
+
+    return Divergence()
 
 
 def fit(model, examples: list, step: Callable[[list], tuple[Any, dict[str, float]]], h: dict[str, Any], seed: int,
@@ -112,9 +146,11 @@ def fit(model, examples: list, step: Callable[[list], tuple[Any, dict[str, float
             order += more
         batch, order = [examples[i] for i in order[:bs]], order[bs:]
         loss, numbers = step(batch)
+        check_finite(len(logs) + 1, h, loss=float(loss.detach()))
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, float(h.get("max_grad_norm", 1.0)))
+        norm = torch.nn.utils.clip_grad_norm_(params, float(h.get("max_grad_norm", 1.0)))
+        check_finite(len(logs) + 1, h, gradient_norm=float(norm))
         opt.step()
         sched.step()
         logs.append({"loss": float(loss.detach()), **numbers})

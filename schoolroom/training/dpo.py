@@ -27,4 +27,4 @@ def train_dpo(model_path: str, pairs: list[dict[str, str]], out_dir: str, lora: 
     args = trainer_args(DPOConfig, h, out_dir, seed, device, beta=float(h["beta"]))
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(pairs),
                          processing_class=tokenizer, peft_config=None if init_adapter else lora_config(lora))
-    return run_trainer(trainer, out_dir) | {"pairs": float(len(pairs))}
+    return run_trainer(trainer, out_dir, h) | {"pairs": float(len(pairs))}

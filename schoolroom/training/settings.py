@@ -30,6 +30,7 @@ class Settings(_Table, kw_only=True, frozen=True):
     max_length: int | None = None
     warmup_steps: int | None = None
     max_grad_norm: float | None = None
+    max_loss: float | None = None  # a loss above it (or NaN, infinite) stops the training; default 1e4
 
 
 class DPOSettings(Settings, kw_only=True, frozen=True):

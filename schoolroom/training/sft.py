@@ -26,4 +26,4 @@ def train_sft(model_path: str, examples: list[dict[str, str]], out_dir: str, lor
     args = trainer_args(SFTConfig, h, out_dir, seed, device, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
                          peft_config=None if init_adapter else lora_config(lora))
-    return run_trainer(trainer, out_dir) | {"examples": float(len(examples))}
+    return run_trainer(trainer, out_dir, h) | {"examples": float(len(examples))}

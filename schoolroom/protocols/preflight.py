@@ -1,0 +1,118 @@
+"""Checks made before a run starts anything (no run directory, no Ray, no model loaded), reported together.
+
+Every problem set loads; every model resolves; every agent's engine is installed and its API key variable set;
+the agents' CPUs, GPUs and custom resources fit the machine or cluster; runs named for ``--reuse`` exist.
+The protocol's own settings are decoded before this (``registry.resolve``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from schoolroom import hub, models
+from schoolroom.agents.base import ROLES
+from schoolroom.config import Config
+from schoolroom.errors import NotStarted, one_line
+from schoolroom.protocols import problemsets
+
+ENGINE_PACKAGES = {"vllm": ("vllm", "pip install 'schoolroom[vllm]'"), "openai": ("openai", "pip install openai")}
+
+
+def check(cfg: Config, source: str = "<config>", resume: bool = False) -> None:
+    """Raise NotStarted listing every problem found (one line each)."""
+    problems = _data(cfg) + _agents(cfg) + _resources(cfg)
+    if not resume:  # a resumed run's reused logs were read when it started; they are in its own log now
+        problems += [f"run.reuse.{agent}: no message log at {path}" for agent, path in cfg.run.reuse.items()
+                     if not Path(path).is_file()]
+    if problems:
+        raise NotStarted(problems, source)
+    if hub.offline_reason():  # agents must not wait on hub retries either
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _data(cfg: Config) -> list[str]:
+    out, loaded = [], {}
+
+    def get(name: str):
+        if name not in loaded:
+            if name not in cfg.data:
+                raise KeyError(f"no problem set {name!r} to exclude: add [data.{name}]")
+            loaded[name] = problemsets.load_set(cfg.data[name], get)
+        return loaded[name]
+
+    for name in cfg.data:
+        try:
+            get(name)
+        except Exception as e:  # a missing file, a malformed one, an unknown dataset: said in one line
+            out.append(f"data.{name}: {one_line(e).partition(': ')[2] or one_line(e)}")
+            loaded[name] = []
+    return out
+
+
+def _agents(cfg: Config) -> list[str]:
+    out = []
+    for name, a in cfg.agents.items():
+        at = f"agents.{name}"
+        if a.engine in ENGINE_PACKAGES:
+            package, how = ENGINE_PACKAGES[a.engine]
+            if importlib.util.find_spec(package) is None:
+                out.append(f"{at}: engine {a.engine!r} needs the {package} package, which is not installed ({how})")
+        if a.engine == "openai":
+            if not os.environ.get(a.api_key_env):
+                out.append(f"{at}: the openai engine reads its API key from ${a.api_key_env}, which is not set "
+                           "(export it, or name another variable with api_key_env)")
+        elif a.engine != "reference" and (ROLES[a.role].uses_engine or a.role == "trainer"):
+            why = models.check(a.model)
+            if why:
+                out.append(f"{at}: {why}")
+    return out
+
+
+def _gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # no torch build with CUDA here
+        return 0
+
+
+def _resources(cfg: Config) -> list[str]:
+    """The agents' resources against what the local machine has (``local``, ``inline``) or the cluster has."""
+    rt, agents = cfg.runtime, cfg.agents
+    cuda = [n for n, a in agents.items() if a.device.startswith("cuda")]
+    gpus_asked = {n: a.resources.num_gpus for n, a in agents.items() if a.resources.num_gpus}
+    ray = sys.modules.get("ray")
+    if rt.address == "inline" or (rt.address == "local" and not (ray and ray.is_initialized())):
+        have = {"GPU": float(_gpus()) if cuda or gpus_asked else 0.0, "CPU": float(rt.num_cpus or os.cpu_count() or 1)}
+    else:
+        from schoolroom.agents.runtime import start_ray
+
+        try:
+            start_ray(rt)
+        except Exception as e:
+            return [f"runtime.address: cannot connect to the Ray cluster at {rt.address!r}: {one_line(e)}"]
+        import ray
+
+        have = {k: float(v) for k, v in ray.cluster_resources().items()}
+    out = []
+    if cuda and not have.get("GPU"):
+        out.append(f"agents.{cuda[0]}: device = {agents[cuda[0]].device!r}, but no GPU is visible here"
+                   + (f" (also: {', '.join(cuda[1:])})" if cuda[1:] else ""))
+    if rt.address == "inline":
+        return out  # agents share this process: Ray resources do not apply
+    asks = {"CPU": {n: a.resources.num_cpus for n, a in agents.items() if a.resources.num_cpus}, "GPU": gpus_asked}
+    for n, a in agents.items():
+        for k, v in a.resources.custom.items():
+            asks.setdefault(k, {})[n] = v
+    for what, by in asks.items():
+        total = sum(by.values())
+        if total > have.get(what, 0.0) + 1e-9:
+            each = ", ".join(f"{n} {v:g}" for n, v in by.items())
+            out.append(f"resources: the agents ask for {total:g} {what} in all ({each}); "
+                       f"{'this machine' if rt.address == 'local' else 'the cluster'} has {have.get(what, 0.0):g}"
+                       + (" (agents that take turns can share: num_cpus = 0.5 and threads)" if what == "CPU" else ""))
+    return out
