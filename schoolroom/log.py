@@ -3,8 +3,8 @@
 One JSON record per line; the first line is a :class:`~schoolroom.messages.Header` with the
 schema version. ``Writer.write`` appends a batch, flushes and fsyncs it, so a crash leaves
 at most a torn last line (no trailing newline); a batch the disk has no room for is cut off.
-``read`` yields typed messages and reports a torn tail; a ``Writer`` reopening the file for resume truncates it. Nothing written
-before the torn line is ever lost.
+``read`` yields typed messages and reports a torn tail; a ``Writer`` reopening the file for
+resume truncates it. Nothing written before the torn line is ever lost.
 """
 
 from __future__ import annotations

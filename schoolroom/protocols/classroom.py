@@ -139,11 +139,13 @@ class Classroom(CallPath):
     def describe_set(self, name: str) -> str:
         return problemsets.describe(self.config.data[name])
 
-    def rounds(self, n: int, start: int = 1) -> Iterator[int]:
-        """Rounds ``start .. start+n-1``, setting ``room.round``: a call asked again in a new round is new."""
-        for r in range(start, start + n):
-            self.round = r
-            yield r
+    def rounds(self, n: int, start: int = 1, stage: str = "") -> Iterator[int]:
+        """Rounds ``start .. start+n-1``, setting ``room.round``: a call asked again in a new round is new.
+        ``stage`` names the condition they run (progress and errors say ``student.solve reflection (round 2)``)."""
+        with self.stage(stage or self._stage):
+            for r in range(start, start + n):
+                self.round = r
+                yield r
 
     def evaluate(self, name: str, problems: list[Problem], adapter: TrainResult | None = None) -> list[Verdict]:
         """The student (with ``adapter`` loaded, or the base model) solves ``problems`` greedily; an EvalReport

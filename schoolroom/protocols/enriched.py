@@ -51,9 +51,10 @@ def enriched(room: Classroom, cfg: EnrichedConfig) -> Report:
         results["base"] = [v.correct for v in room.evaluate("base", test)]
     for variant in cfg.variants:
         data = [training_rationale(variant, p, plan, ers.get(p.problem_id)) for p, plan in zip(train, plans)]
-        adapter = room.trainer.train(TrainRequest(kind="sft", name=variant.replace("+", "_"), lora=cfg.lora.asdict(),
-                                                  hyper=cfg.train_settings.asdict(), seed=cfg.seed,
-                                                  data=tuple(r.id for r in data)), data, train)
+        with room.stage(variant):
+            adapter = room.trainer.train(TrainRequest(kind="sft", name=variant.replace("+", "_"),
+                                                      lora=cfg.lora.asdict(), hyper=cfg.train_settings.asdict(),
+                                                      seed=cfg.seed, data=tuple(r.id for r in data)), data, train)
         results[variant] = [v.correct for v in room.evaluate(variant, test, adapter)]
     room.student.load(None)
     dropped = Counter(v.reason for v in verdicts if not v.correct)

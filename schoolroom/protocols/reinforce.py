@@ -98,7 +98,7 @@ def reinforce(room: Classroom, cfg: ReinforceConfig) -> Report:
         adapter = start
         room.round = 0
         room.student.load(start)  # every arm starts from the same policy
-        for it in room.rounds(cfg.iterations):
+        for it in room.rounds(cfg.iterations, stage=arm.name):
             batch = prompts(pools, cfg, it)
             rollouts = room.student.solve(batch, n=cfg.n, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
             correct = [v.correct for v in room.agent(cfg.checker).check(rollouts, batch)]

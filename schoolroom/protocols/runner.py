@@ -87,7 +87,7 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
             raise FileNotFoundError(f"nothing to resume: no messages.jsonl in {run_dir}")
         preflight.check(cfg, source, resume=True)
         say(f"resuming {run_dir}: reading its log")
-        previous = loglib.read_all(run_dir / "messages.jsonl", on_torn="ignore")  # the Writer cuts and says it
+        previous = loglib.read_all(run_dir / "messages.jsonl", on_torn="ignore")  # the Writer cuts it, and warns
         run_id = next((m.run_id for m in previous if m.run_id), run_dir.name)
         orphans = orphaned(previous)
         calls = sum(isinstance(m, Call) for m in previous)
@@ -102,8 +102,6 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
         (run_dir / "config.toml").write_text(configlib.dump(resolved(cfg, p, settings, where)))
     reused = {agent: loglib.read_all(path) for agent, path in cfg.run.reuse.items()}
     writer = loglib.Writer(run_dir / "messages.jsonl", run_id=run_id)
-    if writer.truncated:
-        say(f"cut a torn last line of {writer.truncated} bytes (a write the crash interrupted)")
     sink = None
     room = None
     t0 = time.perf_counter()

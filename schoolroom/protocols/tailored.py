@@ -60,7 +60,7 @@ def tailored(room: Classroom, cfg: TailoredConfig) -> Report:
         previous = [v.correct for v in room.evaluate(f"{variant.name}/round 0", test)]
         rows.append(row(variant.name, 0, previous, previous, {}))
         adapter = None
-        for r in room.rounds(variant.max_rounds or cfg.max_rounds):
+        for r in room.rounds(variant.max_rounds or cfg.max_rounds, stage=variant.name):
             spent = room.usage(room.name_of(Teacher))
             attempts = room.student.solve(train)
             mistakes = room.verifier.mistakes(attempts, room.verifier.check(attempts, train))[: cfg.max_mistakes]
