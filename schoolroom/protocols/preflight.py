@@ -22,11 +22,11 @@ ENGINE_PACKAGES = {"vllm": ("vllm", "pip install 'schoolroom[vllm]'"), "openai":
 
 
 def check(cfg: Config, source: str = "<config>", resume: bool = False) -> None:
-    """Raise NotStarted listing every problem found (one line each)."""
-    problems = _data(cfg) + _agents(cfg) + _resources(cfg)
-    if not resume:  # a resumed run's reused logs were read when it started; they are in its own log now
-        problems += [f"run.reuse.{agent}: no message log at {path}" for agent, path in cfg.run.reuse.items()
-                     if not Path(path).is_file()]
+    """Raise NotStarted listing every problem found (one line each). A resumed run reads its problem sets back
+    from its log: they are not loaded again."""
+    problems = ([] if resume else _data(cfg)) + _agents(cfg) + _resources(cfg)  # resumed: sets come from the log
+    problems += [f"run.reuse.{agent}: no message log at {path}" for agent, path in cfg.run.reuse.items()
+                 if not Path(path).is_file()]
     if problems:
         raise NotStarted(problems, source)
     if hub.offline_reason():  # agents must not wait on hub retries either
