@@ -40,9 +40,14 @@ def one_line(e: BaseException, limit: int = 400) -> str:
     if isinstance(e, Explained):
         return str(e)
     lines = [ln.strip() for ln in plain(str(e)).splitlines() if ln.strip()]
-    text = lines[0] if lines else ""
-    if text.startswith("ray::") and len(lines) > 1:  # a Ray wrapper's header: the error is the last line
-        text = lines[-1]
+    if lines and lines[0].startswith("ray::"):  # a Ray wrapper's header: the error is the last line
+        lines = lines[-1:]
+    said = []
+    for ln in lines[:3]:  # the message's own lines, not a traceback quoted in it
+        if ln.startswith(("Traceback", "File ", "^")):
+            break
+        said.append(ln)
+    text = " ".join(said)
     text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
