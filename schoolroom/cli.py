@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     debug = dict(action="store_true", help="print full tracebacks and the libraries' and agents' own output")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", **debug, default=argparse.SUPPRESS)  # after the command, or before it:
+    common.add_argument("--debug", **debug, default=argparse.SUPPRESS)  # after the command as well as before it
     parser = argparse.ArgumentParser(prog="schoolroom", description=__doc__)
     parser.add_argument("--debug", **debug)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -287,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _quiet_libraries(args.debug)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except BrokenPipeError:  # `schoolroom replay RUN | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
