@@ -160,3 +160,30 @@ def test_a_nan_loss_stops_that_training_and_keeps_the_adapter_it_started_from(an
     notes = [m for m in trainer.drain() if isinstance(m, Note) and m.kind == "training_failed"]
     assert len(notes) == 1 and notes[0].data["adapter"].startswith("boom-")
     assert f"- {result.failed}" in faults_markdown(notes)
+
+
+def test_a_resumed_run_passes_a_logged_request_as_it_was_logged():
+    """The crash sweep found it: a TrainRequest logged before the crash, remade by the resumed protocol, went to
+    the trainer unstamped (round 0), and the adapter was named ``...-r0-...`` instead of ``...-r1-...``."""
+    from schoolroom.config import Config
+    from schoolroom.log import Memory
+    from schoolroom.messages import TrainRequest, sequential_ids
+    from schoolroom.protocols.calls import CallPath
+
+    def made() -> TrainRequest:
+        with sequential_ids("run-1"):
+            return TrainRequest(kind="sft", name="x")
+
+    first = CallPath()
+    first.config, first.log, first.run_id, first.round = Config(), Memory(), "run-1", 1
+    first._start_calls([], {})
+    sent = first._stamp_inputs(made())
+    assert (sent.round, sent.run_id, sent.sender) == (1, "run-1", "protocol")
+
+    resumed = CallPath()
+    resumed.config, resumed.log, resumed.run_id, resumed.round = Config(), Memory(), "run-1", 1
+    resumed._start_calls(first.log.messages, {})
+    again = made()
+    assert again.id == sent.id and again.round == 0
+    assert resumed._stamp_inputs(again) == sent
+    assert resumed.log.messages == [], "logged once"

@@ -70,6 +70,7 @@ class CallPath:
 
     def _start_calls(self, previous: list[Message], reuse: dict[str, list[Message]]) -> None:
         self._logged: set[str] = {m.id for m in previous}
+        self._sent: dict[str, Message] = {m.id: m for m in previous}  # protocol messages as logged (stamped)
         self._memo: dict[str, tuple[Any, bool]] = {}
         self._sets: dict[str, list[Problem]] = {}
         self._usage: dict[str, dict[str, float]] = {}
@@ -134,6 +135,7 @@ class CallPath:
         fresh = [self._stamp(m, "protocol") for m in messages if m.id not in self._logged]
         self.log.write(fresh)
         self._logged.update(m.id for m in fresh)
+        self._sent.update((m.id, m) for m in fresh)
 
     def _stamp(self, m: Any, sender: str | None = None) -> Any:
         if isinstance(m, Message):
@@ -143,13 +145,15 @@ class CallPath:
         return m
 
     def _stamp_inputs(self, x: Any) -> Any:
-        """Messages the protocol made and passes to an agent: stamped with run and round, and logged first."""
+        """Messages the protocol made and passes to an agent: stamped with run and round, and logged first. One
+        already logged goes as it was logged (a resumed run remakes it unstamped: the agent must not see round 0)."""
         if isinstance(x, Message):
             if x.id in self._logged:
-                return x
+                return self._sent.get(x.id, x)
             x = self._stamp(x, "protocol")
             self.log.write([x])
             self._logged.add(x.id)
+            self._sent[x.id] = x
             return x
         if isinstance(x, (list, tuple)):
             return type(x)(self._stamp_inputs(v) for v in x)
