@@ -121,10 +121,13 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
                          workdir=str(run_dir), plugins=where.plugins)
         with sequential_ids(run_id):  # what the protocol makes gets the same ids when the run is resumed
             report: Report = p.fn(room, settings)
-        _close(room, writer, sink)
-        write_report(run_dir, report, time.perf_counter() - t0, resumed=bool(resume))
     except BaseException as e:
         _close(room, writer, sink)
+        raise failed(run_dir, e) from e
+    _close(room, writer, sink)
+    try:
+        write_report(run_dir, report, time.perf_counter() - t0, resumed=bool(resume))
+    except BaseException as e:  # a full disk: the file is named; `resume` writes the report again
         raise failed(run_dir, e) from e
     return run_dir
 
