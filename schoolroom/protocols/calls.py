@@ -69,8 +69,7 @@ class CallPath:
     _stage: str = ""  # the condition being run (``k=2``), in progress labels and errors: ``room.stage(...)``
 
     def _start_calls(self, previous: list[Message], reuse: dict[str, list[Message]]) -> None:
-        self._logged: set[str] = {m.id for m in previous}
-        self._sent: dict[str, Message] = {m.id: m for m in previous}  # protocol messages as logged (stamped)
+        self._logged: dict[str, Message] = {m.id: m for m in previous}  # every message in the log, as logged
         self._memo: dict[str, tuple[Any, bool]] = {}
         self._sets: dict[str, list[Problem]] = {}
         self._usage: dict[str, dict[str, float]] = {}
@@ -134,8 +133,7 @@ class CallPath:
         """Log messages the protocol itself makes (reports, problem sets)."""
         fresh = [self._stamp(m, "protocol") for m in messages if m.id not in self._logged]
         self.log.write(fresh)
-        self._logged.update(m.id for m in fresh)
-        self._sent.update((m.id, m) for m in fresh)
+        self._logged.update((m.id, m) for m in fresh)
 
     def _stamp(self, m: Any, sender: str | None = None) -> Any:
         if isinstance(m, Message):
@@ -149,11 +147,10 @@ class CallPath:
         already logged goes as it was logged (a resumed run remakes it unstamped: the agent must not see round 0)."""
         if isinstance(x, Message):
             if x.id in self._logged:
-                return self._sent.get(x.id, x)
+                return self._logged[x.id]
             x = self._stamp(x, "protocol")
             self.log.write([x])
-            self._logged.add(x.id)
-            self._sent[x.id] = x
+            self._logged[x.id] = x
             return x
         if isinstance(x, (list, tuple)):
             return type(x)(self._stamp_inputs(v) for v in x)
@@ -242,6 +239,6 @@ class CallPath:
                     value=value, seconds=round(seconds, 3), run_id=self.run_id, round=self.round,
                     sender="runtime")
         self.log.write(new + side + [call])
-        self._logged.update(m.id for m in new + side + [call])
+        self._logged.update((m.id, m) for m in new + side + [call])
         self._memo[key] = (result, True)
         return result
