@@ -66,6 +66,7 @@ class AgentConfig(_Strict):
     seed: int = 0
     system_prompt: str | None = None
     resources: Resources = Resources()
+    replicas: int = 1  # Ray actors of this agent, each with `resources`; a batched call is split across them
     options: dict[str, Any] = {}
 
 
@@ -91,7 +92,10 @@ class RuntimeConfig(_Strict):
     num_cpus: int | None = None
     object_store_mb: int = 200
     call_timeout_s: float = 3600.0
-    chunk_size: int = 32
+    chunk_size: int = 32  # a batched call is cut into pieces of this many items (spread over an agent's replicas)
+    max_restarts: int = 3  # an actor that dies mid-call (killed, out of memory) is restarted and asked again, so often
+    concurrent: bool = True  # calls a protocol starts together run at the same time (false: one after another)
+    shared_fs: bool = False  # every node reads every node's paths (NFS): adapters go as paths, not as bytes
 
 
 class RunConfig(_Strict):

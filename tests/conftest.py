@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,6 +37,16 @@ def hf_engine():
     from schoolroom.agents.engines.hf import HFEngine
 
     return HFEngine("smollm2-135m-instruct", batch_size=8)
+
+
+VOLATILE = {"id", "time", "parents", "run_id", "key", "outputs", "seconds", "latency_s", "attempt_id", "data", "verdicts"}
+
+
+def content(messages) -> list[dict]:
+    """Messages without what differs between two identical runs: ids, times, latencies."""
+    import msgspec
+
+    return [{k: v for k, v in msgspec.to_builtins(m).items() if k not in VOLATILE} for m in messages]
 
 
 def ensure_ray():
@@ -149,3 +165,45 @@ def replays_alike(run_dir: Path, out: Path | None = None):
     assert done.differences == [], done.differences
     assert done.answered > 0 and done.unlogged == 0
     return done
+
+
+KEY_ENV = "SCHOOLROOM_TEST_API_KEY"
+SECRET = "sk-schoolroom-test-9f3c1d2e7a"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def katan(tmp_path, monkeypatch):
+    """start(*flags, backend=..., model=...) -> base URL of a fresh llm-katan bound to loopback."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    exe = shutil.which("llm-katan") or str(Path(sys.executable).with_name("llm-katan"))
+    procs = []
+
+    def start(*flags: str, backend: str = "echo", model: str = "echo-model", wait_s: float = 180) -> str:
+        port = _free_port()
+        out = open(tmp_path / f"katan-{port}.log", "w")
+        cmd = [exe, "--model", model, "--backend", backend, "--host", "127.0.0.1", "--port", str(port),
+               "--disable-dashboard", "--stats-file", str(tmp_path / f"stats-{port}.json"), *flags]
+        if backend == "transformers":
+            cmd += ["--device", "cpu", "--no-quantize"]
+        procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
+        deadline = time.time() + wait_s
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                return f"http://127.0.0.1:{port}/v1"
+            except OSError:
+                if procs[-1].poll() is not None:
+                    break
+                time.sleep(0.5)
+        raise RuntimeError("llm-katan did not start:\n" + (tmp_path / f"katan-{port}.log").read_text()[-3000:])
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=30)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import replays_alike, tiny_config, tiny_run_config
+from conftest import content, replays_alike, tiny_config, tiny_run_config
 
 from schoolroom import config as configlib
 from schoolroom import log
@@ -20,14 +20,6 @@ from schoolroom.protocols.calls import NotInLog
 from schoolroom.protocols.replay import transcript
 
 pytestmark = pytest.mark.slow
-
-VOLATILE = {"id", "time", "parents", "run_id", "key", "outputs", "seconds", "latency_s", "attempt_id", "data", "verdicts"}
-
-
-def content(messages) -> list[dict]:
-    """Messages without what differs between two identical runs: ids, times, latencies."""
-    return [{k: v for k, v in msgspec.to_builtins(m).items() if k not in VOLATILE} for m in messages]
-
 
 def run_tiny(tmp_path, **kw):
     return runner.run(configlib.decode(tiny_config(**kw)), out=str(tmp_path))

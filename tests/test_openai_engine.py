@@ -7,16 +7,10 @@ the real SmolLM2 folder. A key passed in must be absent from every file a run wr
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from conftest import KEY_ENV, SECRET, tiny_config
 
 from schoolroom import config as configlib
 from schoolroom import log, models
@@ -24,48 +18,6 @@ from schoolroom.agents.engines import Params, Prompt
 from schoolroom.agents.engines.openai import EngineError, OpenAIEngine
 from schoolroom.messages import Guidance, Usage
 from schoolroom.protocols import runner
-
-KEY_ENV = "SCHOOLROOM_TEST_API_KEY"
-SECRET = "sk-schoolroom-test-9f3c1d2e7a"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def katan(tmp_path, monkeypatch):
-    """start(*flags, backend=..., model=...) -> base URL of a fresh llm-katan bound to loopback."""
-    monkeypatch.setenv(KEY_ENV, SECRET)
-    exe = shutil.which("llm-katan") or str(Path(sys.executable).with_name("llm-katan"))
-    procs = []
-
-    def start(*flags: str, backend: str = "echo", model: str = "echo-model", wait_s: float = 180) -> str:
-        port = _free_port()
-        out = open(tmp_path / f"katan-{port}.log", "w")
-        cmd = [exe, "--model", model, "--backend", backend, "--host", "127.0.0.1", "--port", str(port),
-               "--disable-dashboard", "--stats-file", str(tmp_path / f"stats-{port}.json"), *flags]
-        if backend == "transformers":
-            cmd += ["--device", "cpu", "--no-quantize"]
-        procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
-        deadline = time.time() + wait_s
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                return f"http://127.0.0.1:{port}/v1"
-            except OSError:
-                if procs[-1].poll() is not None:
-                    break
-                time.sleep(0.5)
-        raise RuntimeError("llm-katan did not start:\n" + (tmp_path / f"katan-{port}.log").read_text()[-3000:])
-
-    yield start
-    for p in procs:
-        p.terminate()
-        p.wait(timeout=30)
-
 
 def engine(url: str, **kw) -> OpenAIEngine:
     kw = dict(api_key_env=KEY_ENV, backoff_s=0.01, max_backoff_s=0.05, timeout_s=10, concurrency=4) | kw

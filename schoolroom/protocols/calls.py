@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import inspect
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from schoolroom.config import Config
 from schoolroom.errors import AgentCallError
 from schoolroom.log import Writer
 from schoolroom.messages import Call, Message, Note, Problem, Unknown, Usage, sequential_ids
+from schoolroom.agents.runtime import first_done
 from schoolroom.protocols.replay import live
 
 if TYPE_CHECKING:
@@ -76,6 +78,9 @@ class CallPath:
         self._paid: dict[str, list[Usage]] = {}  # call key -> the engine usage logged with it in this run
         self._counted: set[str] = set()  # calls whose usage room.usage already counts
         self.answered = 0  # calls answered from the log in this process
+        self._queue: deque[Pending | list[Message]] = deque()  # calls and records not yet logged, in order asked
+        self._inflight: dict[str, Piece] = {}  # call key -> the piece asked and not yet answered
+        self._last: dict[str, float] = {}  # agent -> when its last answer came (a piece's seconds start there)
         self._remember(previous, logged=True)
         for agent, old in reuse.items():
             self._remember([m for m in old if not isinstance(m, Call) or m.agent == agent], logged=False)
@@ -130,45 +135,51 @@ class CallPath:
                     total[f] += getattr(u, f)
 
     def record(self, *messages: Message) -> None:
-        """Log messages the protocol itself makes (reports, problem sets)."""
-        fresh = [self._stamp(m, "protocol") for m in messages if m.id not in self._logged]
-        self.log.write(fresh)
+        """Log messages the protocol itself makes (reports, problem sets): after the calls it started before."""
+        fresh = [self._stamp(m, "protocol", self.round) for m in messages if m.id not in self._logged]
         self._logged.update((m.id, m) for m in fresh)
+        self._queue.append(fresh)
+        with sequential_ids(None):
+            self._flush()
 
-    def _stamp(self, m: Any, sender: str | None = None) -> Any:
+    def _stamp(self, m: Any, sender: str | None, round: int) -> Any:
         if isinstance(m, Message):
-            return replace(m, run_id=self.run_id, round=self.round, sender=m.sender or sender or "")
+            return replace(m, run_id=self.run_id, round=round, sender=m.sender or sender or "")
         if isinstance(m, list):
-            return [self._stamp(x, sender) for x in m]
+            return [self._stamp(x, sender, round) for x in m]
         return m
 
-    def _stamp_inputs(self, x: Any) -> Any:
-        """Messages the protocol made and passes to an agent: stamped with run and round, and logged first. One
-        already logged goes as it was logged (a resumed run remakes it unstamped: the agent must not see round 0)."""
+    def _stamp_inputs(self, x: Any, round: int, new: list[Message]) -> Any:
+        """Messages the protocol made and passes to an agent: stamped with run and round, and added to ``new``
+        (logged before the call's answer). One already logged goes as it was logged (a resumed run remakes it
+        unstamped: the agent must not see round 0)."""
         if isinstance(x, Message):
             if x.id in self._logged:
                 return self._logged[x.id]
-            x = self._stamp(x, "protocol")
-            self.log.write([x])
-            self._logged[x.id] = x
+            x = self._stamp(x, "protocol", round)
+            new.append(x)
             return x
         if isinstance(x, (list, tuple)):
-            return type(x)(self._stamp_inputs(v) for v in x)
+            return type(x)(self._stamp_inputs(v, round, new) for v in x)
         if isinstance(x, dict):
-            return {k: self._stamp_inputs(v) for k, v in x.items()}
+            return {k: self._stamp_inputs(v, round, new) for k, v in x.items()}
         return x
 
-    def _split(self, method: Callable, args: tuple, kwargs: dict, size: int) -> list[tuple[tuple, dict]]:
-        """Aligned chunks of the parameters ``method`` declares @batched (positional or keyword); the rest whole."""
+    def _split(self, method: Callable, args: tuple, kwargs: dict, size: int, replicas: int) -> list[tuple[tuple, dict]]:
+        """Aligned chunks of the parameters ``method`` declares @batched (positional or keyword); the rest whole.
+        ``size`` 0: in pieces of one per replica (vLLM batches best with the whole call at once)."""
         names = getattr(method, "_schoolroom_batched", ())
-        if not names or size <= 0:
+        if not names or (size <= 0 and replicas <= 1):
             return [(args, kwargs)]
         bound = inspect.signature(method).bind(None, *args, **kwargs)  # None stands for self
         lists = {k: v for k, v in bound.arguments.items() if k in names and isinstance(v, list)}
         lengths = {len(v) for v in lists.values()}
-        if not lists or len(lengths) != 1 or lengths.pop() <= size:
+        if not lists or len(lengths) != 1:
             return [(args, kwargs)]
-        n = len(next(iter(lists.values())))
+        n = lengths.pop()
+        size = size if size > 0 else -(-n // replicas)
+        if n <= size:
+            return [(args, kwargs)]
         pieces = []
         for i in range(0, n, size):
             b = inspect.BoundArguments(bound.signature, dict(bound.arguments))
@@ -177,56 +188,148 @@ class CallPath:
             pieces.append((b.args[1:], b.kwargs))
         return pieces
 
+    # ---- calls: started in the order the protocol asks, run at the same time, logged in the order asked
     def _call(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Any:
-        with sequential_ids(None):  # agents (inline too) and call records make random ids: only protocol
-            return self._ask(handle, method, args, kwargs)  # code's ids follow the run's sequence
+        return self._submit(handle, method, args, kwargs).result()
 
-    def _ask(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Any:
+    def _submit(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Pending:
+        p = Pending(self, handle, method, args, kwargs)
+        self._queue.append(p)
+        if p.effect:  # the agent's state changes: every call asked of it before goes out first
+            self._pump(lambda: all(q.pieces is not None for q in self._queue if q.handle is handle and q is not p))
+        self._launch_ready()
+        if not self.config.runtime.concurrent:  # one call at a time: the same log, for comparison and debugging
+            p.result()
+        return p
+
+    def wait(self, x: Any) -> Any:
+        """``x`` (a started call, or a list, tuple or dict of them) with every started call's answer in its place."""
+        if isinstance(x, Pending):
+            return x.result()
+        if isinstance(x, (list, tuple)):
+            return type(x)(self.wait(v) for v in x)
+        if isinstance(x, dict):
+            return {k: self.wait(v) for k, v in x.items()}
+        return x
+
+    def wait_all(self) -> None:
+        """Every started call answered and logged (the runner calls it when the protocol returns)."""
+        self._pump(lambda: not self._queue)
+
+    def _launch_ready(self) -> bool:
+        """Start every queued call whose arguments are answered, each agent's calls in the order asked; whether
+        any started."""
+        waiting: set[str] = set()
+        started = False
+        for p in self._queue:
+            if isinstance(p, Pending) and p.pieces is None:
+                if p.handle.name not in waiting and p.ready():
+                    with sequential_ids(None):  # agents (inline too) and call records make random ids: only
+                        self._launch(p)  # protocol code's ids follow the run's sequence
+                    started = True
+                else:
+                    waiting.add(p.handle.name)
+        return started
+
+    def _launch(self, p: Pending) -> None:
+        handle, method = p.handle, p.method
+        args, kwargs = _answered(p.args), _answered(p.kwargs)
         fn = getattr(handle.cls, method)
-        effect = bool(getattr(fn, "_schoolroom_effect", False))
-        # vLLM batches best with the whole call at once: its calls are not cut into chunks
-        size = 0 if self.config.agents[handle.name].engine == "vllm" else self.config.runtime.chunk_size
-        pieces = self._split(fn, args, kwargs, size)
-        results: list[Any] = [None] * len(pieces)
-        pending = []
-        for i, (piece, kw) in enumerate(pieces):
-            key = call_key(handle.name, method, self.round, piece, kw, [handle.settings, handle.state])
-            if (not effect or self.replaying) and key in self._memo:
-                result, logged = self._memo[key]
-                results[i] = result if logged else self._log_call(handle, method, key, result, [], 0.0)
-                self._count(key, self._paid.get(key, []))
+        ac = self.config.agents[handle.name]
+        # vLLM batches best with the whole call at once: its calls are cut only to feed replicas
+        size = 0 if ac.engine == "vllm" else self.config.runtime.chunk_size
+        p.pieces = []
+        for piece, kw in self._split(fn, args, kwargs, size, ac.replicas if handle.host is not None else 1):
+            key = call_key(handle.name, method, p.round, piece, kw, [handle.settings, handle.state])
+            x = Piece(key)
+            p.pieces.append(x)
+            if (not p.effect or self.replaying) and key in self._memo:
+                x.result, x.logged_before = self._memo[key]
+                x.done = True
                 self.answered += 1
-                continue
-            if self.replaying:
-                raise NotInLog(f"{handle.name}.{method} (round {self.round}) {_brief(piece, kw)} is not in the log, "
+            elif (not p.effect) and key in self._inflight:
+                x.same = self._inflight[key]  # asked already and not yet answered: one answer serves both
+            elif self.replaying:
+                raise NotInLog(f"{handle.name}.{method} (round {p.round}) {_brief(piece, kw)} is not in the log, "
                                f"after {self.answered} calls answered from it: {self.replaying}")
-            piece, kw = self._stamp_inputs(piece), self._stamp_inputs(kw)
-            pending.append((i, key, piece, kw))
-        label = f"{handle.name}.{method}" + (f" {self._stage}" if self._stage else "") + \
-            (f" (round {self.round})" if self.round else "")
-        done = len(pieces) - len(pending)
+            else:
+                x.inputs = []
+                piece, kw = self._stamp_inputs(piece, p.round, x.inputs), self._stamp_inputs(kw, p.round, x.inputs)
+                x.sent, x.t0 = handle.host.submit(method, *piece, **kw), time.perf_counter()
+                self._inflight[key] = x
+        done = sum(x.done for x in p.pieces)
         if done and not self.replaying:  # a resumed run counts the pieces its log answered
-            self.progress(label, done, len(pieces))
-        futures = [(i, key, handle.host.submit(method, *piece, **kw)) for i, key, piece, kw in pending]
-        t0 = time.perf_counter()
-        for i, key, fut in futures:
-            try:
-                result, side = handle.host.result(fut, self.config.runtime.call_timeout_s)
-            except Exception as e:  # which agent, which call, which round: the cause said in one line
-                raise AgentCallError(handle.name, method, self.round, e, self._stage) from e
-            results[i] = self._log_call(handle, method, key, result, side, time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            done += 1
-            self.progress(label, done, len(pieces))
-        if effect:
+            self.progress(p.label, done, len(p.pieces))
+        if p.effect:
             handle.state = [method, _norm(list(args)), _norm(kwargs)]
-        if len(pieces) == 1:
-            return results[0]
-        return [x for r in results for x in r]
 
-    def _log_call(self, handle: AgentHandle, method: str, key: str, result: Any, side: list, seconds: float) -> Any:
-        result = self._stamp(result, handle.name)
-        side = self._stamp(side, handle.name)
+    def _pump(self, until: Callable[[], bool]) -> None:
+        """Wait for answers (whichever comes first), start what they unblock, and log the answered calls at the
+        head of the queue, until ``until()``. Agents run inline run here: their ids, and call records', are random."""
+        with sequential_ids(None):
+            self._pump_until(until)
+
+    def _pump_until(self, until: Callable[[], bool]) -> None:
+        while True:
+            while self._launch_ready() | self._flush():  # what is logged may let more calls start, and so on
+                pass
+            if until():
+                return
+            flying = [(p, x) for p in self._queue if isinstance(p, Pending) and p.pieces is not None
+                      for x in p.pieces if x.sent is not None and not x.done]
+            if not flying:
+                raise RuntimeError("a started call waits on a call that was never started")  # cannot happen
+            timeout = self.config.runtime.call_timeout_s
+            i = first_done([x.sent for _, x in flying], timeout)
+            p, x = flying[0 if i is None else i]
+            try:  # none answered in time: the first one's timeout is said
+                x.result, x.side = p.handle.host.result(x.sent, 0 if i is None else timeout)
+            except Exception as e:  # which agent, which call, which round: the cause said in one line
+                self._flush()  # what was answered before it in the order asked is kept
+                raise AgentCallError(p.handle.name, p.method, p.round, e, p.stage) from e
+            now = time.perf_counter()
+            x.seconds, x.done = now - max(x.t0, self._last.get(p.handle.name, 0.0)), True
+            self._last[p.handle.name] = now
+            self._inflight.pop(x.key, None)
+            self.progress(p.label, sum(y.done or (y.same is not None and y.same.done) for y in p.pieces),
+                          len(p.pieces))
+
+    def _flush(self) -> bool:
+        """Log what is answered at the head of the queue, in the order the protocol asked; whether any was."""
+        before = len(self._queue)
+        while self._queue:
+            p = self._queue[0]
+            if not isinstance(p, Pending):  # messages the protocol recorded while calls were out
+                self.log.write(p)
+                self._queue.popleft()
+                continue
+            if p.pieces is None:
+                break
+            for x in p.pieces[p.flushed:]:
+                if x.same is not None:
+                    if not x.same.done or x.same.value is _UNSET:
+                        return len(self._queue) < before
+                    x.value, x.done = x.same.value, True
+                elif not x.done:
+                    return len(self._queue) < before
+                elif x.sent is None:  # answered from a log: this one (nothing to write) or a reused run's
+                    x.value = x.result if x.logged_before else self._log_call(p, x.key, x.result, [], 0.0)
+                    self._count(x.key, self._paid.get(x.key, []))
+                else:
+                    inputs = [m for m in x.inputs if m.id not in self._logged]
+                    self.log.write(inputs)
+                    self._logged.update((m.id, m) for m in inputs)
+                    x.value = self._log_call(p, x.key, x.result, x.side, x.seconds)
+                p.flushed += 1
+            values = [x.value for x in p.pieces]
+            p.value = values[0] if len(values) == 1 else [v for r in values for v in r]
+            self._queue.popleft()
+        return len(self._queue) < before
+
+    def _log_call(self, p: Pending, key: str, result: Any, side: list, seconds: float) -> Any:
+        name = p.handle.name
+        result = self._stamp(result, name, p.round)
+        side = self._stamp(side, name, p.round)
         if isinstance(result, Message):
             shape, out, value = "one", [result], None
         elif isinstance(result, list) and all(isinstance(x, Message) for x in result):
@@ -235,10 +338,78 @@ class CallPath:
             shape, out, value = "value", [], msgspec.to_builtins(result)
         new = [m for m in out if m.id not in self._logged]
         self._count(key, side)
-        call = Call(agent=handle.name, method=method, key=key, outputs=tuple(m.id for m in out), shape=shape,
-                    value=value, seconds=round(seconds, 3), run_id=self.run_id, round=self.round,
-                    sender="runtime")
+        call = Call(agent=name, method=p.method, key=key, outputs=tuple(m.id for m in out), shape=shape,
+                    value=value, seconds=round(seconds, 3), run_id=self.run_id, round=p.round, sender="runtime")
         self.log.write(new + side + [call])
         self._logged.update((m.id, m) for m in new + side + [call])
         self._memo[key] = (result, True)
         return result
+
+
+_UNSET = object()
+
+
+class Piece:
+    """One chunk of a call: its key, and where its answer comes from (the log, the agent, or the same chunk of
+    another call that is still out)."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self.result: Any = None
+        self.side: list = []
+        self.value: Any = _UNSET  # the answer as logged (stamped)
+        self.done = False
+        self.logged_before = True
+        self.same: Piece | None = None
+        self.sent: Any = None
+        self.inputs: list[Message] = []
+        self.t0 = self.seconds = 0.0
+
+
+class Pending:
+    """A call the protocol started (``room.student.solve.submit(problems)``): its agent works on it while the
+    protocol goes on. ``.result()`` or ``room.wait(...)`` gives its answer; passed as an argument to another call,
+    that call starts when this one is answered. Calls are logged in the order they were asked, whatever order
+    they finish in, so a run whose calls overlap writes the log a run asking one at a time writes."""
+
+    def __init__(self, path: CallPath, handle: AgentHandle, method: str, args: tuple, kwargs: dict):
+        self._path, self.handle, self.method, self.args, self.kwargs = path, handle, method, args, kwargs
+        self.round, self.stage = path.round, path._stage
+        self.effect = bool(getattr(getattr(handle.cls, method), "_schoolroom_effect", False))
+        self.label = f"{handle.name}.{method}" + (f" {self.stage}" if self.stage else "") + \
+            (f" (round {self.round})" if self.round else "")
+        self.pieces: list[Piece] | None = None  # None until it starts (its arguments' calls are answered)
+        self.flushed = 0
+        self.value: Any = _UNSET
+
+    def ready(self) -> bool:
+        return not _pending_in(self.args) and not _pending_in(self.kwargs)
+
+    def done(self) -> bool:
+        return self.value is not _UNSET
+
+    def result(self) -> Any:
+        if not self.done():
+            self._path._pump(self.done)
+        return self.value
+
+
+def _answered(x: Any) -> Any:
+    """``x`` with each started call (answered) replaced by its answer."""
+    if isinstance(x, Pending):
+        return x.value
+    if isinstance(x, (list, tuple)):
+        return type(x)(_answered(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _answered(v) for k, v in x.items()}
+    return x
+
+
+def _pending_in(x: Any) -> bool:
+    if isinstance(x, Pending):
+        return not x.done()
+    if isinstance(x, (list, tuple)):
+        return any(_pending_in(v) for v in x)
+    if isinstance(x, dict):
+        return any(_pending_in(v) for v in x.values())
+    return False

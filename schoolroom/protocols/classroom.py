@@ -16,7 +16,7 @@ from msgspec.structs import replace
 
 from schoolroom.agents.base import Agent
 from schoolroom.agents.explorer import Explorer
-from schoolroom.agents.runtime import spawn
+from schoolroom.agents.runtime import Adapters, spawn
 from schoolroom.agents.student import Student
 from schoolroom.agents.teacher import Teacher
 from schoolroom.agents.trainer import Trainer
@@ -46,10 +46,11 @@ class Classroom(CallPath):
         self.replaying = replaying
         self._start_calls(list(previous), reuse or {})
         self.agents: dict[str, AgentHandle] = {}
+        adapters = Adapters(config.runtime.shared_fs)  # which agent made which adapter, for agents on other nodes
         try:
             for name, ac in config.agents.items():
                 try:
-                    host = None if replaying else spawn(name, ac, config.runtime, workdir, plugins)
+                    host = None if replaying else spawn(name, ac, config.runtime, workdir, plugins, adapters)
                 except Exception as e:
                     raise AgentCallError(name, "start", 0, e) from e
                 self.agents[name] = AgentHandle(self, name, ac.role, host)
@@ -64,6 +65,7 @@ class Classroom(CallPath):
         for h, fut in futures:
             try:
                 h.host.result(fut, self.config.runtime.call_timeout_s)
+                h.host.nodes()  # where each replica runs, asked while it is idle
             except Exception as e:
                 raise AgentCallError(h.name, "start", 0, e) from e
             self.progress(f"started {h.name}", 1, 1)

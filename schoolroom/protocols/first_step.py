@@ -26,16 +26,16 @@ def first_step(room: Classroom, cfg: FirstStepConfig) -> Report:
     if not cfg.ks or not cfg.teachers:
         raise ValueError("first_step needs at least one teacher and one k (protocol.teachers, protocol.ks)")
     problems = room.problems(cfg.problems)
-    correct: dict[tuple[str, int], list[bool]] = {}
-    ids: dict[tuple[str, int], list[str]] = {}
-    for teacher in cfg.teachers:
+    started = {}
+    for teacher in cfg.teachers:  # every condition is started at once: teachers, k's and agents work side by side
         for k in cfg.ks:
             with room.stage(f"k={k}" if len(cfg.teachers) == 1 else f"{teacher} k={k}"):
-                guidance = room.agent(teacher).guide(problems, k) if k > 0 else None
-                attempts = room.student.solve(problems, guidance)
-                verdicts = room.verifier.check(attempts, problems)
-            correct[teacher, k] = [v.correct for v in verdicts]
-            ids[teacher, k] = [v.id for v in verdicts]
+                guidance = room.agent(teacher).guide.submit(problems, k) if k > 0 else None
+                attempts = room.student.solve.submit(problems, guidance)
+                started[teacher, k] = room.verifier.check.submit(attempts, problems)
+    verdicts = room.wait(started)
+    correct = {c: [v.correct for v in vs] for c, vs in verdicts.items()}
+    ids = {c: [v.id for v in vs] for c, vs in verdicts.items()}
     return first_step_report(room, cfg, problems, correct, ids)
 
 

@@ -20,7 +20,7 @@ A = TypeVar("A", bound=Agent)
 
 # agent settings that leave its answers unchanged (where it runs and how fast): not part of call keys
 PLUMBING = {"resources", "threads", "batch_size", "gpu_memory_utilization", "api_key_env", "timeout_s",
-            "max_retries", "backoff_s", "max_backoff_s", "concurrency"}
+            "max_retries", "backoff_s", "max_backoff_s", "concurrency", "replicas"}
 
 
 class AgentHandle:
@@ -44,7 +44,13 @@ class AgentHandle:
         def call(*args, **kwargs):
             return self._room._call(self, method, args, kwargs)
 
+        def submit(*args, **kwargs):
+            """Start the call and go on: its answer is ``.result()``, or ``room.wait(...)``; passed to another
+            call, that call starts when it is answered."""
+            return self._room._submit(self, method, args, kwargs)
+
         call.__name__ = method
+        call.submit = submit
         return call
 
     def node_id(self) -> str:

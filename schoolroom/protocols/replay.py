@@ -37,10 +37,10 @@ def usage_markdown(messages: list[Message]) -> str:
 
 
 def faults_markdown(messages: list[Message]) -> str:
-    """What went wrong and was worked around, for the report: trainings stopped (the previous adapter kept) and
-    agent outputs that could not be read (recorded and skipped). Empty when nothing did."""
+    """What went wrong and was worked around, for the report: trainings stopped (the previous adapter kept), actors
+    that died mid-call (restarted and asked again) and agent outputs that could not be read (recorded and skipped). Empty when nothing did."""
     notes = [m for m in live(messages) if isinstance(m, Note)]
-    failed = [f"- {m.text}" for m in notes if m.kind == "training_failed"]
+    failed = [f"- {m.text}" for m in notes if m.kind in ("training_failed", "actor_restarted")]
     skipped = defaultdict(int)
     for m in notes:
         if m.kind == "unparsed":

@@ -121,6 +121,7 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
                          workdir=str(run_dir), plugins=where.plugins)
         with sequential_ids(run_id):  # what the protocol makes gets the same ids when the run is resumed
             report: Report = p.fn(room, settings)
+            room.wait_all()  # calls the protocol started and never waited for are answered and logged too
     except BaseException as e:
         _close(room, writer, sink)
         raise failed(run_dir, e) from e
