@@ -59,12 +59,17 @@ def _cases(tmp_path: Path) -> dict:
                                                       "resources": {"num_cpus": 0}}),
                 r"agents\.api: the openai engine reads its API key from \$SCHOOLROOM_TEST_UNSET_KEY, which is "
                 r"not set"),
-        "gpu": (lambda raw: raw["agents"]["student"]["resources"].update(num_gpus=1),
-                r"resources: the agents ask for 1 GPU in all \(student 1\); this machine has 0"),
+        "device": (lambda raw: raw["agents"].update(tutor={"role": "teacher", "engine": "hf", "device": "cuda:0",
+                                                           "resources": {"num_cpus": 0}}),
+                   r"agents\.tutor: device = 'cuda:0' but resources\.num_gpus = 0: Ray shows an actor no GPU unless "
+                   r"it asks for one"),
+        "gpu": (lambda raw: (raw["agents"]["student"]["resources"].update(num_gpus=1, num_cpus=1),
+                             raw["agents"]["student"].update(device="cuda", replicas=2)),
+                r"resources: the agents ask for 2 GPU in all \(student 2\); this machine has 0"),
     }
 
 
-@pytest.mark.parametrize("fault", ["data", "model", "key", "gpu", "all"])
+@pytest.mark.parametrize("fault", ["data", "model", "key", "device", "gpu", "all"])
 def test_what_can_be_checked_first_fails_in_seconds_with_one_line_and_no_run_directory(fault, tmp_path, schoolroom,
                                                                                       monkeypatch):
     import torch

@@ -24,7 +24,8 @@ ENGINE_PACKAGES = {"vllm": ("vllm", "pip install 'schoolroom[vllm]'"), "openai":
 def check(cfg: Config, source: str = "<config>", resume: bool = False) -> None:
     """Raise NotStarted listing every problem found (one line each). A resumed run reads its problem sets back
     from its log: they are not loaded again."""
-    problems = ([] if resume else _data(cfg)) + _agents(cfg) + _resources(cfg)  # resumed: sets come from the log
+    problems = ([] if resume else _data(cfg)) + _agents(cfg) + _devices(cfg) + _resources(cfg)  # resumed: sets
+    # come from the log
     problems += [f"run.reuse.{agent}: no message log at {path}" for agent, path in cfg.run.reuse.items()
                  if not Path(path).is_file()]
     if problems:
@@ -71,6 +72,28 @@ def _agents(cfg: Config) -> list[str]:
     return out
 
 
+def _devices(cfg: Config) -> list[str]:
+    """An agent's device and the GPUs its actor asks for agree: Ray shows an actor only the GPUs it asks for, and a
+    GPU asked for and not used is held from every other agent."""
+    if cfg.runtime.address == "inline":
+        return []
+    out = []
+    for name, a in cfg.agents.items():
+        if a.engine not in ("hf", "vllm") and a.role != "trainer":
+            continue
+        at, gpus = f"agents.{name}", a.resources.num_gpus
+        if a.device.startswith("cuda") and not gpus:
+            out.append(f"{at}: device = {a.device!r} but resources.num_gpus = 0: Ray shows an actor no GPU unless "
+                       "it asks for one; set resources.num_gpus (1 for one GPU)")
+        elif gpus and not a.device.startswith("cuda"):
+            out.append(f"{at}: resources.num_gpus = {gpus:g} but device = {a.device!r}: the GPU would be held and "
+                       "not used; set device = \"cuda\"")
+        elif a.engine == "vllm" and gpus and a.tensor_parallel_size > gpus:
+            out.append(f"{at}: tensor_parallel_size = {a.tensor_parallel_size} needs as many GPUs, but "
+                       f"resources.num_gpus = {gpus:g}")
+    return out
+
+
 def _gpus() -> int:
     try:
         import torch
@@ -99,15 +122,16 @@ def _resources(cfg: Config) -> list[str]:
 
         have = {k: float(v) for k, v in ray.cluster_resources().items()}
     out = []
-    if cuda and not have.get("GPU"):
+    if cuda and not have.get("GPU") and rt.address == "inline":  # on Ray: the GPUs asked for are checked below
         out.append(f"agents.{cuda[0]}: device = {agents[cuda[0]].device!r}, but no GPU is visible here"
                    + (f" (also: {', '.join(cuda[1:])})" if cuda[1:] else ""))
     if rt.address == "inline":
         return out  # agents share this process: Ray resources do not apply
-    asks = {"CPU": {n: a.resources.num_cpus for n, a in agents.items() if a.resources.num_cpus}, "GPU": gpus_asked}
+    asks = {"CPU": {n: a.resources.num_cpus * a.replicas for n, a in agents.items() if a.resources.num_cpus},
+            "GPU": {n: v * agents[n].replicas for n, v in gpus_asked.items()}}
     for n, a in agents.items():
         for k, v in a.resources.custom.items():
-            asks.setdefault(k, {})[n] = v
+            asks.setdefault(k, {})[n] = v * a.replicas
     for what, by in asks.items():
         total = sum(by.values())
         if total > have.get(what, 0.0) + 1e-9:
