@@ -31,6 +31,9 @@ class Resources(_Strict):
     num_gpus: float = 0.0
     custom: dict[str, float] = {}
     memory_mb: int | None = None
+    # agents naming the same group share one Ray placement group packed on one node (a trainer and a vLLM student
+    # sharing a GPU: num_gpus = 0.5 each), as OpenRLHF and verl colocate them
+    group: str | None = None
 
 
 class AgentConfig(_Strict):

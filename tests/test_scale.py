@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,62 @@ def test_a_student_killed_mid_round_is_restarted_and_the_run_ends_as_if_it_had_n
             del row["latency_s"]
     assert metrics[0] == metrics[1]
     assert "restarted" in (run_dir / "report.md").read_text()
+
+
+def test_agents_of_one_group_share_a_placement_group_packed_on_one_node(ray_local, tmp_path):
+    import ray
+
+    raw = {"runtime": {"address": "local"},
+           "agents": {"a": {"role": "worker", "replicas": 2, "resources": {"num_cpus": 0.25, "group": "pair"}},
+                      "b": {"role": "worker", "resources": {"num_cpus": 0.5, "group": "pair"}},
+                      "c": {"role": "worker", "resources": {"num_cpus": 0}}}}
+    room = Classroom(configlib.decode(raw), log.Writer(tmp_path / "m.jsonl", run_id="r"), "r", workdir=str(tmp_path),
+                     plugins=(WORKERS,))
+    try:
+        groups = {n: [ray.get(h.actor.placement_group.remote(), timeout=60) for h in room.agents[n].host.hosts]
+                  for n in "abc"}
+        assert groups["c"] == [None] and groups["a"][0] is not None
+        assert set(groups["a"]) | set(groups["b"]) == {groups["a"][0]}
+        table = ray.util.placement_group_table()[groups["a"][0]]
+        assert table["strategy"] == "STRICT_PACK" and len(table["bundles"]) == 3
+    finally:
+        room.close()
+    assert ray.util.placement_group_table()[groups["a"][0]]["state"] == "REMOVED"
+
+
+def side_by_side_log(tmp_path: Path, delays: tuple, concurrent: bool = True) -> tuple[list, float]:
+    """Two items side by side, each asking its own worker twice (with delays) and recording a note after each
+    answer: what the log says, in order, and how long the items took."""
+    worker = {"role": "worker", "resources": {"num_cpus": 0}}
+    raw = {"runtime": {"address": "local", "concurrent": concurrent}, "agents": {"w1": worker, "w2": worker}}
+    path = tmp_path / f"{delays}-{concurrent}.jsonl"
+    room = Classroom(configlib.decode(raw), log.Writer(path, run_id="r"), "r", workdir=str(tmp_path),
+                     plugins=(WORKERS,))
+
+    def item(x: tuple) -> list:
+        name, ds = x
+        out = []
+        for d in ds:
+            out += room.agent(name).where([len(out)], delay=d)
+            room.record(Note(kind="step", text=f"{name} has {len(out)}"))
+        return out
+
+    try:
+        t = time.perf_counter()
+        got = room.side_by_side(item, [("w1", delays[0]), ("w2", delays[1])])
+        seconds = time.perf_counter() - t
+    finally:
+        room.close()
+    assert [[x for _, x, _ in rows] for rows in got] == [[0, 1], [0, 1]]
+    said = [(m.agent, m.method) if isinstance(m, Call) else m.text for m in log.read_all(path)
+            if isinstance(m, Call) or (isinstance(m, Note) and m.kind == "step")]
+    return said, seconds
+
+
+def test_side_by_side_items_overlap_and_log_in_the_same_order_whatever_finishes_first(ray_local, tmp_path):
+    fast_first, t1 = side_by_side_log(tmp_path, ((0.5, 0.5), (1.0, 1.0)))
+    slow_first, t2 = side_by_side_log(tmp_path, ((1.0, 1.0), (0.5, 0.5)))
+    one_by_one, t3 = side_by_side_log(tmp_path, ((1.0, 1.0), (0.5, 0.5)), concurrent=False)
+    assert fast_first == slow_first == one_by_one
+    assert fast_first[:4] == [("w1", "where"), ("w2", "where"), "w1 has 1", ("w1", "where")]
+    assert max(t1, t2) < 2.5 < t3, (t1, t2, t3)  # side by side: the slower item's 2 s; one by one: 3 s

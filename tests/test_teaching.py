@@ -38,7 +38,7 @@ def classroom(address: str, teacher: dict, protocol: dict) -> dict:
 
 TAILORED = {"name": "tailored", "max_rounds": 1, "rationales_per_mistake": 2,
             "train_settings": {"max_steps": 1, "batch_size": 4},
-            "variants": [{"name": "reflection", "reflection_weight": 0.5}]}
+            "variants": [{"name": "reflection", "reflection_weight": 0.5}, {"name": "sft", "reflection_weight": 0.0}]}
 
 
 def test_one_tailored_round_on_ray(tmp_path, ray_local):
@@ -51,11 +51,14 @@ def test_one_tailored_round_on_ray(tmp_path, ray_local):
     assert all(r.mistake_id in {m.id for m in mistakes} and r.source == "tailored" for r in rationales)
     graded = {v.attempt_id for v in messages if isinstance(v, Verdict)}
     assert {r.id for r in rationales} <= graded, "the verifier judged every rationale"
-    (result,) = [m for m in messages if isinstance(m, TrainResult)]
-    assert result.metrics["with_negative"] == len(rationales) and result.metrics["reflection_weight"] == 0.5
-    assert {m.name for m in messages if isinstance(m, EvalReport)} == {"reflection/round 0", "reflection/round 1"}
+    # the two variants ran side by side from the same student: the same mistakes, so the teacher was asked once
+    # (its rationales above); each variant trained once on them with its own weight
+    results = {m.metrics["reflection_weight"]: m for m in messages if isinstance(m, TrainResult)}
+    assert set(results) == {0.5, 0.0} and results[0.5].metrics["with_negative"] == len(rationales)
+    assert {m.name for m in messages if isinstance(m, EvalReport)} == {f"{v}/round {r}" for v in ("reflection", "sft")
+                                                                      for r in (0, 1)}
     report = (run_dir / "report.md").read_text()
-    assert "| reflection | 0.5 | 1 |" in report and "reflection term" in report
+    assert "| reflection | 0.5 | 1 |" in report and "| sft | 0 | 1 |" in report and "reflection term" in report
     assert (run_dir / "accuracy_per_round.png").exists()
     replays_alike(run_dir)
     run = Run(run_dir)  # fixed minus broken between the rounds is the change in the reported accuracy

@@ -91,6 +91,13 @@ class Host:
 
         return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "inline"
 
+    def placement_group(self) -> str | None:
+        """The id of the placement group this actor runs in (None: none)."""
+        from ray.util import get_current_placement_group
+
+        pg = get_current_placement_group()
+        return pg.id.hex() if pg else None
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -124,6 +131,10 @@ class AgentTimeout(TimeoutError):
 
 class ActorLost(Explained):
     """An agent's actors died more often than ``runtime.max_restarts`` allows."""
+
+
+class NotPlaced(Explained):
+    """A placement group found no node with all it asks for."""
 
 
 class RayHost:
@@ -209,10 +220,11 @@ class Replicas:
     had, and asked again: at most ``max_restarts`` times in all for the agent, each said in a Note."""
 
     def __init__(self, name: str, config: AgentConfig, rt: RuntimeConfig, workdir: str, plugins: tuple,
-                 adapters: Adapters, placement: Any = None):
+                 adapters: Adapters, placement: list | None = None):
         self.name, self.role, self.max_restarts, self.adapters = name, config.role, rt.max_restarts, adapters
-        self.hosts = [RayHost(name, config, workdir, plugins, rt.max_restarts, placement)
-                      for _ in range(max(1, config.replicas))]
+        n = max(1, config.replicas)
+        self.hosts = [RayHost(name, config, workdir, plugins, rt.max_restarts, placement[i] if placement else None)
+                      for i in range(n)]
         self.restarts, self._turn = 0, 0
         self._effect: tuple | None = None  # (method, args, kwargs) of the last effect call
         self._events: list[Note] = []
@@ -366,8 +378,61 @@ def start_ray(rt: RuntimeConfig) -> None:
         ray.init(address=rt.address, logging_level=level, log_to_driver=chatty)
 
 
+def place(agents: dict[str, AgentConfig], rt: RuntimeConfig) -> tuple[dict[str, list], list]:
+    """One Ray placement group per ``resources.group`` the agents name, its bundles (one per replica of each of its
+    agents) packed on one node: {agent: its replicas' scheduling strategies}, and the groups (to remove at the end)."""
+    groups: dict[str, list[str]] = {}
+    for name, a in agents.items():
+        if a.resources.group:
+            groups.setdefault(a.resources.group, []).append(name)
+    if not groups or rt.address == "inline":
+        return {}, []
+    import ray
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    start_ray(rt)
+    where: dict[str, list] = {}
+    made = []
+    for group, names in groups.items():
+        bundles, owners = [], []
+        for n in names:
+            r = agents[n].resources
+            bundle = {k: v for k, v in {"CPU": r.num_cpus, "GPU": r.num_gpus, **r.custom}.items() if v}
+            for _ in range(max(1, agents[n].replicas)):
+                bundles.append(bundle or {"CPU": 0.001})  # Ray refuses an empty bundle
+                owners.append(n)
+        pg = placement_group(bundles, strategy="STRICT_PACK", name=f"schoolroom-{group}")
+        made.append(pg)
+        wait = min(rt.call_timeout_s, 300.0)
+        ready, _ = ray.wait([pg.ready()], timeout=wait)
+        if not ready:
+            need = {k: sum(b.get(k, 0) for b in bundles) for b in bundles for k in b}
+            for g in made:
+                ray.util.remove_placement_group(g)
+            raise NotPlaced(f"placement group {group!r} (agents {', '.join(names)}: "
+                            f"{', '.join(f'{v:g} {k}' for k, v in need.items())}) found no node with all of it within "
+                            f"{wait:.0f}s: a group is packed on one node")
+        for i, n in enumerate(owners):
+            where.setdefault(n, []).append(PlacementGroupSchedulingStrategy(placement_group=pg,
+                                                                            placement_group_bundle_index=i))
+    return where, made
+
+
+def release(groups: list) -> None:
+    """Remove the placement groups :func:`place` made."""
+    if groups:
+        import ray
+
+        for g in groups:
+            try:
+                ray.util.remove_placement_group(g)
+            except Exception:  # Ray already shut down
+                pass
+
+
 def spawn(name: str, config: AgentConfig, rt: RuntimeConfig, workdir: str = ".", plugins: tuple[str, ...] = (),
-          adapters: Adapters | None = None, placement: Any = None) -> InlineHost | Replicas:
+          adapters: Adapters | None = None, placement: list | None = None) -> InlineHost | Replicas:
     """Start agent ``name`` where the runtime says; ``workdir`` (the run directory) is where it may write files;
     ``plugins`` (a protocol's own file or module) are imported where it runs before it is made."""
     workdir = os.path.abspath(workdir)

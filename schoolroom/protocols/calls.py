@@ -9,8 +9,10 @@ and does not ask them again.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import inspect
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -77,6 +79,7 @@ class CallPath:
         self._usage: dict[str, dict[str, float]] = {}
         self._paid: dict[str, list[Usage]] = {}  # call key -> the engine usage logged with it in this run
         self._counted: set[str] = set()  # calls whose usage room.usage already counts
+        self._turns: Turns | None = None  # the items of room.side_by_side taking turns
         self.answered = 0  # calls answered from the log in this process
         self._queue: deque[Pending | list[Message]] = deque()  # calls and records not yet logged, in order asked
         self._inflight: dict[str, Piece] = {}  # call key -> the piece asked and not yet answered
@@ -121,18 +124,72 @@ class CallPath:
         """What ``agent``'s engine has cost this run so far, as its log records it: generations, prompt and
         completion tokens of every call the protocol has asked, each counted once (a call answered again in
         the same run, or from another run's log, costs nothing more). A resumed or replayed run gives the same
-        numbers as the run in one go. Take the difference around a round for that round's cost."""
-        return dict(self._usage.get(agent, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}))
+        numbers as the run in one go. Take the difference around a round for that round's cost. Inside
+        ``room.side_by_side``: what this item's own calls cost."""
+        mine = self._turns.mine() if self._turns is not None else None
+        totals = self._usage if mine is None else self._turns.usage[mine]
+        return dict(totals.get(agent, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}))
 
-    def _count(self, key: str, usage: list) -> None:
+    def _count(self, key: str, usage: list, task: int | None) -> None:
         if key in self._counted:
             return
         self._counted.add(key)
         for u in usage:
             if isinstance(u, Usage):
-                total = self._usage.setdefault(u.agent, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
-                for f in total:
-                    total[f] += getattr(u, f)
+                for totals in [self._usage] + ([self._turns.usage[task]] if task is not None else []):
+                    total = totals.setdefault(u.agent, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+                    for f in total:
+                        total[f] += getattr(u, f)
+
+    def side_by_side(self, fn: Callable[[Any], Any], items: list) -> list:
+        """``[fn(x) for x in items]`` with the items side by side: when one waits for an answer the next goes on,
+        so their agents work at the same time (the paper's variants, a cohort's students). They take turns in a
+        fixed order, each waiting for its own answer when its turn comes back, so they ask their calls, make their
+        messages and write the log in the same order on every run, resumed or not. The price of that order: an
+        item whose answer came early waits for its turn, so items of like shape (variants, students) gain most."""
+        if self._turns is not None:
+            raise RuntimeError("room.side_by_side inside room.side_by_side: give the outer one every item")
+        if len(items) <= 1:
+            return [fn(x) for x in items]
+        turns = self._turns = Turns(len(items), (self.round, self._stage))
+        results: list[Any] = [None] * len(items)
+
+        def task(i: int, x: Any) -> None:
+            try:
+                turns.start(i)
+                self.round, self._stage = turns.saved[i]
+                results[i] = fn(x)
+            except Aborted:
+                pass
+            except BaseException as e:  # the others stop at their next turn; the first error is raised
+                turns.fail(e)
+            finally:
+                turns.end(i)
+
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(task, i, x), daemon=True,
+                                    name=f"side-by-side-{i}") for i, x in enumerate(items)]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+        except BaseException as e:  # Ctrl-C: the items stop at their next turn
+            turns.fail(e)
+            raise
+        finally:
+            self._turns = None
+            self.round, self._stage = turns.saved_outer
+        if turns.error is not None:
+            raise turns.error
+        return results
+
+    def _take_turn(self) -> None:
+        """Inside ``side_by_side``: let the next item go on; back when the turn comes round again."""
+        if self._turns is not None and self._turns.mine() is not None:
+            mine = (self.round, self._stage)
+            self._turns.pass_on()
+            self.round, self._stage = mine
 
     def record(self, *messages: Message) -> None:
         """Log messages the protocol itself makes (reports, problem sets): after the calls it started before."""
@@ -196,10 +253,11 @@ class CallPath:
         p = Pending(self, handle, method, args, kwargs)
         self._queue.append(p)
         if p.effect:  # the agent's state changes: every call asked of it before goes out first
-            self._pump(lambda: all(q.pieces is not None for q in self._queue if q.handle is handle and q is not p))
+            self._pump(lambda: all(q.pieces is not None for q in self._queue
+                                   if isinstance(q, Pending) and q.handle is handle and q is not p))
         self._launch_ready()
         if not self.config.runtime.concurrent:  # one call at a time: the same log, for comparison and debugging
-            p.result()
+            self._pump(p.done)
         return p
 
     def wait(self, x: Any) -> Any:
@@ -314,7 +372,7 @@ class CallPath:
                     return len(self._queue) < before
                 elif x.sent is None:  # answered from a log: this one (nothing to write) or a reused run's
                     x.value = x.result if x.logged_before else self._log_call(p, x.key, x.result, [], 0.0)
-                    self._count(x.key, self._paid.get(x.key, []))
+                    self._count(x.key, self._paid.get(x.key, []), p.task)
                 else:
                     inputs = [m for m in x.inputs if m.id not in self._logged]
                     self.log.write(inputs)
@@ -337,7 +395,7 @@ class CallPath:
         else:
             shape, out, value = "value", [], msgspec.to_builtins(result)
         new = [m for m in out if m.id not in self._logged]
-        self._count(key, side)
+        self._count(key, side, p.task)
         call = Call(agent=name, method=p.method, key=key, outputs=tuple(m.id for m in out), shape=shape,
                     value=value, seconds=round(seconds, 3), run_id=self.run_id, round=p.round, sender="runtime")
         self.log.write(new + side + [call])
@@ -347,6 +405,60 @@ class CallPath:
 
 
 _UNSET = object()
+
+
+class Aborted(BaseException):
+    """Another item of ``side_by_side`` failed: this one stops at its turn."""
+
+
+class Turns:
+    """Whose turn it is among the items of ``room.side_by_side``: one runs protocol code at a time, in a fixed
+    cycle; an item that finished leaves the cycle."""
+
+    def __init__(self, n: int, outer: tuple):
+        self.cond = threading.Condition()
+        self.turn, self.live = 0, list(range(n))
+        self.saved = [outer] * n  # each item's round and stage
+        self.saved_outer = outer
+        self.usage: list[dict[str, dict[str, float]]] = [{} for _ in range(n)]
+        self.error: BaseException | None = None
+        self._local = threading.local()
+
+    def mine(self) -> int | None:
+        return getattr(self._local, "i", None)
+
+    def start(self, i: int) -> None:
+        self._local.i = i
+        self._wait(i)
+
+    def _wait(self, i: int) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == i or self.error is not None)
+            if self.error is not None:
+                raise Aborted
+
+    def _next(self, i: int) -> int:
+        later = [j for j in self.live if j > i]
+        return later[0] if later else self.live[0]
+
+    def pass_on(self) -> None:
+        i = self.mine()
+        with self.cond:
+            self.turn = self._next(i)
+            self.cond.notify_all()
+        self._wait(i)
+
+    def end(self, i: int) -> None:
+        with self.cond:
+            self.live.remove(i)
+            if self.live:
+                self.turn = self._next(i)
+            self.cond.notify_all()
+
+    def fail(self, e: BaseException) -> None:
+        with self.cond:
+            self.error = self.error or e
+            self.cond.notify_all()
 
 
 class Piece:
@@ -375,6 +487,7 @@ class Pending:
     def __init__(self, path: CallPath, handle: AgentHandle, method: str, args: tuple, kwargs: dict):
         self._path, self.handle, self.method, self.args, self.kwargs = path, handle, method, args, kwargs
         self.round, self.stage = path.round, path._stage
+        self.task = path._turns.mine() if path._turns is not None else None  # the side_by_side item asking it
         self.effect = bool(getattr(getattr(handle.cls, method), "_schoolroom_effect", False))
         self.label = f"{handle.name}.{method}" + (f" {self.stage}" if self.stage else "") + \
             (f" (round {self.round})" if self.round else "")
@@ -389,6 +502,7 @@ class Pending:
         return self.value is not _UNSET
 
     def result(self) -> Any:
+        self._path._take_turn()  # always, answered or not: the turns must not depend on timing
         if not self.done():
             self._path._pump(self.done)
         return self.value

@@ -16,7 +16,7 @@ from msgspec.structs import replace
 
 from schoolroom.agents.base import Agent
 from schoolroom.agents.explorer import Explorer
-from schoolroom.agents.runtime import Adapters, spawn
+from schoolroom.agents.runtime import Adapters, place, release, spawn
 from schoolroom.agents.student import Student
 from schoolroom.agents.teacher import Teacher
 from schoolroom.agents.trainer import Trainer
@@ -47,10 +47,13 @@ class Classroom(CallPath):
         self._start_calls(list(previous), reuse or {})
         self.agents: dict[str, AgentHandle] = {}
         adapters = Adapters(config.runtime.shared_fs)  # which agent made which adapter, for agents on other nodes
+        self._groups: list = []  # Ray placement groups of agents that share a node
         try:
+            placed, self._groups = ({}, []) if replaying else place(config.agents, config.runtime)
             for name, ac in config.agents.items():
                 try:
-                    host = None if replaying else spawn(name, ac, config.runtime, workdir, plugins, adapters)
+                    host = None if replaying else spawn(name, ac, config.runtime, workdir, plugins, adapters,
+                                                        placed.get(name))
                 except Exception as e:
                     raise AgentCallError(name, "start", 0, e) from e
                 self.agents[name] = AgentHandle(self, name, ac.role, host)
@@ -78,6 +81,7 @@ class Classroom(CallPath):
                 h.host.kill()
             except Exception:  # an actor already gone
                 pass
+        release(getattr(self, "_groups", []))
 
     # ---- agents
     def agent(self, name: str, role: type[A] | None = None) -> A:

@@ -25,7 +25,8 @@ import msgspec
 
 from schoolroom.agents.explorer import UNMEASURED, dedupe_pairs
 from schoolroom.api import (Classroom, Explorer, Figure, Note, PreferencePair, Problem, Report, Series, StepRewards,
-                            Student, Table, Teacher, TrainRequest, TrainResult, compare, protocol, training_table)
+                            Pending, Student, Table, Teacher, TrainRequest, TrainResult, compare, protocol,
+                            training_table)
 from schoolroom.config import Config
 from schoolroom.environment import gold_rationale
 from schoolroom.protocols.self_explore_data import (  # noqa: F401
@@ -109,8 +110,9 @@ def self_explore(room: Classroom, cfg: SelfExploreConfig) -> Report:
                                      unmeasured=cfg.unmeasured)
     step_pairs = dedupe_pairs([m for m in explored if isinstance(m, PreferencePair)])
 
-    step_dpo = dpo(room, "step_dpo", step_pairs, start, train, cfg)
-    outcome_dpo = dpo(room, "outcome_dpo", whole_pairs, start, train, cfg)
+    # the two DPO trainings are independent: started together (side by side on a trainer with replicas = 2)
+    step_dpo, outcome_dpo = room.wait([dpo(room, "step_dpo", step_pairs, start, train, cfg),
+                                       dpo(room, "outcome_dpo", whole_pairs, start, train, cfg)])
 
     models = ([("base", None)] if cfg.evaluate_base else []) + [("sft", ft)] + \
         ([("rft", start)] if cfg.start == "rft" else []) + [("outcome_dpo", outcome_dpo), ("step_dpo", step_dpo)]
@@ -128,11 +130,12 @@ def request(kind: str, name: str, data: list, hyper: Settings, cfg: SelfExploreC
 
 
 def dpo(room: Classroom, name: str, pairs: list[PreferencePair], start: TrainResult, train: list[Problem],
-        cfg: SelfExploreConfig) -> TrainResult | None:
+        cfg: SelfExploreConfig) -> Pending | None:
+    """The DPO training started (None: no pairs, said in a Note)."""
     if not pairs:
         room.record(Note(kind="skipped", text=f"{name}: no preference pairs, nothing to train"))
         return None
-    return room.trainer.train(request("dpo", name, pairs, cfg.dpo, cfg, base=start), pairs, train)
+    return room.trainer.train.submit(request("dpo", name, pairs, cfg.dpo, cfg, base=start), pairs, train)
 
 
 def method(room: Classroom, cfg: SelfExploreConfig) -> list[str]:

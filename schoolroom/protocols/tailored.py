@@ -54,41 +54,47 @@ class TailoredConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 @protocol("tailored", TailoredConfig)
 def tailored(room: Classroom, cfg: TailoredConfig) -> Report:
     train, test = room.problems(cfg.train), room.problems(cfg.eval)
-    rows: list[dict] = []
-    for variant in cfg.variants:
-        room.round = 0  # every variant starts from the base student (evaluate loads it)
-        previous = [v.correct for v in room.evaluate(f"{variant.name}/round 0", test)]
-        rows.append(row(variant.name, 0, previous, previous, {}))
-        adapter = None
-        for r in room.rounds(variant.max_rounds or cfg.max_rounds, stage=variant.name):
-            spent = room.usage(room.name_of(Teacher))
-            attempts = room.student.solve(train)
-            mistakes = room.verifier.mistakes(attempts, room.verifier.check(attempts, train))[: cfg.max_mistakes]
-            rationales = room.teacher.tailor(mistakes, train, n=cfg.rationales_per_mistake,
-                                             temperature=cfg.teacher_temperature, answer_key=cfg.answer_key)
-            verdicts = room.verifier.check(rationales, train)
-            kept = [x for x, v in zip(rationales, verdicts) if v.correct]
-            stats = {"train_mistakes": len(mistakes), "rationales": len(rationales), "kept": len(kept),
-                     "dropped": dict(Counter(v.reason for v in verdicts if not v.correct)),
-                     "teacher": diff(room.usage(room.name_of(Teacher)), spent)}
-            if not kept:
-                room.record(Note(kind="skipped", text=f"{variant.name} round {r}: no correct rationale to train on"))
-                rows.append(row(variant.name, r, previous, previous, stats | {"trained": False}))
-                break
-            request = TrainRequest(kind="reflection", name=variant.name, data=tuple(m.id for m in kept + mistakes),
-                                   base_adapter=adapter.adapter if adapter else None, lora=cfg.lora.asdict(),
-                                   seed=cfg.seed, hyper=cfg.train_settings.asdict() | {
-                                       "reflection_weight": variant.reflection_weight, "margin": cfg.margin,
-                                       "anchor": cfg.anchor, "pool": cfg.pool})
-            adapter = room.trainer.train(request, kept + mistakes, train)
-            now = [v.correct for v in room.evaluate(f"{variant.name}/round {r}", test, adapter)]
-            rows.append(row(variant.name, r, previous, now, stats | {"trained": True, "train": adapter.metrics}))
-            gain = (sum(now) - sum(previous)) / len(now)
-            previous = now
-            if gain < cfg.min_gain:
-                break
+    # the variants are independent: side by side, one trains while another's student solves or teacher writes
+    rows = [x for rows in room.side_by_side(lambda v: variant_rounds(room, cfg, v, train, test), cfg.variants)
+            for x in rows]
     room.student.load(None)
     return report(room, cfg, len(train), len(test), rows)
+
+
+def variant_rounds(room: Classroom, cfg: TailoredConfig, variant: Variant, train: list, test: list) -> list[dict]:
+    room.round = 0  # every variant starts from the base student (evaluate loads it)
+    previous = [v.correct for v in room.evaluate(f"{variant.name}/round 0", test)]
+    rows = [row(variant.name, 0, previous, previous, {})]
+    adapter = None
+    for r in room.rounds(variant.max_rounds or cfg.max_rounds, stage=variant.name):
+        spent = room.usage(room.name_of(Teacher))
+        room.student.load(adapter)  # this variant's student (another variant may have loaded its own meanwhile)
+        attempts = room.student.solve(train)
+        mistakes = room.verifier.mistakes(attempts, room.verifier.check(attempts, train))[: cfg.max_mistakes]
+        rationales = room.teacher.tailor(mistakes, train, n=cfg.rationales_per_mistake,
+                                         temperature=cfg.teacher_temperature, answer_key=cfg.answer_key)
+        verdicts = room.verifier.check(rationales, train)
+        kept = [x for x, v in zip(rationales, verdicts) if v.correct]
+        stats = {"train_mistakes": len(mistakes), "rationales": len(rationales), "kept": len(kept),
+                 "dropped": dict(Counter(v.reason for v in verdicts if not v.correct)),
+                 "teacher": diff(room.usage(room.name_of(Teacher)), spent)}
+        if not kept:
+            room.record(Note(kind="skipped", text=f"{variant.name} round {r}: no correct rationale to train on"))
+            rows.append(row(variant.name, r, previous, previous, stats | {"trained": False}))
+            break
+        request = TrainRequest(kind="reflection", name=variant.name, data=tuple(m.id for m in kept + mistakes),
+                               base_adapter=adapter.adapter if adapter else None, lora=cfg.lora.asdict(),
+                               seed=cfg.seed, hyper=cfg.train_settings.asdict() | {
+                                   "reflection_weight": variant.reflection_weight, "margin": cfg.margin,
+                                   "anchor": cfg.anchor, "pool": cfg.pool})
+        adapter = room.trainer.train(request, kept + mistakes, train)
+        now = [v.correct for v in room.evaluate(f"{variant.name}/round {r}", test, adapter)]
+        rows.append(row(variant.name, r, previous, now, stats | {"trained": True, "train": adapter.metrics}))
+        gain = (sum(now) - sum(previous)) / len(now)
+        previous = now
+        if gain < cfg.min_gain:
+            break
+    return rows
 
 
 def diff(after: dict, before: dict) -> dict:
