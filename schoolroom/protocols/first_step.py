@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import msgspec
 
-from schoolroom.api import (Acc, Classroom, EvalReport, Figure, Problem, Report, Series, Table, accuracy, difference,
-                            protocol)
+from schoolroom.api import (Acc, Classroom, EvalReport, Figure, Problem, Report, Series, Student, Table, Verdict,
+                            accuracy, difference, protocol)
 
 
 class FirstStepConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     teachers: list[str]
     ks: list[int] = msgspec.field(default_factory=lambda: [0, 1, 2])
     problems: str = "eval"
+    students: list[str] = []  # a cohort (agents of role student) sharing the teachers; [] = the config's one student
 
 
 @protocol("first_step", FirstStepConfig)
@@ -26,16 +27,20 @@ def first_step(room: Classroom, cfg: FirstStepConfig) -> Report:
     if not cfg.ks or not cfg.teachers:
         raise ValueError("first_step needs at least one teacher and one k (protocol.teachers, protocol.ks)")
     problems = room.problems(cfg.problems)
+    students = cfg.students or [room.name_of(Student)]
     started = {}
     for teacher in cfg.teachers:  # every condition is started at once: teachers, k's and agents work side by side
         for k in cfg.ks:
             with room.stage(f"k={k}" if len(cfg.teachers) == 1 else f"{teacher} k={k}"):
-                guidance = room.agent(teacher).guide.submit(problems, k) if k > 0 else None
-                attempts = room.student.solve.submit(problems, guidance)
-                started[teacher, k] = room.verifier.check.submit(attempts, problems)
+                guidance = room.agent(teacher).guide.submit(problems, k) if k > 0 else None  # once for the cohort
+                for s in students:
+                    attempts = room.agent(s, Student).solve.submit(problems, guidance)
+                    started[s, teacher, k] = room.verifier.check.submit(attempts, problems)
     verdicts = room.wait(started)
-    correct = {c: [v.correct for v in vs] for c, vs in verdicts.items()}
-    ids = {c: [v.id for v in vs] for c, vs in verdicts.items()}
+    if len(students) > 1:
+        return cohort_report(room, cfg, problems, students, verdicts)
+    correct = {(t, k): [v.correct for v in vs] for (_, t, k), vs in verdicts.items()}
+    ids = {(t, k): [v.id for v in vs] for (_, t, k), vs in verdicts.items()}
     return first_step_report(room, cfg, problems, correct, ids)
 
 
@@ -104,3 +109,52 @@ def by_gold_steps(cfg: FirstStepConfig, problems: list[Problem],
 
         rows.append([s, len(idx), cell(cfg.teachers[0], 0) if 0 in cfg.ks else None] + [cell(t, k) for t, k in cols])
     return metrics, rows
+
+
+def cohort_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem], students: list[str],
+                  verdicts: dict[tuple[str, str, int], list[Verdict]]) -> Report:
+    """Per student and for the cohort (every student's attempts pooled): accuracy per teacher and k on the
+    comparable problems, and the difference from k = 0 (paired per problem and student)."""
+    kmax, ks = max(cfg.ks), sorted(cfg.ks)
+    keep = [i for i, p in enumerate(problems) if len(p.gold_steps) > kmax]
+    correct = {c: [v.correct for v in vs] for c, vs in verdicts.items()}
+    metrics: dict = {"n": len(problems), "comparable_n": len(keep), "set_aside": len(problems) - len(keep),
+                     "students": {s: {"teachers": {}} for s in students}, "cohort": {"teachers": {}}}
+    rows, series = [], []
+    for who in students + ["cohort"]:
+        group = students if who == "cohort" else [who]
+        for t in cfg.teachers:
+            def sub(k: int) -> list[bool]:  # comparable problems, student-major
+                return [correct[s, t, k][i] for s in group for i in keep]
+
+            base = sub(0) if 0 in cfg.ks else None
+            mt = (metrics["cohort"] if who == "cohort" else metrics["students"][who])["teachers"].setdefault(t, {})
+            points = []
+            for k in ks:
+                d = difference(base, sub(k), room.config.run.seed) if k else None
+                a = mt[str(k)] = accuracy(sub(k))
+                if d is not None:
+                    a["difference_vs_k0"] = {"mean": d.mean, "ci": [d.low, d.high]}
+                rows.append([who if who != "cohort" else f"cohort of {len(students)} (pooled)", t, k,
+                             Acc(a["correct"], a["n"]), d])
+                room.record(EvalReport(name=f"first_step/{who}/{t}/k={k}", n=a["n"], correct=a["correct"],
+                                       accuracy=a["accuracy"], ci_low=a["ci"][0], ci_high=a["ci"][1],
+                                       metrics={"student": who, "teacher": t, "k": k, "subset": "comparable"},
+                                       verdicts=tuple(verdicts[s, t, k][i].id for s in group for i in keep)))
+                if a["n"]:
+                    points.append((k, a["accuracy"], *a["ci"]))
+            series.append(Series(f"{who} / {t}", *map(list, zip(*points))) if points else Series(f"{who} / {t}", [], []))
+    return Report(
+        title=f"First-step guidance, a cohort of {len(students)} students: {room.config.run.name}",
+        lines=["Students: " + ", ".join(f"`{s}` ({room.describe(s)})" for s in students) + f"; {len(problems)} "
+               f"problems (set `{cfg.problems}`: {room.describe_set(cfg.problems)}); k in {ks}; teachers: "
+               + ", ".join(f"`{t}` ({room.describe(t)})" for t in cfg.teachers) + ". Each teacher's guidance was "
+               "asked once and given to every student."],
+        tables=[Table(f"Accuracy on the {len(keep)} problems with more than {kmax} gold steps, per student and "
+                      "pooled", ["student", "teacher", "k", "accuracy [95% CI]", "difference vs k=0 [95% CI]"], rows,
+                      note=f"{len(problems) - len(keep)} problems with {kmax} or fewer gold steps are set aside. The "
+                           "cohort rows pool every student's attempts (n = students x problems).")],
+        figures=[Figure(name="accuracy_vs_k", title=f"First-step guidance ({len(keep)} problems with > {kmax} gold "
+                        "steps)", xlabel="k (gold steps given)", ylabel="student accuracy", series=series,
+                        xticks=[float(k) for k in ks])],
+        metrics=metrics)
