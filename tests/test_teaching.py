@@ -13,7 +13,7 @@ from schoolroom.analysis import Run
 from schoolroom.agents.teacher import Teacher
 from schoolroom.config import AgentConfig
 from schoolroom.environment import synthetic
-from schoolroom.messages import EvalReport, Mistake, Note, Plan, Rationale, TrainResult, Verdict
+from schoolroom.messages import Attempt, EvalReport, Mistake, Note, Plan, Rationale, TrainResult, Verdict
 from schoolroom.protocols import runner
 
 pytestmark = pytest.mark.slow
@@ -150,3 +150,23 @@ def test_teacher_writing_methods_on_the_in_process_model(hf_engine):
     # every reply is a parsed message (with what it says) or a noted skip (of a reply that had no answer)
     check_parsed(engine.replies, tailored, notes)
     assert len(engine.replies) == 2 and all(r.mistake_id == mistake.id for r in tailored)
+
+
+def test_a_cohort_of_two_students_each_tailored_by_one_teacher(tmp_path):
+    raw = classroom("inline", {"engine": "reference"}, TAILORED | {"variants": [{"name": "reflection"}],
+                                                                   "students": ["student", "twin"]})
+    raw["agents"]["student"]["max_tokens"] = 16
+    raw["agents"]["twin"] = raw["agents"]["student"] | {"max_tokens": 12}  # another student: shorter answers
+    run_dir = runner.run(configlib.decode(raw), out=str(tmp_path))
+    messages = log.read_all(run_dir / "messages.jsonl")
+    trained = {m.adapter.split("-r1-")[0] for m in messages if isinstance(m, TrainResult)}
+    assert trained == {"student-reflection", "twin-reflection"}, "each student trained on its own mistakes"
+    assert {m.name for m in messages if isinstance(m, EvalReport)} == {
+        f"{s}/reflection/round {r}" for s in ("student", "twin") for r in (0, 1)}
+    evaluated = {(m.sender, m.adapter.split("-r1-")[0]) for m in messages
+                 if isinstance(m, Attempt) and m.round == 1 and m.adapter}
+    assert evaluated == {("student", "student-reflection"), ("twin", "twin-reflection")}, "each with its own adapter"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    pooled = [x for x in metrics["rounds"] if x["student"] == "cohort of 2 (pooled)"]
+    assert [x["round"] for x in pooled] == [0, 1] and all(x["n"] == 6 for x in pooled)
+    assert "| cohort of 2 (pooled) | reflection | 0.5 | 1 |" in (run_dir / "report.md").read_text()

@@ -153,12 +153,14 @@ class Classroom(CallPath):
                 self.round = r
                 yield r
 
-    def evaluate(self, name: str, problems: list[Problem], adapter: TrainResult | None = None) -> list[Verdict]:
-        """The student (with ``adapter`` loaded, or the base model) solves ``problems`` greedily; an EvalReport
-        named ``name`` is logged. Returns the verdicts."""
+    def evaluate(self, name: str, problems: list[Problem], adapter: TrainResult | None = None,
+                 student: str | None = None) -> list[Verdict]:
+        """The student (``student`` names one of a cohort), with ``adapter`` loaded or the base model, solves
+        ``problems`` greedily; an EvalReport named ``name`` is logged. Returns the verdicts."""
+        s = self.agent(student, Student) if student else self.student
         with self.stage(name):
-            self.student.load(adapter)
-            attempts = self.student.solve(problems)
+            s.load(adapter)
+            attempts = s.solve(problems)
             verdicts = self.verifier.check(attempts, problems)
         correct = sum(v.correct for v in verdicts)
         p, lo, hi = wilson(correct, len(verdicts))
