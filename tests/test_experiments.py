@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from schoolroom import config as configlib
-from schoolroom.protocols import runner
+from schoolroom.protocols import preflight, runner
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.toml"))
 
@@ -17,6 +17,7 @@ def test_experiment_config_decodes(path):
     cfg, _ = configlib.load(path)
     runner.protocol_of(cfg, str(path))
     assert any(a.role == "student" for a in cfg.agents.values())
+    assert preflight._devices(cfg) == [], "each agent's device agrees with the GPUs it asks for"
 
 
 def test_limit_is_written_into_the_problem_sets():

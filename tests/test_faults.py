@@ -182,13 +182,16 @@ def test_a_resumed_run_passes_a_logged_request_as_it_was_logged():
     first = CallPath()
     first.config, first.log, first.run_id, first.round = Config(), Memory(), "run-1", 1
     first._start_calls([], {})
-    sent = first._stamp_inputs(made())
-    assert (sent.round, sent.run_id, sent.sender) == (1, "run-1", "protocol")
+    new: list = []
+    sent = first._stamp_inputs(made(), 1, new)
+    assert (sent.round, sent.run_id, sent.sender) == (1, "run-1", "protocol") and new == [sent]
+    first.log.write(new)  # logged with the call's answer
 
     resumed = CallPath()
     resumed.config, resumed.log, resumed.run_id, resumed.round = Config(), Memory(), "run-1", 1
     resumed._start_calls(first.log.messages, {})
     again = made()
     assert again.id == sent.id and again.round == 0
-    assert resumed._stamp_inputs(again) == sent
-    assert resumed.log.messages == [], "logged once"
+    new = []
+    assert resumed._stamp_inputs(again, 1, new) == sent
+    assert new == [], "logged once"

@@ -151,9 +151,9 @@ def test_a_log_the_protocol_no_longer_matches_says_so(inline_run, tmp_path):
                                                             f'name = "{name}"\nfile = "{tmp_path / name}.py"'))
     edited("same", source)
     assert runner.replay(run_dir, tmp_path / "same").differences == []
-    assert "room.student.solve.submit(problems, guidance)" in source
-    edited("changed", source.replace("room.student.solve.submit(problems, guidance)",
-                                     "room.student.solve.submit(problems[::-1], guidance)"))
+    line = "room.agent(s, Student).solve.submit(problems, guidance)"
+    assert line in source
+    edited("changed", source.replace(line, line.replace("(problems,", "(problems[::-1],")))
     with pytest.raises(NotInLog, match=r"student.solve \(round 0\) .* is not in the log, after \d+ calls .* "
                                        r"protocol 'changed' has changed since this run"):
         runner.replay(run_dir, tmp_path / "changed")

@@ -94,7 +94,7 @@ def test_a_model_teacher_reads_each_mistake_and_writes_for_it(tmp_path, hf_engin
     engines: dict[str, Recording] = {}
     real = factory.make_engine
     monkeypatch.setattr(factory, "make_engine", lambda cfg: engines.setdefault(cfg.role, Recording(real(cfg))))
-    raw = classroom("inline", {"engine": "hf", "max_tokens": 64}, TAILORED)
+    raw = classroom("inline", {"engine": "hf", "max_tokens": 64}, TAILORED | {"variants": [{"name": "reflection"}]})
     raw["data"]["train"] |= {"n": 2}
     run_dir = runner.run(configlib.decode(raw), out=str(tmp_path))
     messages = log.read_all(run_dir / "messages.jsonl")

