@@ -24,7 +24,7 @@ from schoolroom.environment import answers_match, departs_from_gold, extract_ans
 from schoolroom.environment.prompts import chat
 from schoolroom.messages import (Attempt, EvalReport, Guidance, Message, Mistake, Note, Plan, PreferencePair, Problem,
                                  Rationale, StepRewards, TrainRequest, TrainResult, Verdict, message)
-from schoolroom.protocols.calls import Pending
+from schoolroom.protocols.pending import Pending
 from schoolroom.protocols.classroom import Classroom
 from schoolroom.protocols.registry import protocol
 from schoolroom.protocols.report import (Acc, Diff, Figure, Report, Series, Table, accuracy, compare, difference,

@@ -13,7 +13,8 @@ from conftest import KEY_ENV, content, tiny_config
 
 from schoolroom import config as configlib
 from schoolroom import log
-from schoolroom.agents.runtime import ActorLost, spawn
+from schoolroom.agents.cluster import ActorLost
+from schoolroom.agents.runtime import spawn
 from schoolroom.config import AgentConfig, Resources, RuntimeConfig
 from schoolroom.messages import Call, Guidance, Note
 from schoolroom.protocols import runner

@@ -16,7 +16,8 @@ from msgspec.structs import replace
 
 from schoolroom.agents.base import Agent
 from schoolroom.agents.explorer import Explorer
-from schoolroom.agents.runtime import Adapters, place, release, spawn
+from schoolroom.agents.cluster import Adapters, place, release
+from schoolroom.agents.runtime import spawn
 from schoolroom.agents.student import Student
 from schoolroom.agents.teacher import Teacher
 from schoolroom.agents.trainer import Trainer
