@@ -54,6 +54,7 @@ def test_custom_resource_places_the_agent_on_its_node(two_nodes):
         verifier.kill()
 
 
+@pytest.mark.slow
 def test_a_student_on_another_node_loads_the_adapter_from_bytes_not_the_trainers_path(two_nodes, tmp_path):
     cluster, box = two_nodes
     rt = RuntimeConfig(address=cluster.address)

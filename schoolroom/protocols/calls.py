@@ -302,12 +302,14 @@ class CallPath:
             key = call_key(handle.name, method, p.round, piece, kw, [handle.settings, handle.state])
             x = Piece(key)
             p.pieces.append(x)
-            if (not p.effect or self.replaying) and key in self._memo:
+            if not p.effect and key in self._inflight:
+                x.same = self._inflight[key]  # asked already and not yet logged: one answer serves both
+            elif (not p.effect or self.replaying) and key in self._memo:
                 x.result, x.logged_before = self._memo[key]
                 x.done = True
                 self.answered += 1
-            elif (not p.effect) and key in self._inflight:
-                x.same = self._inflight[key]  # asked already and not yet answered: one answer serves both
+                if not x.logged_before:  # another run's answer: logged in this run once
+                    self._inflight[key] = x
             elif self.replaying:
                 raise NotInLog(f"{handle.name}.{method} (round {p.round}) {_brief(piece, kw)} is not in the log, "
                                f"after {self.answered} calls answered from it: {self.replaying}")
@@ -349,7 +351,6 @@ class CallPath:
             now = time.perf_counter()
             x.seconds, x.done = now - max(x.t0, self._last.get(p.handle.name, 0.0)), True
             self._last[p.handle.name] = now
-            self._inflight.pop(x.key, None)
             self.progress(p.label, sum(y.done or (y.same is not None and y.same.done) for y in p.pieces),
                           len(p.pieces))
 
@@ -379,6 +380,8 @@ class CallPath:
                     self.log.write(inputs)
                     self._logged.update((m.id, m) for m in inputs)
                     x.value = self._log_call(p, x.key, x.result, x.side, x.seconds)
+                if self._inflight.get(x.key) is x:  # logged: the memo answers it from now on
+                    del self._inflight[x.key]
                 p.flushed += 1
             values = [x.value for x in p.pieces]
             p.value = values[0] if len(values) == 1 else [v for r in values for v in r]
