@@ -11,6 +11,7 @@ from schoolroom.agents.runtime import FORWARDED_PREFIXES, AgentTimeout, Host, is
 from schoolroom.config import AgentConfig, RuntimeConfig
 from schoolroom.errors import Explained, one_line
 from schoolroom.messages import Note, TrainResult
+from schoolroom.nested import leaves
 
 
 class ActorLost(Explained):
@@ -63,15 +64,13 @@ class RayHost:
 
     def result(self, fut, timeout: float | None = None):
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+        from ray.exceptions import GetTimeoutError, RayTaskError  # a RayActorError (a lost actor) passes through
 
         try:
             return ray.get(fut, timeout=timeout)
         except GetTimeoutError:
             raise AgentTimeout(f"agent {self.name} did not answer within {timeout:.0f}s "
                                "(runtime.call_timeout_s; is the cluster short of the resources it asks for?)") from None
-        except RayActorError:
-            raise
         except RayTaskError as e:
             raise e.as_instanceof_cause() from None
 
@@ -224,13 +223,7 @@ class Adapters:
 
 
 def _train_results(x: Any) -> list[TrainResult]:
-    if isinstance(x, TrainResult):
-        return [x]
-    if isinstance(x, (list, tuple)):
-        return [t for v in x for t in _train_results(v)]
-    if isinstance(x, dict):
-        return [t for v in x.values() for t in _train_results(v)]
-    return []
+    return [v for v in leaves(x) if isinstance(v, TrainResult)]
 
 
 def place(agents: dict[str, AgentConfig], rt: RuntimeConfig) -> tuple[dict[str, list], list]:
@@ -262,7 +255,7 @@ def place(agents: dict[str, AgentConfig], rt: RuntimeConfig) -> tuple[dict[str, 
         wait = min(rt.call_timeout_s, 300.0)
         ready, _ = ray.wait([pg.ready()], timeout=wait)
         if not ready:
-            need = {k: sum(b.get(k, 0) for b in bundles) for b in bundles for k in b}
+            need = {k: sum(b.get(k, 0) for b in bundles) for k in dict.fromkeys(k for b in bundles for k in b)}
             for g in made:
                 ray.util.remove_placement_group(g)
             raise NotPlaced(f"placement group {group!r} (agents {', '.join(names)}: "

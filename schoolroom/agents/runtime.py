@@ -19,6 +19,7 @@ from schoolroom.agents import explorer, student, teacher, trainer, verifier  # n
 from schoolroom.agents.base import ROLES
 from schoolroom.config import AgentConfig, RuntimeConfig
 from schoolroom.messages import TrainResult
+from schoolroom.nested import each
 
 if TYPE_CHECKING:
     from schoolroom.agents.cluster import Adapters, Replicas
@@ -67,26 +68,24 @@ class Host:
 
     def _local(self, x: Any, adapters: dict) -> Any:
         """``x`` with every TrainResult whose adapter was made on another node pointing at a copy of it here."""
-        if isinstance(x, TrainResult) and x.path in adapters:
-            ref, node = adapters[x.path]
-            copy = os.path.join(self.agent.workdir, "adapters-copied", node[:12], os.path.basename(x.path))
-            if not os.path.exists(os.path.join(copy, ".complete")):
-                import ray
+        return each(x, lambda v: self._copy(v, *adapters[v.path])
+                    if isinstance(v, TrainResult) and v.path in adapters else v)
 
-                data = ray.get(ref)
-                shutil.rmtree(copy, ignore_errors=True)
-                with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                    tar.extractall(copy, filter="data")
-                open(os.path.join(copy, ".complete"), "w").close()
-                self.agent.note("adapter_copied", f"adapter {x.adapter} copied from node {node[:12]} "
-                                f"({len(data) / 2**20:.1f} MiB through Ray's object store) to {copy}",
-                                adapter=x.adapter, node=node, bytes=len(data), path=copy)
-            return msgspec.structs.replace(x, path=copy)
-        if isinstance(x, (list, tuple)):
-            return type(x)(self._local(v, adapters) for v in x)
-        if isinstance(x, dict):
-            return {k: self._local(v, adapters) for k, v in x.items()}
-        return x
+    def _copy(self, x: TrainResult, ref: Any, node: str) -> TrainResult:
+        """``x`` pointing at a copy of its adapter in this agent's working folder, unpacked from ``ref``'s bytes."""
+        copy = os.path.join(self.agent.workdir, "adapters-copied", node[:12], os.path.basename(x.path))
+        if not os.path.exists(os.path.join(copy, ".complete")):
+            import ray
+
+            data = ray.get(ref)
+            shutil.rmtree(copy, ignore_errors=True)
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                tar.extractall(copy, filter="data")
+            open(os.path.join(copy, ".complete"), "w").close()
+            self.agent.note("adapter_copied", f"adapter {x.adapter} copied from node {node[:12]} "
+                            f"({len(data) / 2**20:.1f} MiB through Ray's object store) to {copy}",
+                            adapter=x.adapter, node=node, bytes=len(data), path=copy)
+        return msgspec.structs.replace(x, path=copy)
 
     def node_id(self) -> str:
         import ray

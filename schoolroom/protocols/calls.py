@@ -27,6 +27,7 @@ from schoolroom.log import Writer
 from schoolroom.messages import Call, Message, Note, Problem, Unknown, Usage, sequential_ids
 from schoolroom.agents.runtime import first_done
 from schoolroom.protocols.pending import _UNSET, Aborted, Pending, Piece, Turns, answered
+from schoolroom.nested import each
 from schoolroom.protocols.replay import live
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ class CallPath:
         def task(i: int, x: Any) -> None:
             try:
                 turns.start(i)
-                self.round, self._stage = turns.saved[i]
+                self.round, self._stage = turns.outer
                 results[i] = fn(x)
             except Aborted:
                 pass
@@ -180,7 +181,7 @@ class CallPath:
             raise
         finally:
             self._turns = None
-            self.round, self._stage = turns.saved_outer
+            self.round, self._stage = turns.outer
         if turns.error is not None:
             raise turns.error
         return results
@@ -211,17 +212,16 @@ class CallPath:
         """Messages the protocol made and passes to an agent: stamped with run and round, and added to ``new``
         (logged before the call's answer). One already logged goes as it was logged (a resumed run remakes it
         unstamped: the agent must not see round 0)."""
-        if isinstance(x, Message):
-            if x.id in self._logged:
-                return self._logged[x.id]
-            x = self._stamp(x, "protocol", round)
-            new.append(x)
-            return x
-        if isinstance(x, (list, tuple)):
-            return type(x)(self._stamp_inputs(v, round, new) for v in x)
-        if isinstance(x, dict):
-            return {k: self._stamp_inputs(v, round, new) for k, v in x.items()}
-        return x
+        def stamped(m: Any) -> Any:
+            if not isinstance(m, Message):
+                return m
+            if m.id in self._logged:
+                return self._logged[m.id]
+            m = self._stamp(m, "protocol", round)
+            new.append(m)
+            return m
+
+        return each(x, stamped)
 
     def _split(self, method: Callable, args: tuple, kwargs: dict, size: int, replicas: int) -> list[tuple[tuple, dict]]:
         """Aligned chunks of the parameters ``method`` declares @batched (positional or keyword); the rest whole.
@@ -263,13 +263,7 @@ class CallPath:
 
     def wait(self, x: Any) -> Any:
         """``x`` (a started call, or a list, tuple or dict of them) with every started call's answer in its place."""
-        if isinstance(x, Pending):
-            return x.result()
-        if isinstance(x, (list, tuple)):
-            return type(x)(self.wait(v) for v in x)
-        if isinstance(x, dict):
-            return {k: self.wait(v) for k, v in x.items()}
-        return x
+        return each(x, lambda v: v.result() if isinstance(v, Pending) else v)
 
     def wait_all(self) -> None:
         """Every started call answered and logged (the runner calls it when the protocol returns)."""

@@ -7,6 +7,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from schoolroom.messages import Message
+from schoolroom.nested import each, leaves
 
 if TYPE_CHECKING:
     from schoolroom.protocols.calls import CallPath
@@ -26,8 +27,7 @@ class Turns:
     def __init__(self, n: int, outer: tuple):
         self.cond = threading.Condition()
         self.turn, self.live = 0, list(range(n))
-        self.saved = [outer] * n  # each item's round and stage
-        self.saved_outer = outer
+        self.outer = outer  # the round and stage each item starts from, and the room goes back to
         self.usage: list[dict[str, dict[str, float]]] = [{} for _ in range(n)]
         self.error: BaseException | None = None
         self._local = threading.local()
@@ -118,20 +118,8 @@ class Pending:
 
 def answered(x: Any) -> Any:
     """``x`` with each started call (answered) replaced by its answer."""
-    if isinstance(x, Pending):
-        return x.value
-    if isinstance(x, (list, tuple)):
-        return type(x)(answered(v) for v in x)
-    if isinstance(x, dict):
-        return {k: answered(v) for k, v in x.items()}
-    return x
+    return each(x, lambda v: v.value if isinstance(v, Pending) else v)
 
 
 def _pending_in(x: Any) -> bool:
-    if isinstance(x, Pending):
-        return not x.done()
-    if isinstance(x, (list, tuple)):
-        return any(_pending_in(v) for v in x)
-    if isinstance(x, dict):
-        return any(_pending_in(v) for v in x.values())
-    return False
+    return any(isinstance(v, Pending) and not v.done() for v in leaves(x))

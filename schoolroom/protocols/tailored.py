@@ -17,7 +17,7 @@ from collections import Counter
 import msgspec
 
 from schoolroom.api import (Acc, Classroom, Figure, Note, Report, Series, Student, Table, Teacher, Trainer,
-                            TrainRequest, accuracy, protocol)
+                            TrainRequest, accuracy, protocol, wilson)
 from schoolroom.training.reflection import ANCHORS, POOLS
 from schoolroom.training.settings import LoraSettings, Settings
 
@@ -131,9 +131,9 @@ def report(room: Classroom, cfg: TailoredConfig, n_train: int, n_test: int, rows
                 xs = [x for x in rows if x["variant"] == v.name and x["round"] == r]
                 if len(xs) == len(students):
                     c, n = sum(x["correct"] for x in xs), sum(x["n"] for x in xs)
+                    p, lo, hi = wilson(c, n)
                     pooled.append({"variant": v.name, "round": r, "student": f"cohort of {len(students)} (pooled)",
-                                   "correct": c, "n": n} | {k: v for k, v in accuracy([True] * c + [False] * (n - c))
-                                                            .items() if k in ("accuracy", "ci")})
+                                   "correct": c, "n": n, "accuracy": p, "ci": [lo, hi]})
         rows = rows + pooled
     anchor = ("the correct rationale, positive: another correct rationale of the question (the authors' code)"
               if cfg.anchor == "rationale" else "the question prompt, positive: the rationale (departure)")
