@@ -48,24 +48,12 @@ def hyper(settings: dict[str, Any]) -> dict[str, Any]:
     return h
 
 
-_BASES: dict[tuple[str, str], Any] = {}  # (model path, device) -> the base model, read once per process
-
-
 def load_policy(model_path: str, device: str = "cpu", adapter: str | None = None, trainable: bool = True):
-    """The base model, with ``adapter`` loaded (trainable, to continue it) when given.
-
-    The base is read from disk once per process (a Trainer actor keeps it between requests) and each request
-    trains a copy of it made in memory: LoRA layers go into the copy, the kept base is never touched.
-    """
-    import copy
-
+    """The base model, with ``adapter`` loaded (trainable, to continue it) when given."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    key = (model_path, device)
-    if key not in _BASES:
-        _BASES[key] = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device)
-    model = copy.deepcopy(_BASES[key])
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     if adapter:
         from peft import PeftModel
 
