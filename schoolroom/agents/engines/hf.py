@@ -1,4 +1,4 @@
-"""Hugging Face transformers engine: CPU or GPU, batched with left padding; the default."""
+"""Hugging Face transformers engine: CPU or GPU, one continuous batch per call (``batching.py``); the default."""
 
 from __future__ import annotations
 
