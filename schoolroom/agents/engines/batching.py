@@ -150,10 +150,6 @@ def _pad_left(t, length: int):
     return F.pad(t, (0, 0, length - t.shape[-2], 0)) if t.shape[-2] < length else t
 
 
-def _seed(seed: int, text: str, copy: int, sample: int) -> int:
-    return zlib.crc32(f"{seed}\0{copy}\0{sample}\0{text}".encode())
-
-
 def _pick(logits, rows: list[Row], params: Params):
     """The next token of every row: argmax when greedy, else a draw from each row's own generator."""
     if params.temperature <= 0:
@@ -168,6 +164,59 @@ def _pick(logits, rows: list[Row], params: Params):
     return torch.cat([torch.multinomial(probs[i], 1, generator=r.generator) for i, r in enumerate(rows)])
 
 
+class _Call:
+    """What every step of one call reads: the model, its prompts and the sampling settings."""
+
+    def __init__(self, lm, tokenizer, prompt_ids: list[list[int]], texts: list[str], params: Params,
+                 share_prefix: bool):
+        self.lm, self.tokenizer, self.prompt_ids, self.texts, self.params = lm, tokenizer, prompt_ids, texts, params
+        self.share_prefix = share_prefix
+        self.n = params.n if params.temperature > 0 else 1
+        self.eos = set(_ids(lm.generation_config.eos_token_id)) | {tokenizer.eos_token_id}
+        seen: dict[str, int] = {}
+        self.copies = []  # the how-manieth time this prompt's text appears in the call (its samples differ)
+        for t in texts:
+            self.copies.append(seen.get(t, 0))
+            seen[t] = self.copies[-1] + 1
+
+    def prefill(self, group: list[int]):
+        """The group's prompts read at once (left-padded); their first tokens; the cache copied per sample."""
+        n, lm = self.n, self.lm
+        seqs = [self.prompt_ids[i] for i in group for _ in range(1 if self.share_prefix else n)]
+        longest, pad = max(map(len, seqs)), self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (longest - len(s)) + s for s in seqs], device=lm.device)
+        mask = torch.tensor([[0] * (longest - len(s)) + [1] * len(s) for s in seqs], device=lm.device)
+        positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)
+        cache = _cache()
+        with torch.inference_mode():
+            logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                        use_cache=True, logits_to_keep=1).logits[:, -1]
+        if self.share_prefix and n > 1:
+            for layer in cache.layers:
+                layer.set(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0))
+            logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+        rows = [Row(i, j, generator=self.generator(i, j)) for i in group for j in range(n)]
+        first = _pick(logits, rows, self.params)
+        self.add(rows, first)
+        return rows, cache, mask, first
+
+    def generator(self, prompt: int, sample: int) -> torch.Generator | None:
+        """A sampled row's own generator, seeded by the call's seed, its prompt's text and copy, and its number."""
+        if self.params.temperature <= 0:
+            return None
+        seed = f"{self.params.seed}\0{self.copies[prompt]}\0{sample}\0{self.texts[prompt]}"
+        g = torch.Generator(device=self.lm.device)
+        g.manual_seed(zlib.crc32(seed.encode()))
+        return g
+
+    def add(self, rows: list[Row], tokens) -> None:
+        """Each unfinished row takes its token (finished rows still in the batch decode for nothing)."""
+        live = [(r, t) for r, t in zip(rows, tokens.tolist()) if not r.finish]
+        pieces = self.tokenizer.batch_decode([[t] for _, t in live], skip_special_tokens=True)
+        for (row, token), piece in zip(live, pieces):
+            row.add(token, piece, self.params, self.eos)
+
+
 def decode(lm, tokenizer, prompt_ids: list[list[int]], params: Params, batch_size: int, texts: list[str],
            share_prefix: bool = True) -> list[list[Row]]:
     """``n`` rows for each prompt (one when greedy: the caller copies it), in prompt order.
@@ -175,15 +224,8 @@ def decode(lm, tokenizer, prompt_ids: list[list[int]], params: Params, batch_siz
     ``share_prefix=False`` prefills each sample's own copy of its prompt (what ``generate`` with
     ``num_return_sequences`` does): for comparison only.
     """
-    eos = set(_ids(lm.generation_config.eos_token_id)) | {tokenizer.eos_token_id}
-    pad = tokenizer.pad_token_id
-    sample = params.temperature > 0
-    n = params.n if sample else 1
-    seen: dict[str, int] = {}
-    copies = []  # the how-manieth time this prompt's text appears in the call (its samples differ)
-    for t in texts:
-        copies.append(seen.get(t, 0))
-        seen[t] = copies[-1] + 1
+    call = _Call(lm, tokenizer, prompt_ids, texts, params, share_prefix)
+    n = call.n
     waiting = sorted(range(len(prompt_ids)), key=lambda i: (len(prompt_ids[i]), i))
     out: list[list[Row]] = [[] for _ in prompt_ids]
     width = max(batch_size, n)
@@ -192,8 +234,7 @@ def decode(lm, tokenizer, prompt_ids: list[list[int]], params: Params, batch_siz
         free = width - batch.live()
         if waiting and free >= n and (not batch.live() or free * 4 >= width or len(waiting) * n <= free):
             group, waiting = waiting[:free // n], waiting[free // n:]
-            rows, cache, mask, first = _prefill(lm, group, prompt_ids, params, n, pad, texts, copies, eos, tokenizer,
-                                                share_prefix)
+            rows, cache, mask, first = call.prefill(group)
             for r in rows:
                 out[r.prompt].append(r)
             batch.join(rows, cache, mask, first)
@@ -207,48 +248,10 @@ def decode(lm, tokenizer, prompt_ids: list[list[int]], params: Params, batch_siz
                         past_key_values=batch.cache, use_cache=True).logits[:, -1]
         batch.mask = mask
         batch.next = _pick(logits, batch.rows, params)
-        _add(batch.rows, batch.next, tokenizer, params, eos)
+        call.add(batch.rows, batch.next)
     for rows in out:
         rows.sort(key=lambda r: r.sample)
     return out
-
-
-def _prefill(lm, group, prompt_ids, params, n, pad, texts, copies, eos, tokenizer, share_prefix):
-    """The group's prompts read at once (left-padded); their first tokens; the cache copied per sample."""
-    repeat = 1 if share_prefix else n
-    seqs = [prompt_ids[i] for i in group for _ in range(repeat)]
-    longest = max(map(len, seqs))
-    ids = torch.tensor([[pad] * (longest - len(s)) + s for s in seqs], device=lm.device)
-    mask = torch.tensor([[0] * (longest - len(s)) + [1] * len(s) for s in seqs], device=lm.device)
-    positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)
-    cache = _cache()
-    with torch.inference_mode():
-        logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                    use_cache=True, logits_to_keep=1).logits[:, -1]
-    if share_prefix and n > 1:
-        for layer in cache.layers:
-            layer.set(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0))
-        logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
-    rows = [Row(i, j, generator=_generator(params, texts[i], copies[i], j, lm.device) if params.temperature > 0
-                else None) for i in group for j in range(n)]
-    first = _pick(logits, rows, params)
-    _add(rows, first, tokenizer, params, eos)
-    return rows, cache, mask, first
-
-
-def _generator(params: Params, text: str, copy: int, sample: int, device):
-    g = torch.Generator(device=device)
-    g.manual_seed(_seed(params.seed, text, copy, sample))
-    return g
-
-
-def _add(rows: list[Row], tokens, tokenizer, params: Params, eos: set[int]) -> None:
-    """Each unfinished row takes its token (finished rows still in the batch decode for nothing)."""
-    ids = tokens.tolist()
-    live = [(r, t) for r, t in zip(rows, ids) if not r.finish]
-    pieces = tokenizer.batch_decode([[t] for _, t in live], skip_special_tokens=True)
-    for (row, token), piece in zip(live, pieces):
-        row.add(token, piece, params, eos)
 
 
 def _ids(x) -> list[int]:
