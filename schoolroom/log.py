@@ -222,6 +222,17 @@ def read(path: str | os.PathLike, on_torn: str = "warn") -> Iterator[Message]:
             yield rec
 
 
+def header(path: str | os.PathLike) -> Header | None:
+    """A log's first line (its schema, run id and when it was made); None when it is not a whole header."""
+    with open(path, "rb") as f:
+        first = f.readline()
+    try:
+        rec = decode(first) if first.endswith(b"\n") else None
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return rec if isinstance(rec, Header) else None
+
+
 def read_all(path: str | os.PathLike, on_torn: str = "warn") -> list[Message]:
     return list(read(path, on_torn=on_torn))
 

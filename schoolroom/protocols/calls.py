@@ -26,6 +26,7 @@ from schoolroom.errors import AgentCallError
 from schoolroom.log import Writer
 from schoolroom.messages import Call, Message, Note, Problem, Unknown, Usage, sequential_ids
 from schoolroom.agents.runtime import first_done
+from schoolroom.protocols.journal import Journal
 from schoolroom.protocols.pending import _UNSET, Aborted, Pending, Piece, Turns, answered
 from schoolroom.nested import each
 from schoolroom.protocols.replay import live
@@ -45,6 +46,9 @@ def _norm(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): _norm(v) for k, v in sorted(x.items())}
     return x
+
+
+JOURNALED = "journal"  # a piece's ``sent`` when its answer came from the journal: nothing to wait for
 
 
 class NotInLog(RuntimeError):
@@ -74,7 +78,8 @@ class CallPath:
     replaying: str | None = None  # replay: no agent is asked; a call the log lacks is NotInLog, this the hint
     _stage: str = ""  # the condition being run (``k=2``), in progress labels and errors: ``room.stage(...)``
 
-    def _start_calls(self, previous: list[Message], reuse: dict[str, list[Message]]) -> None:
+    def _start_calls(self, previous: list[Message], reuse: dict[str, list[Message]],
+                     journal: Journal | None = None) -> None:
         self._logged: dict[str, Message] = {m.id: m for m in previous}  # every message in the log, as logged
         self._memo: dict[str, tuple[Any, bool]] = {}
         self._sets: dict[str, list[Problem]] = {}
@@ -87,6 +92,9 @@ class CallPath:
         self._inflight: dict[str, Piece] = {}  # call key -> the piece asked and not yet answered
         self._last: dict[str, float] = {}  # agent -> when its last answer came (a piece's seconds start there)
         self._remember(previous, logged=True)
+        self.journal = journal  # every answer on disk as it comes; a resumed run's answers not yet logged
+        self._journaled = {k: a for k, a in journal.answers.items() if k not in self._memo} if journal else {}
+        self.recovered = 0  # calls answered from the journal in this process
         for agent, old in reuse.items():
             self._remember([m for m in old if not isinstance(m, Call) or m.agent == agent], logged=False)
 
@@ -304,6 +312,15 @@ class CallPath:
                 self.answered += 1
                 if not x.logged_before:  # another run's answer: logged in this run once
                     self._inflight[key] = x
+            elif not p.effect and key in self._journaled:  # answered before a crash, not logged: as if it came now
+                a = self._journaled.pop(key)
+                x.inputs = []
+                self._stamp_inputs(piece, p.round, x.inputs)
+                self._stamp_inputs(kw, p.round, x.inputs)
+                x.result, x.side, x.seconds, x.came = a.result, a.side, a.seconds, a.time
+                x.done, x.sent = True, JOURNALED
+                self._inflight[key] = x
+                self.recovered += 1
             elif self.replaying:
                 raise NotInLog(f"{handle.name}.{method} (round {p.round}) {_brief(piece, kw)} is not in the log, "
                                f"after {self.answered} calls answered from it: {self.replaying}")
@@ -343,8 +360,11 @@ class CallPath:
                 self._flush()  # what was answered before it in the order asked is kept
                 raise AgentCallError(p.handle.name, p.method, p.round, e, p.stage) from e
             now = time.perf_counter()
-            x.seconds, x.done = now - max(x.t0, self._last.get(p.handle.name, 0.0)), True
+            x.seconds, x.done, x.came = now - max(x.t0, self._last.get(p.handle.name, 0.0)), True, time.time()
             self._last[p.handle.name] = now
+            if self.journal is not None and not p.effect:  # on disk now, whatever waits before it in the log
+                _, out, side, call = self._records(p, x.key, x.result, x.side, x.seconds, x.came)
+                self.journal.write(out, side, call)
             self.progress(p.label, sum(y.done or (y.same is not None and y.same.done) for y in p.pieces),
                           len(p.pieces))
 
@@ -373,7 +393,7 @@ class CallPath:
                     inputs = [m for m in x.inputs if m.id not in self._logged]
                     self.log.write(inputs)
                     self._logged.update((m.id, m) for m in inputs)
-                    x.value = self._log_call(p, x.key, x.result, x.side, x.seconds)
+                    x.value = self._log_call(p, x.key, x.result, x.side, x.seconds, x.came)
                 if self._inflight.get(x.key) is x:  # logged: the memo answers it from now on
                     del self._inflight[x.key]
                 p.flushed += 1
@@ -382,7 +402,9 @@ class CallPath:
             self._queue.popleft()
         return len(self._queue) < before
 
-    def _log_call(self, p: Pending, key: str, result: Any, side: list, seconds: float) -> Any:
+    def _records(self, p: Pending, key: str, result: Any, side: list, seconds: float,
+                 came: float | None = None) -> tuple[Any, list[Message], list[Message], Call]:
+        """An answer as it is logged: the result stamped, its output messages, the side messages, the Call."""
         name = p.handle.name
         result = self._stamp(result, name, p.round)
         side = self._stamp(side, name, p.round)
@@ -392,10 +414,16 @@ class CallPath:
             shape, out, value = "list", result, None
         else:
             shape, out, value = "value", [], msgspec.to_builtins(result)
+        call = Call(agent=name, method=p.method, key=key, outputs=tuple(m.id for m in out), shape=shape,
+                    value=value, seconds=round(seconds, 3), run_id=self.run_id, round=p.round, sender="runtime",
+                    **({"time": came} if came is not None else {}))
+        return result, out, side, call
+
+    def _log_call(self, p: Pending, key: str, result: Any, side: list, seconds: float,
+                  came: float | None = None) -> Any:
+        result, out, side, call = self._records(p, key, result, side, seconds, came)
         new = [m for m in out if m.id not in self._logged]
         self._count(key, side, p.task)
-        call = Call(agent=name, method=p.method, key=key, outputs=tuple(m.id for m in out), shape=shape,
-                    value=value, seconds=round(seconds, 3), run_id=self.run_id, round=p.round, sender="runtime")
         self.log.write(new + side + [call])
         self._logged.update((m.id, m) for m in new + side + [call])
         self._memo[key] = (result, True)

@@ -84,6 +84,7 @@ class Piece:
         self.sent: Any = None
         self.inputs: list[Message] = []
         self.t0 = self.seconds = 0.0
+        self.came: float | None = None  # when the answer came (wall clock): its Call record's time
 
 
 class Pending:

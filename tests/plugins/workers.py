@@ -1,12 +1,14 @@
 """A role with no model, for the scale-out tests: it says which process answered each item, and can take its time
-(so a test can kill it mid-call)."""
+(so a test can kill it mid-call); and a protocol of two such workers, a slow one asked before a fast one."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from schoolroom.api import Agent, batched, effect, role
+import msgspec
+
+from schoolroom.api import Agent, Classroom, Report, batched, effect, protocol, role
 
 
 @role("worker")
@@ -24,3 +26,17 @@ class Worker(Agent):
     def load(self, tag: str) -> str:
         self.loaded = tag
         return tag
+
+
+class SlowFastSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    delay: float = 5.0  # seconds the slow worker takes
+
+
+@protocol("slow_fast", SlowFastSettings)
+def slow_fast(room: Classroom, cfg: SlowFastSettings) -> Report:
+    """A slow call asked first, a fast one after it: the fast answer comes first and waits for its turn in the log
+    (the journal keeps it meanwhile)."""
+    slow = room.agent("slow").where.submit([0], delay=cfg.delay)
+    fast = room.agent("fast").where.submit([1])
+    answers = room.wait({"slow": slow, "fast": fast})
+    return Report(title="slow and fast", lines=["two workers"], metrics={"items": [r[1] for r in answers["fast"]]})
