@@ -19,8 +19,15 @@ resumed run is the uninterrupted one.
    reported; and the resumed log's non-effect calls, in order, answer as the baseline's did (outputs' text,
    answers, verdicts, adapter names, training metrics; call keys and ids hold per-run message ids, so calls are
    matched by position). This last check found a resumed run naming its adapters ``-r0-`` (fixed).
+4. Answers that had come back but were not yet logged at the kill (the log keeps the order asked, so an early
+   answer waits behind a slower call asked before it) are read from the run's journal right after the kill; the
+   resumed log must answer each of them with the journal's outputs and time, i.e. without asking it again.
+   ``bench/crash_sweep_teacher.toml`` (a slow teacher beside a fast one and a student) makes many such answers.
+   (An answer an actor had computed but the driver had not yet read when the kill came, a window of
+   milliseconds, is not counted: nothing on disk tells of it.)
 
-Prints a table of the kill moments and ``K/N resumed runs identical``; exits 0 only when all are. The runs stay
+Prints a table of the kill moments and ``K/N resumed runs identical`` (asking a journaled answer again makes a run
+not identical); exits 0 only when all are. The runs stay
 in ``--out`` (``point07.run.log``, ``point07.resume.log`` beside each point's run directory).
 """
 
@@ -130,6 +137,34 @@ class Tail:
         self.offset += len(chunk)
         self.lines += chunk.count(b"\n")
         return self.lines
+
+
+def waiting_at_kill(run: Path) -> dict:
+    """Answers that had come back and were on disk in the journal but not yet in the log (they waited behind a
+    slower call asked before them): call key -> (the Call's time, its outputs). Without the journal a kill loses
+    them and the resume asks them again."""
+    journal = run / "journal.jsonl"
+    if not journal.exists():
+        return {}
+    logged = {r["key"] for r in read_log(run) if r.get("type") == "call"}
+    out = {}
+    for line in journal.read_bytes().split(b"\n"):
+        if line.startswith(b'{"type":"call"'):
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # torn by the kill: that answer was not on disk
+            if r["key"] not in logged:
+                out[r["key"]] = (r["time"], r.get("outputs", []), f"{r['agent']}.{r['method']}")
+    return out
+
+
+def asked_again(records: list[dict], waiting: dict) -> list[str]:
+    """Of the answers waiting in the journal at a kill, the calls the resumed log answers otherwise: with other
+    outputs (new ids) or at another time (the journal's answer keeps the time it came)."""
+    calls = {r["key"]: r for r in records if r.get("type") == "call"}
+    return [name for key, (t, outputs, name) in waiting.items()
+            if key not in calls or calls[key]["time"] != t or calls[key].get("outputs", []) != outputs]
 
 
 def run_dir_in(out: Path) -> Path | None:
@@ -271,12 +306,15 @@ class Point:
     reasked: Counter = field(default_factory=Counter)
     orphans: int = 0
     calls_diff: list[str] = field(default_factory=list)
+    waiting: dict = field(default_factory=dict)  # key -> (time, outputs) of answers journaled, not logged, at a kill
+    again: list[str] = field(default_factory=list)  # ... of those, the calls the resume asked again
     run: Path | None = None
     error: str = ""
 
     @property
     def identical(self) -> bool:
-        return self.finished and not self.metrics_diff and not self.dup_ids and not self.dup_keys and not self.calls_diff
+        return (self.finished and not self.metrics_diff and not self.dup_ids and not self.dup_keys
+                and not self.calls_diff and not self.again)
 
 
 def spread(candidates: list, k: int) -> list:
@@ -479,6 +517,7 @@ def sweep_point(p: Point, b: Baseline, out: Path, config: str, timeout_s: float)
         # killed before the run directory had a log: nothing to resume; start it again as a user would
         p.error = "no log at the kill: nothing to resume (run directory not made yet)"
         return
+    p.waiting |= waiting_at_kill(p.run)
     resume(p, b, timeout_s)
 
 
@@ -506,6 +545,7 @@ def resume(p: Point, b: Baseline, timeout_s: float) -> None:
                                         ("late: the call had finished" if late else "as planned"))
         left, _ = leftovers(proc.pid)
         p.left += [f"(resume) {x}" for x in left]
+        p.waiting |= waiting_at_kill(p.run)
         log = log.with_suffix(".2.log")
         t0 = time.monotonic()
         proc = launch([CLI, "resume", str(p.run)], log)
@@ -612,6 +652,9 @@ def check(p: Point, b: Baseline) -> None:
                 p.dup_keys.append(f"{name} r{r.get('round', 0)} {r['key']}")
     p.orphans = sum(len(r.get("data", {}).get("ids", [])) for r in records
                     if r.get("type") == "note" and r.get("kind") == "orphaned")
+    p.again = asked_again(records, p.waiting) if p.finished else []
+    if p.finished and (p.run / "journal.jsonl").exists():
+        p.metrics_diff.append("the finished run left its journal behind")
     if p.finished:
         mine = json.loads((p.run / "metrics.json").read_text())
         p.metrics_diff = diff(timeless(b.metrics), timeless(mine), "metrics")
@@ -678,7 +721,7 @@ def main() -> int:
     right, fold = {"justify": "right"}, {"overflow": "fold"}
     for col, kw in [("#", right), ("kind", {}), ("target", fold), ("log lines at kill", right), ("landed", fold),
                     ("resume finished", {}), ("metrics equal", {}), ("duplicates", {}), ("answers equal", {}),
-                    ("re-asked calls", {}),
+                    ("re-asked calls", {}), ("answered, not logged at kill", right), ("asked again of those", right),
                     ("resume s", right), ("Ray left behind", fold)]:
         table.add_column(col, **kw)
     for n, p in enumerate(points, start=1):
@@ -691,6 +734,7 @@ def main() -> int:
                       "yes" if p.finished else "[red]NO", "yes" if p.finished and not p.metrics_diff else "[red]NO",
                       dups if dups == "none" else f"[red]{dups}",
                       "-" if not p.finished else "[yellow]no" if p.calls_diff else "yes", reasked,
+                      str(len(p.waiting)), "-" if not p.finished else f"[red]{len(p.again)}" if p.again else "0",
                       "+".join(f"{s:.0f}" for s in p.resume_s) or "-",
                       f"[yellow]{len(p.left)} (killed)" if p.left else
                       f"none ({p.outlived} exited in {p.emptied_s:.1f} s)" if p.outlived else "none")
@@ -701,6 +745,7 @@ def main() -> int:
         console.print(f"point {n} ({p.kind}, {p.target}): run {p.run}")
         for line in ([p.error] if p.error else []) + p.metrics_diff[:8] + \
                 [f"duplicate non-effect call {k}" for k in p.dup_keys[:5]] + p.calls_diff + \
+                [f"asked again though its answer was in the journal: {x}" for x in p.again[:5]] + \
                 [f"left behind: {x}" for x in p.left]:
             console.print(f"  {line}")
     k = sum(p.identical for p in points)
@@ -708,6 +753,9 @@ def main() -> int:
     console.print(f"{same}/{len(points)} resumed logs answer every non-effect call as the baseline did (compared in order: "
                   "the outputs' text, answers, verdicts, adapter names but their per-run id suffix, training metrics "
                   "but seconds)")
+    waiting, again = sum(len(p.waiting) for p in points), sum(len(p.again) for p in points)
+    console.print(f"{waiting} answers had come back but were not yet logged at the kills (a slower call asked before "
+                  f"them was still out); the resumes asked {again} of them again")
     left = sum(bool(p.left) for p in points)
     console.print(f"sweep took {time.monotonic() - t_sweep:.0f} s; runs in {out}"
                   + (f"; {left} points left Ray processes behind (killed, listed above)" if left else
