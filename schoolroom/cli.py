@@ -1,10 +1,10 @@
 """schoolroom: run classroom experiments, resume them, and replay their message logs.
 
   schoolroom run CONFIG [--set key=value ...] [--limit N] [--out DIR] [--reuse AGENT=RUN]
-  schoolroom resume RUN
+  schoolroom resume RUN [--set key=value ...]   (only settings the answered calls do not depend on)
   schoolroom replay RUN [--out DIR] [--html OUT.html] [--parquet DIR] [--transcript PROBLEM_ID]
   schoolroom replay RUN_A RUN_B
-  schoolroom protocols
+  schoolroom protocols [NAME]
   schoolroom smoke
 """
 
@@ -92,6 +92,35 @@ def _reuse(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _resume_set(run: Path, items: list[str]) -> str | None:
+    """``resume RUN --set KEY=VALUE``: settings that leave every answered call's key as it was (endpoints,
+    retries, timeouts, concurrency, resources, where Ray runs) are written into ``RUN/config.toml``, so a later
+    resume keeps them. Returns the refusal, in one line, when one would change a call key (nothing written).
+    A wrong value or type raises ConfigError naming the ``--set``."""
+    from schoolroom import config as configlib
+    from schoolroom.errors import command
+    from schoolroom.protocols.handles import resumable
+
+    path = run / "config.toml"
+    old, _ = configlib.load(path)
+    for item in items:
+        key, _ = configlib.parse_override(item)
+        parts = key.split(".")
+        if parts[0] == "agents" and len(parts) > 1 and parts[1] not in old.agents:
+            return (f"resume --set {key}: refused: the run has no agent {parts[1]!r} "
+                    f"(its agents: {', '.join(old.agents)}); nothing was changed")
+        if not resumable(key):
+            return (f"resume --set {key}: refused: {key} is part of the keys of the calls the run already answered "
+                    "(a resume may change only an agent's endpoint, API key variable, retries, timeouts, concurrency "
+                    "and resources, and [runtime] but chunk_size); nothing was changed. A new run with it: "
+                    f"{command()} run {path} --set {item}")
+    _, raw = configlib.load(path, items)  # decoded: a wrong type names the --set
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(configlib.dump(raw))
+    os.replace(tmp, path)
+    return None
+
+
 def run_cmd(args: argparse.Namespace) -> int:
     from schoolroom import config as configlib
     from schoolroom.errors import NotStarted, RunFailed
@@ -103,6 +132,12 @@ def run_cmd(args: argparse.Namespace) -> int:
             return 2
         args.config = str(Path(args.run) / "config.toml")
     try:
+        if args.command == "resume" and args.set:
+            refused = _resume_set(Path(args.run), args.set)
+            if refused:
+                print(refused, file=sys.stderr)
+                return 2
+            args.set = []  # written into the run's config.toml
         cfg, _ = configlib.load(args.config, args.set)
         with _Progress() as progress:
             run_dir = runner.run(cfg, source=args.config, out=args.out, limit=args.limit,
@@ -135,6 +170,16 @@ def replay_cmd(args: argparse.Namespace) -> int:
 
     import warnings
 
+    from schoolroom.errors import command
+
+    for given in args.runs:
+        path = Path(given)
+        if path.is_file() and path.suffix != ".jsonl":  # a config, most likely: not what replay reads
+            inside = path.parent if (path.parent / "messages.jsonl").exists() else None
+            print(f"replay reads a run directory (or its messages.jsonl), not the file {given}: "
+                  + (f"give the run directory {inside}" if inside else
+                     f"a config runs with `{command()} run {given}`, which makes the run directory"), file=sys.stderr)
+            return 2
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a damaged log is said once, below
@@ -187,23 +232,37 @@ def replay_cmd(args: argparse.Namespace) -> int:
 
 
 def protocols_cmd(args: argparse.Namespace) -> int:
-    """Every protocol this installation can run (built in, installed entry points), with its settings."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """Every protocol this installation can run (built in, installed entry points), one line each; or one
+    protocol's description and every setting with its type and default (``protocols NAME``). Nothing is cut."""
+    from schoolroom.errors import command
     from schoolroom.protocols import registry
 
-    console = Console()
-    for p in registry.available():
-        if isinstance(p, tuple):
-            console.print(f"[bold]{p[0]}[/bold]  (installed, fails to import: {p[1]})", highlight=False)
-            continue
-        doc = (p.fn.__doc__ or sys.modules[p.module].__doc__ or "").strip().splitlines()
-        console.print(f"[bold]{p.name}[/bold]  ({p.module})" + (f": {doc[0]}" if doc else ""), highlight=False)
-        table = Table("setting", "type", "default", box=None, padding=(0, 2))
-        for row in registry.settings_table(p.settings):
-            table.add_row(*row)
-        console.print(table)
+    found = registry.available()
+    if args.name is None:
+        width = max((len(p[0] if isinstance(p, tuple) else p.name) for p in found), default=0)
+        for p in found:
+            if isinstance(p, tuple):
+                print(f"{p[0]:<{width}}  installed, fails to import: {p[1]}")
+            else:
+                print(f"{p.name:<{width}}  {registry.summary(p) or p.module}")
+        print(f"\n`{command()} protocols NAME` shows one protocol's description and every setting with its default "
+              "(set in a config's [protocol] table)")
+        return 0
+    match = [p for p in found if (p[0] if isinstance(p, tuple) else p.name) == args.name]
+    if not match:
+        names = ", ".join(p[0] if isinstance(p, tuple) else p.name for p in found)
+        print(f"no protocol {args.name!r}; available: {names}", file=sys.stderr)
+        return 2
+    (p,) = match[:1]
+    if isinstance(p, tuple):
+        print(f"{p[0]}: installed, fails to import: {p[1]}", file=sys.stderr)
+        return 1
+    print(f"{p.name}  ({p.module})\n")
+    if registry.description(p):
+        print(registry.description(p) + "\n")
+    print(f"[protocol] settings (name = {p.name!r}):")
+    for line in registry.settings_lines(p.settings):
+        print("  " + line)
     return 0
 
 
@@ -250,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = dict(action="store_true", help="print full tracebacks and the libraries' and agents' own output")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", **debug, default=argparse.SUPPRESS)  # after the command as well as before it
-    parser = argparse.ArgumentParser(prog="schoolroom", description=__doc__)
+    parser = argparse.ArgumentParser(prog="schoolroom", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", **debug)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("smoke", parents=[common], help="load the model and solve a few synthetic problems")
@@ -271,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("resume", parents=[common],
                        help="finish an interrupted run: logged calls are not asked again")
     p.add_argument("run")
-    p.set_defaults(func=run_cmd, set=[], out=None, limit=None, reuse=[])
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a setting the answered calls do not depend on (an endpoint, retries, timeouts, "
+                        "concurrency), e.g. --set agents.gpt.base_url=http://host:8000/v1; written into "
+                        "RUN/config.toml. Others are refused")
+    p.set_defaults(func=run_cmd, out=None, limit=None, reuse=[])
     p = sub.add_parser("replay", parents=[common],
                        help="run a run's protocol again from its log alone (no agent started) and check its report; "
                             "or compare two runs, write a page, Parquet, a transcript")
@@ -282,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transcript", metavar="PROBLEM_ID", help="print one problem's whole exchange")
     p.set_defaults(func=replay_cmd)
     p = sub.add_parser("protocols", parents=[common],
-                       help="list the protocols this installation can run, with their settings")
+                       help="list the protocols this installation can run; with NAME, one protocol's settings")
+    p.add_argument("name", nargs="?", metavar="NAME", help="a protocol: its description, settings and defaults")
     p.set_defaults(func=protocols_cmd)
     args = parser.parse_args(argv)
     _quiet_libraries(args.debug)

@@ -173,7 +173,31 @@ def load(path: str | Path, overrides: list[str] = ()) -> tuple[Config, dict[str,
     raw = copy.deepcopy(raw)
     for item in overrides:
         set_key(raw, *parse_override(item))
-    return decode(raw, str(path)), raw
+    try:
+        return decode(raw, str(path)), raw
+    except ConfigError:
+        if not overrides:
+            raise
+        blame = _blame(tomllib.loads(path.read_text(encoding="utf-8")), overrides)
+        if blame is None:
+            raise
+        raise blame from None
+
+
+def _blame(raw: dict[str, Any], overrides: list[str]) -> ConfigError | None:
+    """The error of the first ``--set`` that makes a config that decodes fail (named after the ``--set``, not
+    the file); None when the file fails by itself."""
+    try:
+        decode(raw)
+    except ConfigError:
+        return None
+    for item in overrides:
+        set_key(raw, *parse_override(item))
+        try:
+            decode(raw, f"--set {item}")
+        except ConfigError as e:
+            return e
+    return None
 
 
 def with_limit(cfg: Config, limit: int | None) -> Config:

@@ -52,6 +52,24 @@ def one_line(e: BaseException, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def command() -> str:
+    """The schoolroom command as this shell can type it, for the hints printed: ``schoolroom`` when that name on
+    PATH is this installation's, else its path (``.venv/bin/schoolroom``; relative to the current folder when
+    it lies below it)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "schoolroom"  # the script beside this interpreter (the venv's bin)
+    found = shutil.which("schoolroom")
+    if not exe.exists() or (found and Path(found).resolve() == exe.resolve()):
+        return "schoolroom"
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
+
+
 class Explained(Exception):
     """An error whose message already says what went wrong and what to do: printed as it is."""
 
@@ -72,6 +90,9 @@ class AgentCallError(Explained):
     def __init__(self, agent: str, method: str, round: int, cause: BaseException, stage: str = ""):
         self.agent, self.method, self.round, self.stage = agent, method, round, stage
         self.cause_line = one_line(cause)
+        keys = getattr(innermost(cause), "config_keys", ())  # the agent settings that would fix it (an engine's)
+        if keys:
+            self.cause_line += "; check " + " and ".join(f"agents.{agent}.{k}" for k in keys)
         where = f"{agent}.{method}" + (f" {stage}" if stage else "") + (f" (round {round})" if round else "")
         what = "failed to start" if method == "start" else f"failed in {where}"
         super().__init__(f"agent {agent} {what}: {self.cause_line}")

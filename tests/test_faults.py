@@ -106,16 +106,19 @@ def test_an_agent_failing_mid_run_says_which_call_in_one_paragraph_and_keeps_the
     secret = "sk-schoolroom-fault-test-51f0"
     monkeypatch.setenv("SCHOOLROOM_TEST_FAULT_KEY", secret)
     raw = tiny_config(address="local")
+    port = _closed_port()
     raw["agents"]["student"] = {"role": "student", "engine": "openai", "model": "m", "max_retries": 0,
-                                "base_url": f"http://127.0.0.1:{_closed_port()}/v1",
+                                "base_url": f"http://127.0.0.1:{port}/v1",
                                 "api_key_env": "SCHOOLROOM_TEST_FAULT_KEY", "resources": {"num_cpus": 0}}
     code, err, _ = schoolroom("run", config_file(tmp_path, raw), "--out", str(tmp_path / "runs"))
     assert code == 1
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert "Traceback" not in err and "\x1b[" not in err and "RayTaskError" not in err
-    assert re.search(r"the run failed: agent student failed in student\.solve k=0: EngineError: .*"
-                     r"APIConnectionError", err), err
-    assert f"full traceback in {run_dir}/error.log" in err
+    # through a Ray actor too: the endpoint, the cause and the setting to fix
+    assert re.search(rf"the run failed: agent student failed in student\.solve k=0: EngineError: "
+                     rf"http://127\.0\.0\.1:{port}/v1 \(model m\): connection refused: nothing listens at "
+                     rf"127\.0\.0\.1:{port}; in [\d.]+ s, not retried; check agents\.student\.base_url", err), err
+    assert re.search(rf"[Ff]ull traceback in {re.escape(str(run_dir))}/error\.log", err), err
     assert err.strip().endswith(f"schoolroom resume {run_dir}")
     paragraph = err[err.index("the run failed"):].strip().splitlines()
     assert len(paragraph) == 3, err  # the cause; where the messages and the traceback are; the command

@@ -59,9 +59,40 @@ def test_persistent_failure_gives_a_clear_error_without_the_key(katan, flag, sta
 
 def test_request_timeout_is_retried_then_reported(katan):
     e = engine(katan("--latency-ms", "1500"), timeout_s=0.3, max_retries=1)
-    with pytest.raises(EngineError, match="Timeout"):
+    with pytest.raises(EngineError, match=r"timeout: no answer within timeout_s = 0\.3 s \(APITimeoutError\); "
+                                          r"after 1 retry") as info:
         e.generate(PROMPTS[:1], Params(max_tokens=8))
+    assert info.value.config_keys == ("base_url", "timeout_s")
     assert e.pop_errors() == 1
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def test_a_dead_endpoint_says_where_and_why(katan, monkeypatch):
+    """Refused, unknown host, TLS to a plain-http server: each named, with the endpoint, fast (few retries),
+    and the setting to fix (``config_keys``, which an agent's error names ``agents.NAME.base_url``)."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    port = _closed_port()
+    plain = katan()  # a real server that speaks plain http
+    cases = {f"http://127.0.0.1:{port}/v1": rf"http://127\.0\.0\.1:{port}/v1 \(model echo-model\): connection "
+                                            rf"refused: nothing listens at 127\.0\.0\.1:{port}; after 1 retry",
+             "http://no-such-host.invalid/v1": r"http://no-such-host\.invalid/v1 .*DNS: the host name "
+                                               r"'no-such-host\.invalid' cannot be resolved",
+             plain.replace("http://", "https://"): r"https://127\.0\.0\.1:\d+/v1 .*TLS: the secure connection to "
+                                                    r"127\.0\.0\.1:\d+ failed \(an https URL for a server that "
+                                                    r"speaks plain http\?\)"}
+    for url, said in cases.items():
+        e = engine(url, max_retries=1, timeout_s=5)
+        with pytest.raises(EngineError, match=said) as info:
+            e.generate(PROMPTS[:1], Params(max_tokens=8))
+        assert info.value.config_keys == ("base_url",)
+        assert SECRET not in str(info.value)
 
 
 def test_missing_key_is_named_not_printed(monkeypatch):

@@ -2,8 +2,10 @@
 
 Every loader returns :class:`~schoolroom.messages.Problem` messages with the question, the
 reference solution split into steps and the final answer. The data directory is the
-``data_dir`` argument, else ``$SCHOOLROOM_DATA``; its layout is the upstream files, as in
-``shared/data`` (see its README).
+``data_dir`` argument, else ``$SCHOOLROOM_DATA``, else ``../shared/data`` beside the checkout this package
+was installed from (:data:`DEFAULT_DATA_DIR`, wherever the command runs from); its layout is the upstream
+files, as in ``shared/data`` (see its README). A dataset not found there is read from the Hugging Face hub
+where a copy is known and the hub can be reached.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ from schoolroom.messages import Problem
 
 class DatasetNotFound(FileNotFoundError):
     pass
+
+
+class UnknownDataset(KeyError):
+    """A dataset name no loader knows; said as it is (a KeyError would quote it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def _number(x) -> str:
@@ -150,9 +159,17 @@ DATASETS: dict[str, tuple[Callable, tuple[str, ...], str, tuple[str, str | None]
 }
 
 
+# the checkout's sibling: <checkout>/../shared/data, where <checkout> holds this package (an editable install)
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
 def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The data directory: ``explicit``, else ``$SCHOOLROOM_DATA``, else :data:`DEFAULT_DATA_DIR` where it
+    exists; None when there is none."""
     d = explicit or os.environ.get("SCHOOLROOM_DATA")
-    return Path(d).expanduser() if d else None
+    if d:
+        return Path(d).expanduser()
+    return DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else None
 
 
 def _from_hub(name: str, split: str, hub: tuple[str, str | None]) -> list[Problem]:
@@ -181,8 +198,12 @@ def load(name: str, split: str = "test", data_dir: str | os.PathLike | None = No
     """Load ``split`` of dataset ``name`` as Problems (the first ``limit`` of them, in file order)."""
     key = name.lower().replace("-", "").replace("_", "")
     key = {"math500": "math500", "asdiva": "asdiv"}.get(key, key)
+    if key == "synthetic":
+        raise UnknownDataset("synthetic problems are made, not loaded: call synthetic(n, steps=...) "
+                             "(in a config: source = \"synthetic\")")
     if key not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise UnknownDataset(f"unknown dataset {name!r}; known: synthetic (made, needs no data), "
+                             f"{', '.join(DATASETS)}")
     reader, splits, rel, hub = DATASETS[key]
     if split not in splits:
         raise ValueError(f"dataset {key} has splits {', '.join(splits)}, not {split!r}")
@@ -198,7 +219,7 @@ def load(name: str, split: str = "test", data_dir: str | os.PathLike | None = No
                         for pid, q, s, a, meta in rows]
             return problems[:limit] if limit is not None else problems
     else:
-        looked.append("no data directory (pass data_dir= or set SCHOOLROOM_DATA)")
+        looked.append(f"no data directory (no data_dir given, $SCHOOLROOM_DATA unset, no {DEFAULT_DATA_DIR})")
     offline = hub_offline_reason() if hub is not None else None
     if hub is not None and offline is None:
         try:

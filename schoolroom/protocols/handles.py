@@ -18,9 +18,26 @@ if TYPE_CHECKING:
 
 A = TypeVar("A", bound=Agent)
 
-# agent settings that leave its answers unchanged (where it runs and how fast): not part of call keys
-PLUMBING = {"resources", "threads", "batch_size", "gpu_memory_utilization", "api_key_env", "timeout_s",
+# agent settings that leave its answers unchanged (where it runs and how fast): not part of call keys. An endpoint
+# (base_url) is where the model is asked, not which model: the same model behind another URL answers the same
+PLUMBING = {"resources", "threads", "batch_size", "gpu_memory_utilization", "base_url", "api_key_env", "timeout_s",
             "max_retries", "backoff_s", "max_backoff_s", "concurrency", "replicas"}
+
+# what `schoolroom resume RUN --set KEY=VALUE` may change: settings that leave every call key of the run as it was.
+# An agent's plumbing but its replicas (they cut vLLM calls into pieces, each piece a key); of [runtime], all but
+# chunk_size (the pieces of every batched call)
+RESUMABLE_AGENT = PLUMBING - {"replicas"}
+RESUMABLE_RUNTIME = {"address", "num_cpus", "object_store_mb", "call_timeout_s", "max_restarts", "concurrent",
+                     "shared_fs"}
+
+
+def resumable(key: str) -> bool:
+    """Whether ``--set key=...`` may change a run being resumed (``agents.gpt.base_url``: yes;
+    ``agents.student.max_tokens``: no, the calls already answered would no longer match)."""
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[0] == "agents":
+        return parts[2] in RESUMABLE_AGENT
+    return len(parts) >= 2 and parts[0] == "runtime" and parts[1] in RESUMABLE_RUNTIME
 
 
 class AgentHandle:

@@ -154,6 +154,27 @@ def settings_table(settings: type, prefix: str = "") -> list[tuple[str, str, str
     return rows
 
 
+def settings_lines(settings: type) -> list[str]:
+    """The settings table as aligned plain lines, nothing cut (a long default makes its line long)."""
+    rows = [("setting", "type", "default"), *settings_table(settings)]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    return [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}".rstrip() for r in rows]
+
+
+def description(p: Protocol) -> str:
+    """The protocol's docstring (its function's, else its module's), dedented; empty when it has none."""
+    import inspect
+
+    doc = p.fn.__doc__ or getattr(sys.modules.get(p.module), "__doc__", None) or ""
+    return inspect.cleandoc(doc)
+
+
+def summary(p: Protocol) -> str:
+    """The first paragraph of the description, on one line (never cut mid-sentence)."""
+    first = description(p).split("\n\n", 1)[0]
+    return " ".join(first.split())
+
+
 def type_name(t: Any) -> str:
     if isinstance(t, type) and not getattr(t, "__args__", None):
         return t.__name__
