@@ -45,13 +45,14 @@ def peer_review(room: Classroom, cfg: PeerSettings) -> Report:
     first = {a.name: a.solve(problems), b.name: b.solve(problems)}
     second = {a.name: a.review(problems, first[a.name], first[b.name]),
               b.name: b.review(problems, first[b.name], first[a.name])}
-    judged = {f"{name} {when}": [v.correct for v in room.verifier.check(attempts[name], problems)]
+    judged = {f"{name} {when}": room.verifier.check(attempts[name], problems)
               for when, attempts in (("alone", first), ("after review", second)) for name in cfg.peers}
     table, metrics, fig = compare(judged, f"{cfg.peers[0]} alone", seed=cfg.seed, header="student, round",
-                                  title="Accuracy per student and round")
-    flips = [[name, sum(not x and y for x, y in zip(judged[f"{name} alone"], judged[f"{name} after review"])),
-              sum(x and not y for x, y in zip(judged[f"{name} alone"], judged[f"{name} after review"])),
-              Acc(sum(judged[f"{name} after review"]), len(problems))] for name in cfg.peers]
+                                  title="Accuracy per student and round")  # also logs an EvalReport per condition
+    ok = {label: [v.correct for v in verdicts] for label, verdicts in judged.items()}
+    flips = [[name, sum(not x and y for x, y in zip(ok[f"{name} alone"], ok[f"{name} after review"])),
+              sum(x and not y for x, y in zip(ok[f"{name} alone"], ok[f"{name} after review"])),
+              Acc(sum(ok[f"{name} after review"]), len(problems))] for name in cfg.peers]
     return Report(
         title=f"Peer review: {room.config.run.name}",
         lines=[f"{len(problems)} problems; students " + " and ".join(f"`{n}` ({room.describe(n)})" for n in cfg.peers)

@@ -71,7 +71,7 @@ def pit_tutoring(room: Classroom, cfg: PitSettings) -> Report:
                                cfg.step_tokens) if short else []
         for i, step in zip(short, more):
             first[i], spent[i] = step, spent[i] + step.tokens
-    results = {arm: [v.correct for v in room.verifier.check(room.student.solve(todo, guidance), todo)]
+    results = {arm: room.verifier.check(room.student.solve(todo, guidance), todo)  # compare() logs each arm
                for arm, guidance in (("first_step", [first[i] for i in range(len(todo))]), ("at_pit", at_pit))}
     tokens = {"first_step": sum(spent), "at_pit": sum(s.tokens for s in at_pit)}
     table, metrics, fig = compare(results, "first_step", seed=cfg.seed, header="the tutor's step",

@@ -48,9 +48,10 @@ def _e(x) -> str:
 
 
 def _steps(steps, pit=None, given: int = 0) -> str:
+    """The steps as a list; ``pit`` (counted from 1) marked, the first ``given`` greyed."""
     items = []
-    for i, s in enumerate(steps):
-        cls = "pit" if i == pit else "given" if i < given else ""
+    for i, s in enumerate(steps, 1):
+        cls = "pit" if i == pit else "given" if i <= given else ""
         tag = '<span class="tag">first wrong step</span>' if i == pit else ""
         items.append(f'<li class="{cls}">{_e(s)}{tag}</li>')
     return f"<ol>{''.join(items)}</ol>"
@@ -139,7 +140,7 @@ def _report(report_dir: Path) -> str:
 
 
 def _pits(run: Run) -> dict[str, int]:
-    """attempt id -> its first wrong step (0-based), where one is known."""
+    """attempt id -> its first wrong step (counted from 1, as ``Run.first_pits``), where one is known."""
     return {r.attempt_id: int(r.pit) for r in run.first_pits().itertuples()
             if r.pit is not None and not math.isnan(r.pit)}
 
@@ -154,7 +155,7 @@ def _outcomes(run: Run, pits: dict[str, int]) -> str:
     rows = []
     for r in df.itertuples():
         p, verdict = pits.get(r.attempt_id), "correct" if r.correct else "wrong"
-        p = "" if p is None else f"step {p + 1}"
+        p = "" if p is None else f"step {p}"
         rows.append(f'<tr data-round="{r.round}" data-condition="{_e(r.condition)}" data-correct="{verdict}">'
                     f"<td>{r.round}</td><td>{_e(r.condition)}</td>"
                     f'<td><a href="#p-{_e(r.problem_id)}">{_e(r.problem_id)}</a></td><td>{_e(r.gold_steps)}</td>'

@@ -16,7 +16,8 @@ from pathlib import Path
 from schoolroom import log as loglib
 from schoolroom.analysis import tables
 from schoolroom.environment import departs_from_gold
-from schoolroom.messages import Attempt, Call, EvalReport, Guidance, Message, Problem, StepRewards, Usage, Verdict
+from schoolroom.messages import (Attempt, Call, EvalReport, Guidance, Message, Note, Problem, StepRewards, Usage,
+                                 Verdict)
 from schoolroom.protocols.replay import live, transcript
 from schoolroom.scalars import scalars
 
@@ -56,13 +57,17 @@ class Run:
     # ---- tables
     @cached_property
     def _rows(self) -> dict[str, list[dict]]:
-        return tables.frames(self.messages)
+        rows = tables.frames(self.messages)
+        for kind in ("attempts", "verdicts"):
+            for r in rows.get(kind, []):
+                r["condition"] = self.condition_of(self.by_id[r["id"]])
+        return rows
 
     def table(self, kind: str):
         """The messages of one type as a DataFrame: ``problems``, ``attempts``, ``verdicts``, ``guidance``,
         ``rationales``, ``step_rewards``, ``pairs``, ``train_results``, ``usage``, ``calls``, ``notes``, ... or a
         protocol's own message tag. Envelope columns first: id, round, agent (the sender), recipient, parents,
-        time, run_id, adapter."""
+        time, run_id, adapter; attempts and verdicts end with their ``condition`` (``condition_of``)."""
         rows = self._rows.get(kind) or self._rows.get(tables.kind_of(kind))
         if rows is None:
             tables.tag_for(kind)  # an unknown name is an error; a known type with no messages an empty table
@@ -132,8 +137,8 @@ class Run:
 
     # ---- analyses every protocol shares
     def accuracy(self):
-        """Every accuracy the protocol reported (its EvalReports): round, condition, n, correct, accuracy and
-        its 95% Wilson interval, adapter."""
+        """Every accuracy the protocol reported (its EvalReports: ``compare()``, ``room.evaluate``, its own): round,
+        condition, n, correct, accuracy and its 95% Wilson interval, adapter."""
         rows = [dict(round=m.round, condition=m.name, n=m.n, correct=m.correct, accuracy=m.accuracy,
                      ci_low=m.ci_low, ci_high=m.ci_high, adapter=m.adapter)
                 for m in self.messages if isinstance(m, EvalReport)]
@@ -141,22 +146,37 @@ class Run:
                                               "adapter"])
 
     @cached_property
-    def _conditions(self) -> dict[str, tuple[str, int]]:
-        """verdict id -> (condition, round) of the EvalReport counting it."""
-        out = {}
+    def _counted(self) -> set[str]:
+        """The verdicts some EvalReport counts."""
+        return {v for m in self.messages if isinstance(m, EvalReport) for v in m.verdicts}
+
+    @cached_property
+    def _conditions(self) -> dict[str, str]:
+        """verdict or attempt id -> its condition: the first EvalReport that counts the verdict, or Note of kind
+        ``condition`` that claims it (a verdict its report sets aside); an attempt's is its first verdict's."""
+        out: dict[str, str] = {}
         for m in self.messages:
             if isinstance(m, EvalReport):
-                out |= {v: (m.name, m.round) for v in m.verdicts}
+                out |= {v: m.name for v in m.verdicts if v not in out}
+            elif isinstance(m, Note) and m.kind == "condition":
+                out |= {v: m.data["name"] for v in m.data.get("verdicts", ()) if v not in out}
+        for v in self.messages:
+            if isinstance(v, Verdict) and v.id in out:
+                out.setdefault(v.attempt_id, out[v.id])
         return out
 
-    def condition_of(self, v: Verdict) -> str:
-        """The EvalReport counting this verdict; else what the attempt was: its guidance and adapter
-        ("reference k=1", "unguided adapter=sft-r1"), or "rationale check" for a grade of a teacher's rationale."""
-        if v.id in self._conditions:
-            return self._conditions[v.id][0]
-        a = self.by_id.get(v.attempt_id)
+    def condition_of(self, m: Verdict | Attempt) -> str:
+        """The condition a verdict or attempt belongs to, the one label the page, ``outcomes``, ``first_pits`` and
+        ``table("attempts")`` use: the name of the EvalReport counting the verdict (an attempt: its verdict);
+        else what the attempt was, its guidance and adapter ("reference k=1", "unguided adapter=sft-r1"), or
+        "rationale check" for a grade of a teacher's rationale."""
+        if m.id in self._conditions:
+            return self._conditions[m.id]
+        a = self.by_id.get(m.attempt_id) if isinstance(m, Verdict) else m
         if not isinstance(a, Attempt):
             return "rationale check"
+        if a.id in self._conditions:  # a verdict no report counts, on an attempt another verdict of which it does
+            return self._conditions[a.id]
         g = next((self.by_id[p] for p in a.parents if isinstance(self.by_id.get(p), Guidance)), None)
         label = f"{g.teacher} k={g.k}" if g is not None else "unguided"
         return label + (f" adapter={a.adapter}" if a.adapter else "")
@@ -170,7 +190,7 @@ class Run:
             if not isinstance(v, Verdict) or not isinstance(self.by_id.get(v.attempt_id), Attempt):
                 continue
             a = self.by_id[v.attempt_id]
-            rows.append(dict(round=v.round, condition=self.condition_of(v), reported=v.id in self._conditions,
+            rows.append(dict(round=v.round, condition=self.condition_of(v), reported=v.id in self._counted,
                              problem_id=v.problem_id, correct=v.correct, attempt_id=a.id, verdict_id=v.id,
                              adapter=a.adapter, gold_steps=gold.get(v.problem_id)))
         return _pd().DataFrame(rows, columns=["round", "condition", "reported", "problem_id", "correct", "attempt_id",
@@ -207,7 +227,8 @@ class Run:
     def first_pits(self):
         """Where each wrong attempt first goes wrong: the Explorer's first pit (``source`` rollouts) where its
         StepRewards measured one, else the first step that departs from the gold steps' numbers (``gold``),
-        None where neither finds one. ``pit`` is 0-based; ``gold_steps`` is the problem's difficulty."""
+        None where neither finds one. ``pit`` counts steps from 1 (1 is the attempt's first step), as the page and
+        ``pits`` do; ``gold_steps`` is the problem's difficulty."""
         problems = {p.problem_id: p for p in self.problems()}
         explored = {m.attempt_id: m.first_pit for m in self.messages
                     if isinstance(m, StepRewards) and m.source == "rollouts" and m.first_pit is not None}
@@ -219,6 +240,7 @@ class Run:
             p = problems.get(a.problem_id)
             pit, source = (explored[a.id], "rollouts") if a.id in explored else (
                 departs_from_gold(p, a.steps) if p else None, "gold")
+            pit = None if pit is None else pit + 1  # StepRewards and departs_from_gold count from 0
             rows.append(dict(round=v.round, condition=self.condition_of(v), problem_id=a.problem_id,
                              attempt_id=a.id, steps=len(a.steps), pit=pit, source=source,
                              gold_steps=len(p.gold_steps) if p else None))
@@ -227,10 +249,10 @@ class Run:
 
     def pits(self):
         """First pits summarised by round and difficulty: wrong attempts, how many have a pit, at which step on
-        average (1-based: 1.0 is the first step), and how many go wrong at their first step."""
+        average (``first_pits``' steps: 1.0 is the first step), and how many go wrong at their first step."""
         df = self.first_pits()
         if df.empty:
             return _pd().DataFrame(columns=["round", "gold_steps", "wrong", "located", "mean_step", "at_step_1"])
         g = df.groupby(["round", "gold_steps"], dropna=False)
-        return _pd().DataFrame({"wrong": g.size(), "located": g["pit"].count(), "mean_step": g["pit"].mean() + 1,
-                                "at_step_1": g["pit"].apply(lambda s: int((s == 0).sum()))}).reset_index()
+        return _pd().DataFrame({"wrong": g.size(), "located": g["pit"].count(), "mean_step": g["pit"].mean(),
+                                "at_step_1": g["pit"].apply(lambda s: int((s == 1).sum()))}).reset_index()

@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from schoolroom.api import Attempt, Classroom, Figure, Report, Series, StepRewards, Student, Table, compare, protocol
+from schoolroom.api import (Attempt, Classroom, Figure, Report, Series, StepRewards, Student, Table, Verdict, compare,
+                            protocol)
 from schoolroom.environment import to_number
 from schoolroom.protocols.reward_models import RewardModelSettings, departures, reward_models, start_policy
 from schoolroom.protocols.stats import auc, fmt, wilson
@@ -37,7 +38,7 @@ def best_of_n(room: Classroom, cfg: BestOfNConfig) -> Report:
     test = room.problems(cfg.eval)
     start = start_policy(room, cfg)
     models = reward_models(room, cfg, start, set(cfg.verifiers))
-    greedy = [v.correct for v in room.evaluate("greedy", test, start)]
+    greedy = room.evaluate("greedy", test, start)  # verdicts: compare() logs no second EvalReport
     room.student.load(start)
     samples = room.student.solve(test, n=cfg.n, temperature=cfg.temperature)
     correct = [v.correct for v in room.agent(cfg.checker).check(samples, test)]
@@ -81,13 +82,13 @@ def selectors(scores: dict[str, list[StepRewards]]) -> dict[str, Any]:
 
 
 def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[Attempt], correct: list[bool],
-           scores: dict[str, list[StepRewards]], greedy: list[bool], models) -> Report:
+           scores: dict[str, list[StepRewards]], greedy: list[Verdict], models) -> Report:
     per = cfg.n
     groups = [range(i * per, (i + 1) * per) for i in range(n_problems)]
     pick = selectors(scores)
     sizes = sorted({1, 2, 4, 8, 16, 32, 64, per} & set(range(1, per + 1)))
     curves: dict[str, list[float]] = {name: [] for name in ["pass@n", *pick]}
-    results: dict[str, list[bool]] = {}
+    results: dict[str, list[Verdict] | list[bool]] = {}
     for size in sizes:
         for name in curves:
             outcome = []
@@ -118,7 +119,7 @@ def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[A
                             note="0.5 is chance; within a problem is what reranking sees."))
     tables.append(Table("Accuracy as N grows", ["selector"] + [f"n={s}" for s in sizes],
                         [[name] + [f"{100 * y:.1f}%" for y in ys] for name, ys in curves.items()]))
-    g = wilson(sum(greedy), len(greedy))[0]
+    g = wilson(sum(v.correct for v in greedy), len(greedy))[0]
     series = [Series(label=name, x=[float(s) for s in sizes], y=ys) for name, ys in curves.items()]
     series.append(Series(label="greedy", x=[float(s) for s in sizes], y=[g] * len(sizes)))
     curve = Figure(name="best_of_n", title="Accuracy of the picked sample as N grows", xlabel="N (samples)",

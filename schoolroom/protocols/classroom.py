@@ -26,7 +26,7 @@ from schoolroom.config import Config
 from schoolroom.errors import AgentCallError
 from schoolroom.log import Writer
 from schoolroom.messages import EvalReport, Message, Note, Problem, TrainResult, Verdict, sequential_ids
-from schoolroom.protocols import handles, problemsets
+from schoolroom.protocols import handles, problemsets, report
 from schoolroom.protocols.calls import CallPath
 from schoolroom.protocols.handles import AgentHandle
 from schoolroom.protocols.stats import wilson
@@ -45,6 +45,7 @@ class Classroom(CallPath):
         self.round = 0  # stamped on every message; calls are keyed by it: a new round asks again
         self.progress = progress or (lambda label, done, total: None)
         self.replaying = replaying
+        report.running.set(self)  # compare() logs its EvalReports here
         self._start_calls(list(previous), reuse or {})
         self.agents: dict[str, AgentHandle] = {}
         adapters = Adapters(config.runtime.shared_fs)  # which agent made which adapter, for agents on other nodes
@@ -83,6 +84,8 @@ class Classroom(CallPath):
             except Exception:  # an actor already gone
                 pass
         release(getattr(self, "_groups", []))
+        if report.running.get() is self:
+            report.running.set(None)
 
     # ---- agents
     def agent(self, name: str, role: type[A] | None = None) -> A:

@@ -16,7 +16,8 @@ from typing import Any
 
 import msgspec
 
-from schoolroom.api import Classroom, Plan, Problem, Rationale, Report, Table, Teacher, TrainRequest, compare, protocol
+from schoolroom.api import (Classroom, Plan, Problem, Rationale, Report, Table, Teacher, TrainRequest, Verdict, compare,
+                            protocol)
 from schoolroom.environment import solution_text
 from schoolroom.training.settings import LoraSettings, Settings
 
@@ -46,16 +47,16 @@ def enriched(room: Classroom, cfg: EnrichedConfig) -> Report:
     verdicts = room.verifier.check(written, train)
     ers = {r.problem_id: r for r, v in zip(written, verdicts) if v.correct}
 
-    results: dict[str, list[bool]] = {}
+    results: dict[str, list[Verdict]] = {}  # compare() logs no second EvalReport for them
     if cfg.evaluate_base:
-        results["base"] = [v.correct for v in room.evaluate("base", test)]
+        results["base"] = room.evaluate("base", test)
     for variant in cfg.variants:
         data = [training_rationale(variant, p, plan, ers.get(p.problem_id)) for p, plan in zip(train, plans)]
         with room.stage(variant):
             adapter = room.trainer.train(TrainRequest(kind="sft", name=variant.replace("+", "_"),
                                                       lora=cfg.lora.asdict(), hyper=cfg.train_settings.asdict(),
                                                       seed=cfg.seed, data=tuple(r.id for r in data)), data, train)
-        results[variant] = [v.correct for v in room.evaluate(variant, test, adapter)]
+        results[variant] = room.evaluate(variant, test, adapter)
     room.student.load(None)
     dropped = Counter(v.reason for v in verdicts if not v.correct)
     return report(room, cfg, train, test, plans, written, ers, dropped, results)

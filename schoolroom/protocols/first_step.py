@@ -4,14 +4,16 @@ For each teacher and each k, the teacher writes the first k steps of every probl
 solution, the student continues from them, the verifier grades. k = 0 is the unguided
 baseline (teacher-independent, so it runs once). Guidance of k steps on a problem with k or
 fewer gold steps already holds the answer: the k's are compared on the problems with more
-than max(k) gold steps, and the report says how many were set aside.
+than max(k) gold steps, and the report says how many were set aside. Each condition's EvalReport
+counts the comparable problems, and a Note of kind ``condition`` claims its set-aside verdicts: every attempt
+of a condition carries its name (``Run.condition_of``).
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from schoolroom.api import (Acc, Classroom, EvalReport, Figure, Problem, Report, Series, Student, Table, Verdict,
+from schoolroom.api import (Acc, Classroom, EvalReport, Figure, Note, Problem, Report, Series, Student, Table, Verdict,
                             accuracy, difference, protocol)
 
 
@@ -48,6 +50,7 @@ def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Prob
                       correct: dict[tuple[str, int], list[bool]], ids: dict[tuple[str, int], list[str]]) -> Report:
     kmax, ks = max(cfg.ks), sorted(cfg.ks)
     keep = [i for i, p in enumerate(problems) if len(p.gold_steps) > kmax]
+    aside = [i for i in range(len(problems)) if i not in keep]
     metrics: dict = {"n": len(problems), "comparable_n": len(keep), "set_aside": len(problems) - len(keep),
                      "teachers": {}}
     comparable, every, series = [], [], []
@@ -64,10 +67,8 @@ def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Prob
             comparable.append([t, k, Acc(sum(sub), len(sub)), d])
             every.append([t, k, Acc(sum(correct[t, k]), len(problems))])
             a = mt[str(k)]["comparable"]
-            room.record(EvalReport(name=f"first_step/{t}/k={k}", n=a["n"], correct=a["correct"],
-                                   accuracy=a["accuracy"], ci_low=a["ci"][0], ci_high=a["ci"][1],
-                                   metrics={"teacher": t, "k": k, "subset": "comparable"},
-                                   verdicts=tuple(ids[t, k][i] for i in keep)))
+            report_condition(room, f"first_step/{t}/k={k}", a, {"teacher": t, "k": k},
+                             [ids[t, k][i] for i in keep], [ids[t, k][i] for i in aside])
             if sub:
                 points.append((k, a["accuracy"], *a["ci"]))
         series.append(Series(t, *map(list, zip(*points))) if points else Series(t, [], []))
@@ -79,18 +80,36 @@ def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Prob
         lines=[f"Student `{room.model_of('student')}` on {len(problems)} problems (set "
                f"`{cfg.problems}`: {room.describe_set(cfg.problems)}); k in {ks}; teachers: "
                + ", ".join(f"`{t}` ({room.describe(t)})" for t in cfg.teachers) + "."],
-        tables=[Table(f"Accuracy on the {len(keep)} problems with more than {kmax} gold steps",
+        tables=[Table(f"Accuracy on the {len(keep)} problems with more than {counted(kmax, 'gold step')}",
                       ["teacher", "k", "accuracy [95% CI]", "difference vs k=0 [95% CI]"], comparable,
-                      note=f"{len(problems) - len(keep)} problems with {kmax} or fewer gold steps are set aside "
-                           f"here: guidance of {kmax} steps would already hold their answer."),
+                      note=f"{set_aside(len(aside), kmax)} here: guidance of {counted(kmax, 'step')} would already "
+                           "hold their answer."),
                 Table("Accuracy on all problems", ["teacher", "k", "accuracy [95% CI]"], every),
                 Table("By number of gold steps", ["gold steps", "n", "k=0"] + cols, steps_rows,
                       note="Accuracy (correct/n); `given` marks k at or above the problem's step count (the answer "
                            "was in the guidance).")],
-        figures=[Figure(name="accuracy_vs_k", title=f"First-step guidance ({len(keep)} problems with > {kmax} gold "
-                        "steps)", xlabel="k (gold steps given)", ylabel="student accuracy", series=series,
-                        xticks=[float(k) for k in ks])],
+        figures=[Figure(name="accuracy_vs_k", title=f"First-step guidance ({len(keep)} problems with > "
+                        f"{counted(kmax, 'gold step')})", xlabel="k (gold steps given)", ylabel="student accuracy",
+                        series=series, xticks=[float(k) for k in ks])],
         metrics=metrics)
+
+
+def report_condition(room: Classroom, name: str, a: dict, about: dict, kept: list[str], aside: list[str]) -> None:
+    """The condition's EvalReport, counting the comparable problems' verdicts, and a Note (kind ``condition``)
+    claiming the set-aside ones for it."""
+    room.record(EvalReport(name=name, n=a["n"], correct=a["correct"], accuracy=a["accuracy"], ci_low=a["ci"][0],
+                           ci_high=a["ci"][1], metrics=about | {"subset": "comparable"}, verdicts=tuple(kept)),
+                *([Note(kind="condition", text=f"{name}: {counted(len(aside), 'verdict')} set aside",
+                        data={"name": name, "verdicts": aside})] if aside else []))
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 step``, ``2 steps``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def set_aside(n: int, kmax: int) -> str:
+    return f"{counted(n, 'problem')} with {kmax} or fewer gold steps {'is' if n == 1 else 'are'} set aside"
 
 
 def by_gold_steps(cfg: FirstStepConfig, problems: list[Problem],
@@ -117,6 +136,7 @@ def cohort_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem]
     comparable problems, and the difference from k = 0 (paired per problem and student)."""
     kmax, ks = max(cfg.ks), sorted(cfg.ks)
     keep = [i for i, p in enumerate(problems) if len(p.gold_steps) > kmax]
+    aside = [i for i in range(len(problems)) if i not in keep]
     correct = {c: [v.correct for v in vs] for c, vs in verdicts.items()}
     metrics: dict = {"n": len(problems), "comparable_n": len(keep), "set_aside": len(problems) - len(keep),
                      "students": {s: {"teachers": {}} for s in students}, "cohort": {"teachers": {}}}
@@ -137,10 +157,9 @@ def cohort_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem]
                     a["difference_vs_k0"] = {"mean": d.mean, "ci": [d.low, d.high]}
                 rows.append([who if who != "cohort" else f"cohort of {len(students)} (pooled)", t, k,
                              Acc(a["correct"], a["n"]), d])
-                room.record(EvalReport(name=f"first_step/{who}/{t}/k={k}", n=a["n"], correct=a["correct"],
-                                       accuracy=a["accuracy"], ci_low=a["ci"][0], ci_high=a["ci"][1],
-                                       metrics={"student": who, "teacher": t, "k": k, "subset": "comparable"},
-                                       verdicts=tuple(verdicts[s, t, k][i].id for s in group for i in keep)))
+                report_condition(room, f"first_step/{who}/{t}/k={k}", a, {"student": who, "teacher": t, "k": k},
+                                 [verdicts[s, t, k][i].id for s in group for i in keep],
+                                 [verdicts[s, t, k][i].id for s in group for i in aside])
                 if a["n"]:
                     points.append((k, a["accuracy"], *a["ci"]))
             series.append(Series(f"{who} / {t}", *map(list, zip(*points))) if points else Series(f"{who} / {t}", [], []))
@@ -150,11 +169,12 @@ def cohort_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem]
                f"problems (set `{cfg.problems}`: {room.describe_set(cfg.problems)}); k in {ks}; teachers: "
                + ", ".join(f"`{t}` ({room.describe(t)})" for t in cfg.teachers) + ". Each teacher's guidance was "
                "asked once and given to every student."],
-        tables=[Table(f"Accuracy on the {len(keep)} problems with more than {kmax} gold steps, per student and "
-                      "pooled", ["student", "teacher", "k", "accuracy [95% CI]", "difference vs k=0 [95% CI]"], rows,
-                      note=f"{len(problems) - len(keep)} problems with {kmax} or fewer gold steps are set aside. The "
-                           "cohort rows pool every student's attempts (n = students x problems).")],
-        figures=[Figure(name="accuracy_vs_k", title=f"First-step guidance ({len(keep)} problems with > {kmax} gold "
-                        "steps)", xlabel="k (gold steps given)", ylabel="student accuracy", series=series,
-                        xticks=[float(k) for k in ks])],
+        tables=[Table(f"Accuracy on the {len(keep)} problems with more than {counted(kmax, 'gold step')}, per "
+                      "student and pooled", ["student", "teacher", "k", "accuracy [95% CI]",
+                                             "difference vs k=0 [95% CI]"], rows,
+                      note=f"{set_aside(len(aside), kmax)}. The cohort rows pool every student's attempts "
+                           "(n = students x problems).")],
+        figures=[Figure(name="accuracy_vs_k", title=f"First-step guidance ({len(keep)} problems with > "
+                        f"{counted(kmax, 'gold step')})", xlabel="k (gold steps given)", ylabel="student accuracy",
+                        series=series, xticks=[float(k) for k in ks])],
         metrics=metrics)

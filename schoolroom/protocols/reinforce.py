@@ -19,7 +19,7 @@ import random
 import msgspec
 
 from schoolroom.api import Classroom, Report, protocol
-from schoolroom.messages import Attempt, Problem, StepRewards, TrainRequest, TrainResult
+from schoolroom.messages import Attempt, Problem, StepRewards, TrainRequest, TrainResult, Verdict
 from schoolroom.protocols.reinforce_report import report
 from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
 from schoolroom.training.aggregate import AGGREGATIONS
@@ -147,6 +147,7 @@ def rl_request(cfg: ReinforceConfig, arm: Arm, rollouts: list[Attempt], rewards:
 
 
 def evaluate(room: Classroom, name: str, tests: dict[str, list[Problem]], adapter: TrainResult | None
-             ) -> dict[str, list[bool]]:
-    return {s: [v.correct for v in room.evaluate(f"{name}/{s}" if len(tests) > 1 else name, problems, adapter)]
+             ) -> dict[str, list[Verdict]]:
+    """Verdicts per held-out set (each an EvalReport; compare() then logs no second one)."""
+    return {s: room.evaluate(f"{name}/{s}" if len(tests) > 1 else name, problems, adapter)
             for s, problems in tests.items()}

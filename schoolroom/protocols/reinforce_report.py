@@ -68,7 +68,7 @@ def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, Tr
         for a in cfg.arms:
             points = [(0, evals["start", 0][s])] + sorted((it, evals[name, it][s]) for name, it in evals
                                                           if name == a.name)
-            ws = [wilson(sum(x), len(x)) for _, x in points]
+            ws = [wilson(sum(v.correct for v in x), len(x)) for _, x in points]
             series.append(Series(label=a.name, x=[float(it) for it, _ in points], y=[w[0] for w in ws],
                                  low=[w[1] for w in ws], high=[w[2] for w in ws]))
         figures.append(Figure(name=f"accuracy_per_iteration_{s}" if len(tests) > 1 else "accuracy_per_iteration",

@@ -7,12 +7,17 @@ markdown, writes metrics.json and draws the figures.
 
 from __future__ import annotations
 
+import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from schoolroom.messages import EvalReport, Verdict
 from schoolroom.protocols.stats import fmt, fmt_acc, fmt_diff, paired_difference, wilson
+
+running: ContextVar[Any] = ContextVar("schoolroom_room", default=None)  # the Classroom a protocol runs in, if any
 
 
 class Series(msgspec.Struct, frozen=True):
@@ -153,16 +158,21 @@ def difference(base: list[bool] | None, outcomes: list[bool], seed: int = 0) -> 
     return Diff(*paired_difference(base, outcomes, seed=seed))
 
 
-def compare(results: dict[str, list[bool]], baseline: str, seed: int = 0, header: str = "model",
+def compare(results: dict[str, list[Verdict] | list[bool]], baseline: str, seed: int = 0, header: str = "model",
             title: str = "Held-out accuracy", name: str = "accuracy", note: str = "",
             extra: dict[str, str] | None = None) -> tuple[Table, dict[str, Any], Figure]:
     """A table (accuracy [95% CI], difference vs ``baseline`` [95% CI]), metrics and a bar figure for outcomes on
-    the same problems, in ``results`` order; ``extra`` rows (label -> why) are listed as not measured."""
-    base = results.get(baseline)
+    the same problems, in ``results`` order; ``extra`` rows (label -> why) are listed as not measured.
+
+    Outcomes are verdicts or bools. Inside a run each label's accuracy is also logged as an ``EvalReport`` named
+    after it (what ``Run.accuracy()`` and the run's page read), listing its verdicts when given verdicts; verdicts
+    another EvalReport already counts (``room.evaluate``) are not reported twice."""
+    correct = {label: [v.correct if isinstance(v, Verdict) else bool(v) for v in vs] for label, vs in results.items()}
+    base = correct.get(baseline)
     rows: list[list[Any]] = []
     metrics: dict[str, Any] = {}
     series = Series(label="accuracy", x=[], y=[], low=[], high=[])
-    for i, (label, outcomes) in enumerate(results.items()):
+    for i, (label, outcomes) in enumerate(correct.items()):
         m = metrics[label] = accuracy(outcomes)
         d = difference(base, outcomes, seed) if label != baseline else None
         if d:
@@ -171,11 +181,30 @@ def compare(results: dict[str, list[bool]], baseline: str, seed: int = 0, header
         series.x.append(float(i)), series.y.append(m["accuracy"]), series.low.append(m["ci"][0])
         series.high.append(m["ci"][1])
     rows += [[label, why, None] for label, why in (extra or {}).items()]
-    n = len(next(iter(results.values()), []))
+    n = len(next(iter(correct.values()), []))
     table = Table(title, [header, "accuracy [95% CI]", f"difference vs {baseline} [95% CI]"], rows, note)
-    fig = Figure(name=name, title=f"{title} ({n} problems)", xlabel=header, ylabel="accuracy", series=[series],
-                 xticks=list(series.x), xticklabels=list(results), kind="bar")
+    said = re.search(rf"\b{n} (\S+ )?problems?\b", title)  # "on all 8 problems": not "(8 problems)" again
+    fig = Figure(name=name, title=title if said else f"{title} ({n} problems)", xlabel=header, ylabel="accuracy",
+                 series=[series], xticks=list(series.x), xticklabels=list(results), kind="bar")
+    report_each(results, metrics)
     return table, metrics, fig
+
+
+def report_each(results: dict[str, list[Verdict] | list[bool]], metrics: dict[str, Any]) -> None:
+    """Log an EvalReport per label in the running room (none outside a run), unless its verdicts were reported."""
+    room = running.get()
+    if room is None:
+        return
+    counted = [frozenset(m.verdicts) for m in room._logged.values() if isinstance(m, EvalReport) and m.verdicts]
+    for label, values in results.items():
+        a, ids = metrics[label], tuple(v.id for v in values if isinstance(v, Verdict))
+        ids = ids if len(ids) == len(values) else ()
+        # made even when not logged, so the ids after it are the same whether or not it was (a resumed run)
+        report = EvalReport(name=label, n=a["n"], correct=a["correct"], accuracy=a["accuracy"], ci_low=a["ci"][0],
+                            ci_high=a["ci"][1], verdicts=ids)
+        if not ids or frozenset(ids) not in counted or report.id in room._logged:
+            room.record(report)
+            counted.append(frozenset(ids))
 
 
 def training_table(adapters: dict[str, Any], title: str = "Training") -> Table:

@@ -116,7 +116,7 @@ def self_explore(room: Classroom, cfg: SelfExploreConfig) -> Report:
 
     models = ([("base", None)] if cfg.evaluate_base else []) + [("sft", ft)] + \
         ([("rft", start)] if cfg.start == "rft" else []) + [("outcome_dpo", outcome_dpo), ("step_dpo", step_dpo)]
-    results = {name: [v.correct for v in room.evaluate(name, test, adapter)]
+    results = {name: room.evaluate(name, test, adapter)  # verdicts: compare() logs no second EvalReport
                for name, adapter in models if adapter is not None or name == "base"}
     room.student.load(None)
     return report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs, whole_pairs, results,
