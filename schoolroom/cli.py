@@ -72,7 +72,7 @@ class _Progress:
 
     def say(self, text: str) -> None:
         self.console.print(text if self.console.is_terminal else f"[{time.perf_counter() - self.t0:6.0f}s] {text}",
-                           highlight=False, markup=False)
+                           highlight=False, markup=False, soft_wrap=True)  # one line however long
 
     def __enter__(self):
         self.bars.start()
@@ -123,7 +123,7 @@ def _resume_set(run: Path, items: list[str]) -> str | None:
 
 def run_cmd(args: argparse.Namespace) -> int:
     from schoolroom import config as configlib
-    from schoolroom.errors import NotStarted, RunFailed
+    from schoolroom.errors import NotStarted, RunFailed, Terminated
     from schoolroom.protocols import runner
 
     if args.command == "resume":
@@ -153,7 +153,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         if args.debug:
             traceback.print_exception(e.__cause__ or e, file=sys.stderr)
         print(e, file=sys.stderr)
-        return 130 if isinstance(e.__cause__, KeyboardInterrupt) else 1
+        return 143 if isinstance(e.__cause__, Terminated) else 130 if isinstance(e.__cause__, KeyboardInterrupt) else 1
     print((run_dir / "report.md").read_text())
     print(f"run directory: {run_dir}")
     return 0

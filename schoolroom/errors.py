@@ -98,12 +98,23 @@ class AgentCallError(Explained):
         super().__init__(f"agent {agent} {what}: {self.cause_line}")
 
 
-class RunFailed(Explained):
-    """A run that started and then failed: one paragraph, the traceback in ``error_log``."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, ``kill``): the run stops as it does for Ctrl-C."""
 
-    def __init__(self, run_dir, cause: BaseException, error_log, interrupted: bool = False):
+
+class RunFailed(Explained):
+    """A run that started and then failed, or was stopped (Ctrl-C, SIGTERM): one paragraph, the traceback in
+    ``error_log``. ``journaled``: answers that came back and wait in the journal for their turn in the log."""
+
+    def __init__(self, run_dir, cause: BaseException, error_log, interrupted: bool = False, journaled: int = 0):
         self.run_dir, self.error_log = run_dir, error_log
-        what = "the run was interrupted" if interrupted else f"the run failed: {one_line(cause)}"
-        super().__init__(f"{what}\nEvery message logged before it is kept in {run_dir}/messages.jsonl; full "
-                         f"traceback in {error_log}.\nFix the cause, then finish the run with: "
-                         f"schoolroom resume {run_dir}")
+        if isinstance(cause, Terminated):
+            what = "the run was stopped by SIGTERM"
+        else:
+            what = "the run was interrupted" if interrupted else f"the run failed: {one_line(cause)}"
+        kept = (f", and {journaled} answer{'s' * (journaled > 1)} not yet logged in {run_dir}/journal.jsonl"
+                if journaled else "")
+        then = "Finish" if interrupted or isinstance(cause, KeyboardInterrupt) else "Fix the cause, then finish"
+        super().__init__(f"{what}\nEvery message logged before it is kept in {run_dir}/messages.jsonl{kept}; "
+                         f"none of them is asked again. Full traceback in {error_log}.\n{then} the run with: "
+                         f"{command()} resume {run_dir}")

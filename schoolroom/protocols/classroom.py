@@ -29,6 +29,7 @@ from schoolroom.messages import EvalReport, Message, Note, Problem, TrainResult,
 from schoolroom.protocols import handles, problemsets, report
 from schoolroom.protocols.calls import CallPath
 from schoolroom.protocols.handles import AgentHandle
+from schoolroom.protocols.journal import Journal
 from schoolroom.protocols.stats import wilson
 
 A = TypeVar("A", bound=Agent)
@@ -38,15 +39,16 @@ class Classroom(CallPath):
     def __init__(self, config: Config, log: Writer, run_id: str, previous: list[Message] = (),
                  reuse: dict[str, list[Message]] | None = None,
                  progress: Callable[[str, int, int], None] | None = None, workdir: str = ".",
-                 plugins: tuple[str, ...] = (), replaying: str | None = None):
+                 plugins: tuple[str, ...] = (), replaying: str | None = None, journal: Journal | None = None):
         """``replaying``: start no agent; every call is answered from ``previous`` (the run's log), and a call
-        it lacks raises NotInLog with this hint."""
+        it lacks raises NotInLog with this hint. ``journal``: where each answer goes the moment it comes (and
+        the answers a crashed part left there, which a resumed run does not ask again)."""
         self.config, self.log, self.run_id, self.workdir = config, log, run_id, workdir
         self.round = 0  # stamped on every message; calls are keyed by it: a new round asks again
         self.progress = progress or (lambda label, done, total: None)
         self.replaying = replaying
         report.running.set(self)  # compare() logs its EvalReports here
-        self._start_calls(list(previous), reuse or {})
+        self._start_calls(list(previous), reuse or {}, journal)
         self.agents: dict[str, AgentHandle] = {}
         adapters = Adapters(config.runtime.shared_fs)  # which agent made which adapter, for agents on other nodes
         self._groups: list = []  # Ray placement groups of agents that share a node

@@ -24,7 +24,7 @@ import msgspec
 from schoolroom import config as configlib
 from schoolroom import log as loglib
 from schoolroom.agents.runtime import start_ray
-from schoolroom.errors import RunFailed, Terminated, one_line, plain
+from schoolroom.errors import RunFailed, Terminated, command, one_line, plain
 from schoolroom.messages import Call, Message, Note, sequential_ids
 from schoolroom.protocols import preflight, registry
 from schoolroom.protocols.classroom import Classroom
@@ -259,13 +259,13 @@ def replay(run_dir: str | Path, out: str | Path) -> Replayed:
     run_id = next((m.run_id for m in messages if m.run_id), run_dir.name)
     logged, code = last_code(messages), registry.fingerprint(p)
     if damage:
-        hint = (f"the log is damaged at {damage}; everything before it was replayed. `schoolroom resume {run_dir}` "
+        hint = (f"the log is damaged at {damage}; everything before it was replayed. `{command()} resume {run_dir}` "
                 "finishes the run")
     elif logged is not None and logged != code:
         hint = (f"protocol {p.name!r} has changed since this run: the log was written by its code {logged}, this is "
                 f"{code}. Replay with the version that wrote the log, or run the experiment again")
     else:
-        hint = (f"the run stopped before this call (`schoolroom resume {run_dir}` finishes it), or the log was "
+        hint = (f"the run stopped before this call (`{command()} resume {run_dir}` finishes it), or the log was "
                 f"written by another version of protocol {p.name!r}")
     memory = loglib.Memory()
     room = Classroom(cfg, memory, run_id, previous=messages, workdir=str(run_dir), replaying=hint)
