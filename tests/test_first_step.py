@@ -212,8 +212,9 @@ def test_set_overrides_go_through_the_same_decoding(tmp_path):
 
 
 def test_call_keys_follow_what_changes_answers_not_where_they_run(tmp_path):
-    """A resumed or reused call is answered from the log only when the agent would answer the same: its model,
-    endpoint and sampling settings are part of the key; its cores, batch size and retries are not."""
+    """A resumed or reused call is answered from the log only when the agent would answer the same: its model
+    and sampling settings are part of the key; its cores, batch size, retries and endpoint (the same model
+    served elsewhere) are not."""
     from schoolroom.log import Writer
     from schoolroom.protocols.classroom import Classroom
 
@@ -228,8 +229,9 @@ def test_call_keys_follow_what_changes_answers_not_where_they_run(tmp_path):
                 room.close()
 
     base = settings()
-    assert settings(threads=1, batch_size=2, resources={"num_cpus": 0}, concurrency=1, timeout_s=5.0) == base
-    for changed in ({"model": "other"}, {"base_url": "http://127.0.0.1:1/v1"}, {"dtype": "bfloat16"},
+    assert settings(threads=1, batch_size=2, resources={"num_cpus": 0}, concurrency=1, timeout_s=5.0,
+                    base_url="http://127.0.0.1:1/v1") == base
+    for changed in ({"model": "other"}, {"dtype": "bfloat16"},
                     {"temperature": 0.7}, {"max_tokens": 8}, {"system_prompt": "Be brief."}):
         assert settings(**changed) != base, changed
 
