@@ -270,8 +270,11 @@ def replay(run_dir: str | Path, out: str | Path) -> Replayed:
     memory = loglib.Memory()
     room = Classroom(cfg, memory, run_id, previous=messages, workdir=str(run_dir), replaying=hint)
     t0 = time.perf_counter()
-    with sequential_ids(run_id):
-        report: Report = p.fn(room, settings)
+    try:
+        with sequential_ids(run_id):
+            report: Report = p.fn(room, settings)
+    finally:
+        room.close()  # no agent to stop; the room is no longer the one compare() reports to
     out.mkdir(parents=True, exist_ok=True)
     write_report(out, report, time.perf_counter() - t0, messages=messages)
     return Replayed(out, room.answered, differences(run_dir, out), len(memory.messages))
