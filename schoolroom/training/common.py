@@ -61,6 +61,17 @@ def load_policy(model_path: str, device: str = "cpu", adapter: str | None = None
     return model.to(device)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): measured on a CPU without it (AVX2 only),
+    a bf16 matmul ran at 0.9 GFLOP/s against 160 in fp32, and a 3-step SFT took 162 s."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return True  # not Linux: TRL's default
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def trainer_args(cls, h: dict[str, Any], out_dir: str, seed: int, device: str, **extra):
     """A TRL config (SFTConfig, DPOConfig) for small LoRA runs: no checkpoints, no reports, CPU when asked."""
     kwargs = dict(output_dir=out_dir, per_device_train_batch_size=int(h["batch_size"]),
@@ -72,7 +83,8 @@ def trainer_args(cls, h: dict[str, Any], out_dir: str, seed: int, device: str, *
                   max_length=int(h["max_length"]), lr_scheduler_type="linear",
                   max_grad_norm=float(h.get("max_grad_norm", 1.0)))
     if device == "cpu":
-        kwargs["use_cpu"] = True  # TRL defaults to bf16, which needs this on CPU (autocast; faster than fp32)
+        kwargs["use_cpu"] = True  # TRL defaults to bf16, which needs this on CPU (autocast; faster than fp32) ...
+        kwargs["bf16"] = cpu_has_bf16()  # ... where the CPU does bf16 natively; elsewhere it is ~100x slower
     kwargs.update(extra)
     return cls(**kwargs)
 
