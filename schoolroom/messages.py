@@ -65,6 +65,10 @@ class Attempt(Message, frozen=True, kw_only=True, tag="attempt"):
     adapter: str | None = None
     sample: int = 0
     tokens: int = 0
+    # the completion as sampled, for RL: its token ids (with the stop token when it stopped on one) and each one's
+    # sampling log-probability (4 decimals); None where the engine gives none (openai, reference)
+    token_ids: tuple[int, ...] | None = None
+    logprobs: tuple[float, ...] | None = None
 
 
 class Verdict(Message, frozen=True, kw_only=True, tag="verdict"):

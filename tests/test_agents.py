@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from schoolroom.agents.engines import Completion, Engine
 from schoolroom.agents.engines.reference import ReferenceEngine
@@ -120,3 +121,31 @@ def test_usage_bills_what_was_generated(hf_engine):
     sampled = student.solve(problems, n=3, temperature=1.0)
     (u,) = [m for m in student.drain() if isinstance(m, Usage)]
     assert u.calls == 6 and u.prompt_tokens == prompt_tokens and u.completion_tokens == sum(a.tokens for a in sampled)
+
+
+@pytest.mark.slow
+def test_sampled_attempts_carry_the_ids_and_logprobs_the_trainer_recomputes(hf_engine):
+    """An attempt keeps the ids it sampled (the stop token too) and their sampling log-probabilities, and the
+    trainer's forward pass over exactly those ids gives the same log-probabilities."""
+    from schoolroom.agents.engines.base import render_prompt
+    from schoolroom.agents.student import solve_prompt
+    from schoolroom.training.rl import encode_rollouts, forward_rows
+
+    tok = hf_engine.tokenizer
+    problems = synthetic(2, steps=1, seed=3)
+    attempts = student_with(hf_engine, max_tokens=24).solve(problems, n=2, temperature=0.8)
+    for a in attempts:
+        assert a.tokens == len(a.token_ids) == len(a.logprobs) > 0 and all(lp <= 0 for lp in a.logprobs)
+        assert tok.decode(a.token_ids, skip_special_tokens=True).startswith(a.text)
+    by_id = {p.problem_id: p for p in problems}
+    rows = encode_rollouts(tok, [{"prompt": render_prompt(tok, solve_prompt(by_id[a.problem_id])), "completion": a.text,
+                                  "completion_ids": a.token_ids, "logprobs": a.logprobs, "reward": 0.0}
+                                 for a in attempts], max_length=512)
+    for r, (logp, _, _) in zip(rows, forward_rows(hf_engine.lm, rows, tok.pad_token_id, 0.8, batch_size=4)):
+        assert torch.allclose(logp, torch.tensor(r["engine_logp"]), atol=2e-3), (logp, r["engine_logp"])
+    from schoolroom.agents.engines import Params, Prompt
+
+    ask = Prompt(messages=[{"role": "user", "content": "Reply with one word: yes or no. Is 2 bigger than 1?"}])
+    (short,) = hf_engine.generate([ask], Params(max_tokens=16, temperature=0.8, n=2))
+    for c in short:  # stopped on the end-of-text token: it is the last id, and not in the text
+        assert c.finish_reason == "stop" and c.token_ids[-1] == tok.eos_token_id and c.text.strip(), c

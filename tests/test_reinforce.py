@@ -74,6 +74,7 @@ def test_one_ppo_and_one_grpo_iteration_through_ray(rl_run):
     human = [r.id for r in rewards if r.source == "human"]
     assert len(human) == 3 and set(human) <= set(requests["prm_model"].data), "the PRM learns from PRM800K labels too"
     rollouts = {m.id for m in messages if isinstance(m, Attempt) and m.round == 1}
+    assert all(m.token_ids and len(m.logprobs) == m.tokens for m in messages if m.id in rollouts)
     for r in requests.values():  # the RL updates train on logged rollouts and their logged scores
         if r.kind in ("ppo", "grpo"):
             assert rollouts & set(r.data) and all(any(m.id == i for m in messages) for i in r.data)
@@ -81,6 +82,8 @@ def test_one_ppo_and_one_grpo_iteration_through_ray(rl_run):
     for name in ("answer", "grpo-answer", "orm", "prm-min"):
         m = results[name].metrics
         assert m["rollouts"] == 4 and m["steps"] == 1 and "entropy" in m and "reward_mean" in m
+        # trained on the sampled ids: the trainer's old log-probs are the engine's (to its 4 logged decimals)
+        assert m["retokenized_rollouts"] == 0 and m["logprob_gap"] < 1e-3, m
         assert (Path(results[name].path) / "adapter_model.safetensors").exists()
     assert (Path(results["answer"].path) / "value_head.safetensors").exists()
     evals = {m.name for m in messages if isinstance(m, EvalReport)}

@@ -114,3 +114,68 @@ def test_auc_over_all_and_within_groups():
     assert auc([0.3, 0.3], [True, False]) == 0.5  # a tie counts half
     assert auc([1.0, 2.0], [True, False], ["a", "b"]) is None  # no problem has both kinds
     assert auc([None, 1.0], [True, False]) is None
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from schoolroom import models
+
+    return models.load_tokenizer("smollm2-135m-instruct")
+
+
+def test_the_trainer_acts_on_the_ids_sampled_with_the_stop_token(tok):
+    from schoolroom.training.rl import encode_rollouts
+
+    # "the answer" sampled letter by letter: decoding and tokenizing again gives other (fewer) ids
+    sampled = tok.convert_tokens_to_ids(list("the")) + tok(" answer is 5")["input_ids"] + [tok.eos_token_id]
+    assert tok(tok.decode(sampled, skip_special_tokens=True))["input_ids"] != sampled[:-1]
+    x = {"prompt": "Q: ?\nA:", "completion": tok.decode(sampled, skip_special_tokens=True), "reward": 1.0,
+         "completion_ids": tuple(sampled), "logprobs": tuple(-0.5 for _ in sampled), "group": "p"}
+    (row,) = encode_rollouts(tok, [x], max_length=512)
+    assert row["ids"][row["start"]:] == sampled and row["actions"] == len(sampled)
+    assert row["ids"][-1] == tok.eos_token_id and row["rewards"] == {len(sampled) - 1: 1.0}  # stopping is an action
+    assert row["engine_logp"] == [-0.5] * len(sampled) and row["sampled"]
+    (short,) = encode_rollouts(tok, [x], max_length=row["start"] + 3)  # cut by max_length: ids and logprobs alike
+    assert short["ids"][short["start"]:] == sampled[:3] and len(short["engine_logp"]) == 3
+    (text,) = encode_rollouts(tok, [x | {"completion_ids": None}], max_length=512)  # an engine without ids
+    assert tok.eos_token_id not in text["ids"] and text["engine_logp"] is None and not text["sampled"]
+
+
+def test_step_rewards_land_on_the_sampled_token_that_ends_the_step(tok):
+    from schoolroom.training.rl import encode_rollouts
+
+    steps = ["2 + 3 = 5", "5 * 2 = 10", "#### 10"]
+    text = "\n".join(steps)
+    sampled = [i for ch in text for i in tok.convert_tokens_to_ids([{" ": "Ġ", "\n": "Ċ"}.get(ch, ch)])]  # a token a character
+    assert tok.decode(sampled) == text
+    ends = [text.index(s) + len(s) for s in steps]
+    x = {"prompt": "Q:", "completion": text, "reward": 0.0, "completion_ids": tuple(sampled), "logprobs": None,
+         "step_rewards": list(zip(ends, (0.9, 0.2, 0.7)))}
+    (row,) = encode_rollouts(tok, [x], max_length=512)
+    assert row["rewards"] == {e - 1: v for e, v in zip(ends, (0.9, 0.2, 0.7))}
+
+
+def test_an_empty_completion_stays_in_its_group(tok):
+    from schoolroom.training.grpo import advantage_rows
+    from schoolroom.training.rl import encode_rollouts
+
+    rollouts = [{"prompt": "Q:", "completion": "#### 5", "reward": 1.0, "group": "a"},
+                {"prompt": "Q:", "completion": "", "reward": 0.0, "group": "a"},  # no ids, no text: no action
+                {"prompt": "Q:", "completion": "", "reward": 0.0, "group": "b", "completion_ids": (tok.eos_token_id,)},
+                {"prompt": "Q:", "completion": "#### 5", "reward": 1.0, "group": "b"}]
+    everyone = encode_rollouts(tok, rollouts, max_length=512)
+    assert [r["actions"] for r in everyone] == [len(tok("#### 5")["input_ids"]), 0, 1, len(tok("#### 5")["input_ids"])]
+    rows = advantage_rows(everyone)
+    # the empty rollout's 0 is in group a's mean and std: the correct one is pushed up, not left at 0
+    assert len(rows) == 3 and rows[0]["group_advantage"] == pytest.approx(1.0, abs=1e-3)
+    # stopping at once, with its stop token as the action, is penalised
+    assert rows[1]["group_advantage"] == pytest.approx(-1.0, abs=1e-3) and rows[1]["ids"][-1] == tok.eos_token_id
+
+
+def test_logprob_gap_is_measured_only_where_the_engine_gave_logprobs():
+    from schoolroom.training.rl import logprob_gap
+
+    rows = [{"old_logp": torch.tensor([-1.0, -2.0]), "engine_logp": [-1.5, -2.0]},
+            {"old_logp": torch.tensor([-1.0]), "engine_logp": None}]
+    assert logprob_gap(rows) == pytest.approx(0.25)
+    assert logprob_gap(rows[1:]) is None

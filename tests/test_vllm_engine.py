@@ -33,6 +33,8 @@ def test_vllm_student_matches_the_interface(vllm_engine):
     assert all(a.model == "smollm2-135m-instruct" and a.adapter is None for a in attempts)
     samples = student.solve(problems[:1], n=3, temperature=1.0)
     assert [a.sample for a in samples] == [0, 1, 2]
+    for a in attempts + samples:  # the ids sampled and their log-probabilities, for the trainer
+        assert len(a.token_ids) == a.tokens == len(a.logprobs) and all(lp <= 0 for lp in a.logprobs)
     (usage,) = [m for m in student.drain() if m.__class__.__name__ == "Usage"][-1:]
     assert usage.engine == "vllm" and usage.completion_tokens > 0
 

@@ -7,7 +7,8 @@ Each renders messages into examples and calls ``schoolroom.training``:
   PRM800K's); a rollout label is ``hard`` (1 if any rollout from the prefix reached the answer) or ``soft``
   (the fraction that did) by the ``labels`` setting; a step no one measured stays unlabelled. An attempt
   judged correct with no StepRewards has every step labelled 1: the attempt itself reached the answer.
-- ``ppo``, ``grpo``: the rollouts (attempts) with one StepRewards each. An ORM score or the answer check is
+- ``ppo``, ``grpo``: the rollouts (attempts) with one StepRewards each, as the token ids the engine sampled
+  (text tokenized again, with a Note, for an engine that gives none). An ORM score or the answer check is
   the reward; PRM or rollout step scores become one by ``aggregate`` (min | max | avg | prod | last), or,
   for PPO with ``step_rewards``, each step's score is placed at the token that ends the step.
 """
@@ -94,8 +95,14 @@ def rollouts(t: Trainer, request: TrainRequest, data: list[Message], problems: d
             raise ValueError(f"attempt {a.id} has no StepRewards: score the rollouts before training on them")
         score = r.score if r.score is not None else aggregate(r.rewards, how)
         out.append({"prompt": t.prompt_text(problems[a.problem_id], a.prefix), "completion": a.text,
+                    "completion_ids": a.token_ids, "logprobs": a.logprobs,
                     "reward": empty if score is None else score, "group": a.problem_id,
                     "step_rewards": step_ends(a, r.rewards) if per_step and r.score is None else []})
+    text_only = [x for x in out if x["completion_ids"] is None]
+    if text_only:
+        t.note("retokenized", f"{len(text_only)} of {len(out)} rollouts carry no sampled token ids (their engine gives "
+               "none): they are trained on their text tokenized again, and the stop token is not an action for them",
+               rollouts=len(text_only))
     return out
 
 

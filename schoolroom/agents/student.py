@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from schoolroom.agents.base import Agent, batched, effect, role
 from schoolroom.agents.engines import Prompt
 from schoolroom.environment import extract_answer, split_steps
@@ -20,6 +22,13 @@ def solve_prompt(problem: Problem, prefix: str = "", system: str | None = None) 
     """How a student is asked to solve a problem (also what the trainer trains it on)."""
     return Prompt(messages=chat(render("student_solve", question=problem.question), system), prefix=prefix,
                   task="solve", problem=problem)
+
+
+def _rounded(logprobs: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    """Sampling log-probabilities to 4 decimals (compact in the log); None if any is not finite (NaN logits)."""
+    if logprobs is None or not all(math.isfinite(x) for x in logprobs):
+        return None
+    return tuple(round(x, 4) for x in logprobs)
 
 
 @role("student")
@@ -43,7 +52,9 @@ class Student(Agent):
                 attempts.append(Attempt(
                     problem_id=p.problem_id, text=c.text, steps=tuple(split_steps(full)), answer=extract_answer(full),
                     prefix=pre, model=self.engine.model, adapter=self.engine.adapter, sample=i,
-                    tokens=c.completion_tokens, sender=self.name,
+                    tokens=c.completion_tokens, token_ids=c.token_ids,
+                    logprobs=_rounded(c.logprobs),
+                    sender=self.name,
                     parents=(p.id,) + ((g.id,) if g is not None else ())))
         return attempts
 

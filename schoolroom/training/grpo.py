@@ -5,7 +5,9 @@ the rollouts (any engine wrote them), so the objective is written out instead (D
 
 - advantages are group-relative: each rollout's reward minus the mean of its group (the n samples of one
   problem), divided by the group's standard deviation (``scale_rewards``; Dr. GRPO turns it off), the same
-  for every token of the rollout; a group whose rewards are all equal teaches nothing;
+  for every token of the rollout; a group whose rewards are all equal teaches nothing; every rollout is in its
+  group's statistics, an empty one too (as TRL: its reward counts; with token ids it has its stop token as
+  an action and is penalised like any other);
 - the same clipped surrogate as PPO, no value head;
 - ``beta`` * KL(policy || reference) per token with the k3 estimator, the reference being the RL start.
 
@@ -24,8 +26,8 @@ import torch
 
 from schoolroom.training.common import fit, mean_of
 from schoolroom.training.rl import (
-    DEFAULT_RL, action_forward, clipped_policy_loss, forward_rows, kl_k3, masked_mean, prepare, reference_logprobs,
-    stack, start_stats,
+    DEFAULT_RL, acting, action_forward, clipped_policy_loss, forward_rows, kl_k3, masked_mean, prepare,
+    reference_logprobs, stack, start_stats,
 )
 
 DEFAULT_GRPO = DEFAULT_RL | {"beta": 0.04, "scale_rewards": True}
@@ -40,18 +42,28 @@ def group_advantages(scores: list[float], groups: list[Any], scale: bool = True,
     return [(s - stats[g][0]) / ((stats[g][1] + eps) if scale else 1.0) for s, g in zip(scores, groups)]
 
 
+def advantage_rows(everyone: list[dict[str, Any]], scale: bool = True) -> list[dict[str, Any]]:
+    """Each row's group advantage, from the rewards of every rollout of its group (empty ones too); then the rows
+    with an action, which are what the policy trains on."""
+    advantages = group_advantages([r["score"] for r in everyone], [r["group"] for r in everyone], scale)
+    for r, a in zip(everyone, advantages):
+        r["group_advantage"] = a
+    return acting(everyone)
+
+
 def train_grpo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lora: dict[str, Any] = {},
                settings: dict[str, Any] = {}, seed: int = 0, device: str = "cpu", init_adapter: str | None = None,
                tokenizer=None, reference_adapter: str | None = None) -> dict[str, float]:
     """One GRPO iteration on ``rollouts`` (grouped by their ``group``); the adapter to ``out_dir``."""
     t0 = time.perf_counter()
-    h, rows, policy = prepare(model_path, rollouts, DEFAULT_GRPO, settings, seed, device, init_adapter, lora, tokenizer)
+    h, everyone, policy = prepare(model_path, rollouts, DEFAULT_GRPO, settings, seed, device, init_adapter, lora,
+                                  tokenizer)
+    rows = advantage_rows(everyone, bool(h["scale_rewards"]))
     pad_id, temp, bs, beta = tokenizer.pad_token_id, float(h["temperature"]), int(h["batch_size"]), float(h["beta"])
     current = forward_rows(policy, rows, pad_id, temp, bs)
     ref = reference_logprobs(policy, rows, pad_id, h, init_adapter, reference_adapter, current) if beta else None
-    advantages = group_advantages([r["score"] for r in rows], [r["group"] for r in rows], bool(h["scale_rewards"]))
-    for i, (r, (logp, ent, _), a) in enumerate(zip(rows, current, advantages)):
-        r.update(old_logp=logp, entropy=ent, advantage=torch.full_like(logp, a),
+    for i, (r, (logp, ent, _)) in enumerate(zip(rows, current)):
+        r.update(old_logp=logp, entropy=ent, advantage=torch.full_like(logp, r["group_advantage"]),
                  ref_logp=ref[i] if ref is not None else logp)
     dev = rows[0]["old_logp"].device
 
@@ -67,10 +79,10 @@ def train_grpo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lo
     os.makedirs(out_dir, exist_ok=True)
     policy.save_pretrained(out_dir, selected_adapters=["default"])
     groups: dict[Any, list[float]] = defaultdict(list)
-    for r in rows:
+    for r in everyone:
         groups[r["group"]].append(r["score"])
     flat = sum(1 for v in groups.values() if max(v) == min(v))
-    stats = start_stats(rows)
+    stats = start_stats(rows, everyone)
     if ref is None:  # beta = 0: the reference was not computed, so there is no KL to report
         stats.pop("kl")
     return stats | {

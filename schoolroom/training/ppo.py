@@ -26,7 +26,7 @@ import torch
 
 from schoolroom.training.common import fit, mean_of
 from schoolroom.training.rl import (
-    DEFAULT_RL, action_forward, action_mask, clipped_policy_loss, forward_rows, masked_mean, prepare,
+    DEFAULT_RL, acting, action_forward, action_mask, clipped_policy_loss, forward_rows, masked_mean, prepare,
     reference_logprobs, stack, start_stats,
 )
 
@@ -105,7 +105,9 @@ def train_ppo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lor
     from safetensors.torch import save_file
 
     t0 = time.perf_counter()
-    h, rows, policy = prepare(model_path, rollouts, DEFAULT_PPO, settings, seed, device, init_adapter, lora, tokenizer)
+    h, everyone, policy = prepare(model_path, rollouts, DEFAULT_PPO, settings, seed, device, init_adapter, lora,
+                                  tokenizer)
+    rows = acting(everyone)  # a rollout with no action has no token to put its reward on
     head = value_head(policy, init_adapter)
     pad_id, temp, bs = tokenizer.pad_token_id, float(h["temperature"]), int(h["batch_size"])
     current = forward_rows(policy, rows, pad_id, temp, bs)
@@ -141,7 +143,7 @@ def train_ppo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lor
     os.makedirs(out_dir, exist_ok=True)
     policy.save_pretrained(out_dir, selected_adapters=["default"])
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, os.path.join(out_dir, VALUE_HEAD))
-    return start_stats(rows) | {
+    return start_stats(rows, everyone) | {
         "policy_loss": mean_of(logs, "policy_loss"), "value_loss": mean_of(logs, "value_loss"),
         "clipfrac": mean_of(logs, "clipfrac"), "approx_kl": mean_of(logs, "approx_kl"),
         "value_clipfrac": mean_of(logs, "value_clipfrac"), "first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],

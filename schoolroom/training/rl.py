@@ -1,15 +1,24 @@
 """What PPO and GRPO share: logged rollouts as tokens, log-probabilities under the policy and its reference,
 and the clipped objective.
 
-A rollout is ``{"prompt", "completion", "reward", "step_rewards", "group"}`` in text: the prompt exactly as the
-student saw it, the completion it wrote, its scalar reward, optional ``(character end, score)`` pairs for
-rewards placed at the ends of steps, and its group (the problem, for GRPO). Everything below works in
-*action space*: one position per completion token, ``[batch, actions]``, left-aligned, with a mask.
-The old log-probabilities are computed here, from the text, so the rollouts may come from any engine.
+A rollout is ``{"prompt", "completion", "completion_ids", "logprobs", "reward", "step_rewards", "group"}``: the
+prompt exactly as the student saw it, the completion it wrote, the token ids the engine sampled for it (with the
+stop token when it stopped on one) and their sampling log-probabilities, its scalar reward, optional
+``(character end, score)`` pairs for rewards placed at the ends of steps, and its group (the problem, for GRPO).
+
+The actions are exactly the sampled ids: the stop token is an action (stopping is rewarded or penalised like
+any token; the reward of the whole rollout lands on it), and no token is re-tokenized from decoded text. A
+rollout without ids (an engine that gives none: openai, reference) falls back to its text tokenized again.
+
+Everything below works in *action space*: one position per completion token, ``[batch, actions]``,
+left-aligned, with a mask. The old log-probabilities are recomputed here under the policy the rollouts came
+from; their mean absolute gap to the engine's sampling log-probabilities (``logprob_gap``) is the standard check
+that the engine and the trainer compute the same policy (verl and OpenRLHF report it too).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -20,27 +29,47 @@ DEFAULT_RL = {"learning_rate": 1e-5, "epochs": 1.0, "batch_size": 8, "max_length
 
 def encode_rollouts(tokenizer, rollouts: list[dict[str, Any]], max_length: int) -> list[dict[str, Any]]:
     """Token ids per rollout, where its completion starts, and the action index of each reward: the score at the
-    last completion token, or each step's score at the token that ends the step. Empty completions are dropped."""
+    last action, or each step's score at the token that ends the step. Every rollout gives a row: an empty one
+    (no action left, e.g. empty text without ids) still counts in its group's reward statistics."""
     rows = []
     for x in rollouts:
         p = tokenizer(x["prompt"], add_special_tokens=False)["input_ids"]
-        enc = tokenizer(x["completion"], add_special_tokens=False, return_offsets_mapping=True)
-        ids = (p + enc["input_ids"])[:max_length]
-        n = len(ids) - len(p)  # completion tokens kept
-        if n <= 0:
-            continue
+        sampled = x.get("completion_ids")
+        if sampled is not None:
+            c = list(sampled)
+            pieces = tokenizer.batch_decode([[t] for t in c], skip_special_tokens=True)
+            ends = list(itertools.accumulate(len(piece) for piece in pieces))  # character end of each token
+        else:
+            enc = tokenizer(x["completion"], add_special_tokens=False, return_offsets_mapping=True)
+            c, ends = enc["input_ids"], [e for _, e in enc["offset_mapping"]]
+        ids = (p + c)[:max_length]
+        n = max(0, len(ids) - len(p))  # completion tokens kept
         rewards: dict[int, float] = {}
-        if x.get("step_rewards"):
-            ends = [e for _, e in enc["offset_mapping"][:n]]
+        if n and x.get("step_rewards"):
             for char_end, value in x["step_rewards"]:
-                k = next((i for i, e in enumerate(ends) if e >= char_end), None)
+                k = next((i for i, e in enumerate(ends[:n]) if e >= char_end), None)
                 if k is not None:  # a step cut off by max_length earns nothing
                     rewards[k] = rewards.get(k, 0.0) + float(value)
-        else:
+        elif n:
             rewards[n - 1] = float(x["reward"])
+        engine = x.get("logprobs") if sampled is not None else None
         rows.append({"ids": ids, "start": len(p), "actions": n, "rewards": rewards, "score": float(x["reward"]),
-                     "group": x.get("group")})
+                     "group": x.get("group"), "sampled": sampled is not None,
+                     "engine_logp": list(engine[:n]) if engine is not None else None})
     return rows
+
+
+def acting(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with at least one action: what the policy trains on."""
+    return [r for r in rows if r["actions"]]
+
+
+def logprob_gap(rows: list[dict[str, Any]]) -> float | None:
+    """Mean absolute difference, per token, between the recomputed old log-probabilities and the engine's
+    sampling ones; None when no rollout carried them."""
+    gaps = [(r["old_logp"] - torch.tensor(r["engine_logp"], device=r["old_logp"].device)).abs()
+            for r in rows if r["engine_logp"] is not None]
+    return float(torch.cat(gaps).mean()) if gaps else None
 
 
 def pad(rows: list[dict[str, Any]], pad_id: int, device):
@@ -79,15 +108,21 @@ def action_mask(rows: list[dict[str, Any]], device):
     return mask
 
 
-def start_stats(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Before any update: the mean reward, the per-token KL(policy || reference) (k3) and entropy of the policy."""
+def start_stats(rows: list[dict[str, Any]], everyone: list[dict[str, Any]]) -> dict[str, float]:
+    """Before any update: the mean reward of every rollout (``everyone``, empty ones too), and over the acting
+    ``rows`` the per-token KL(policy || reference) (k3), the entropy of the policy, and the gap between the
+    recomputed and the engine's log-probabilities (only where it was measured)."""
     dev = rows[0]["old_logp"].device
     mask = action_mask(rows, dev)
     kl = kl_k3(stack(rows, "old_logp", dev), stack(rows, "ref_logp", dev))
-    scores = [r["score"] for r in rows]
-    return {"reward_mean": sum(scores) / len(scores), "rollouts": float(len(rows)),
+    scores = [r["score"] for r in everyone]
+    gap = logprob_gap(rows)
+    return {"reward_mean": sum(scores) / len(scores), "rollouts": float(len(everyone)),
+            "empty_rollouts": float(len(everyone) - len(rows)),
+            "retokenized_rollouts": float(sum(not r["sampled"] for r in everyone)),
             "completion_tokens": float(sum(r["actions"] for r in rows)), "kl": float(masked_mean(kl, mask)),
-            "entropy": float(masked_mean(stack(rows, "entropy", dev), mask))}
+            "entropy": float(masked_mean(stack(rows, "entropy", dev), mask))} | (
+        {"logprob_gap": gap} if gap is not None else {})
 
 
 def action_forward(model, rows: list[dict[str, Any]], pad_id: int, temperature: float = 1.0,
@@ -164,7 +199,7 @@ def reference_logprobs(policy, rows, pad_id: int, h: dict[str, Any], init_adapte
 
 def prepare(model_path: str, rollouts: list[dict[str, Any]], defaults: dict[str, Any], settings: dict[str, Any],
             seed: int, device: str, init_adapter: str | None, lora: dict[str, Any], tokenizer):
-    """The settings (``defaults`` under ``settings``), the rollouts as rows, and the policy with a trainable adapter
+    """The settings (``defaults`` under ``settings``), the rollouts as rows (every one: see ``acting``), and the policy with a trainable adapter
     (``init_adapter`` continued, or a fresh LoRA) in eval mode: what an RL iteration starts from."""
     from peft import get_peft_model
     from transformers import set_seed
@@ -174,7 +209,7 @@ def prepare(model_path: str, rollouts: list[dict[str, Any]], defaults: dict[str,
     set_seed(seed)
     h = hyper(defaults | dict(settings))
     rows = encode_rollouts(tokenizer, rollouts, int(h["max_length"]))
-    if not rows:
+    if not acting(rows):
         raise ValueError("no rollout with a completion to train on")
     policy = load_policy(model_path, device, adapter=init_adapter)
     policy = policy if init_adapter else get_peft_model(policy, lora_config(lora))

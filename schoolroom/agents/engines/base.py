@@ -40,6 +40,11 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     completion_tokens: int = 0
     finish_reason: str = ""
     latency_s: float = 0.0
+    # the tokens as sampled (with the stop token when generation stopped on it; a stop string's cut leaves the
+    # ids up to the token that completed it) and the log-probability of each under the distribution it was
+    # drawn from (the logits at the sampling temperature, over the top-p nucleus); None where the engine has none
+    token_ids: tuple[int, ...] | None = None
+    logprobs: tuple[float, ...] | None = None
 
 
 class Engine(abc.ABC):

@@ -34,11 +34,13 @@ class Row:
     marker_at: int = -1  # where ``stop_after`` starts in ``text``
     finish: str = ""  # "" while decoding, then "stop" or "length"
     generator: torch.Generator | None = None
+    logprobs: list[float] = field(default_factory=list)  # of each token, under the distribution it was drawn from
 
-    def add(self, token: int, piece: str, params: Params, eos: set[int]) -> None:
+    def add(self, token: int, logprob: float, piece: str, params: Params, eos: set[int]) -> None:
         """Append a token; set ``finish`` when the row is done."""
         start = len(self.text)
         self.ids.append(token)
+        self.logprobs.append(logprob)
         self.text += piece
         if token in eos or _stopped(self, start, params):
             self.finish = "stop"
@@ -151,17 +153,22 @@ def _pad_left(t, length: int):
 
 
 def _pick(logits, rows: list[Row], params: Params):
-    """The next token of every row: argmax when greedy, else a draw from each row's own generator."""
+    """The next token of every row (argmax when greedy, else a draw from each row's own generator) and its
+    log-probability under the distribution it was drawn from: the logits at the temperature, over the top-p
+    nucleus (greedy: the model's own distribution)."""
+    logits = logits.float()
     if params.temperature <= 0:
-        return logits.argmax(-1)
-    logits = logits.float() / params.temperature
+        tokens = logits.argmax(-1)
+        return tokens, torch.log_softmax(logits, -1).gather(1, tokens[:, None]).squeeze(1)
+    logits = logits / params.temperature
     if params.top_p < 1.0:  # as transformers' TopPLogitsWarper
         sorted_logits, order = torch.sort(logits, descending=False)
         drop = sorted_logits.softmax(-1).cumsum(-1) <= 1 - params.top_p
         drop[:, -1] = False
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     probs = logits.softmax(-1)
-    return torch.cat([torch.multinomial(probs[i], 1, generator=r.generator) for i, r in enumerate(rows)])
+    tokens = torch.cat([torch.multinomial(probs[i], 1, generator=r.generator) for i, r in enumerate(rows)])
+    return tokens, torch.log_softmax(logits, -1).gather(1, tokens[:, None]).squeeze(1)
 
 
 class _Call:
@@ -196,8 +203,8 @@ class _Call:
                 layer.set(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0))
             logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
         rows = [Row(i, j, generator=self.generator(i, j)) for i in group for j in range(n)]
-        first = _pick(logits, rows, self.params)
-        self.add(rows, first)
+        first, logp = _pick(logits, rows, self.params)
+        self.add(rows, first, logp)
         return rows, cache, mask, first
 
     def generator(self, prompt: int, sample: int) -> torch.Generator | None:
@@ -209,12 +216,12 @@ class _Call:
         g.manual_seed(zlib.crc32(seed.encode()))
         return g
 
-    def add(self, rows: list[Row], tokens) -> None:
+    def add(self, rows: list[Row], tokens, logprobs) -> None:
         """Each unfinished row takes its token (finished rows still in the batch decode for nothing)."""
-        live = [(r, t) for r, t in zip(rows, tokens.tolist()) if not r.finish]
-        pieces = self.tokenizer.batch_decode([[t] for _, t in live], skip_special_tokens=True)
-        for (row, token), piece in zip(live, pieces):
-            row.add(token, piece, self.params, self.eos)
+        live = [(r, t, lp) for r, t, lp in zip(rows, tokens.tolist(), logprobs.tolist()) if not r.finish]
+        pieces = self.tokenizer.batch_decode([[t] for _, t, _ in live], skip_special_tokens=True)
+        for (row, token, logprob), piece in zip(live, pieces):
+            row.add(token, logprob, piece, self.params, self.eos)
 
 
 def decode(lm, tokenizer, prompt_ids: list[list[int]], params: Params, batch_size: int, texts: list[str],
@@ -247,8 +254,8 @@ def decode(lm, tokenizer, prompt_ids: list[list[int]], params: Params, batch_siz
             logits = lm(input_ids=tokens, attention_mask=mask, position_ids=batch.mask.sum(1, keepdim=True),
                         past_key_values=batch.cache, use_cache=True).logits[:, -1]
         batch.mask = mask
-        batch.next = _pick(logits, batch.rows, params)
-        call.add(batch.rows, batch.next)
+        batch.next, logp = _pick(logits, batch.rows, params)
+        call.add(batch.rows, batch.next, logp)
     for rows in out:
         rows.sort(key=lambda r: r.sample)
     return out

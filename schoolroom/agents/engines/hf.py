@@ -70,6 +70,6 @@ class HFEngine(Engine):
                 read = r.sample == 0 or not self.share_prefix  # the prompt tokens this row's prefill read
                 cs.append(Completion(text=text, prompt_tokens=len(prompt) if read else 0,
                                      completion_tokens=len(r.ids), finish_reason="stop" if stopped else r.finish,
-                                     latency_s=dt))
+                                     latency_s=dt, token_ids=tuple(r.ids), logprobs=tuple(r.logprobs)))
             out.append(cs if params.temperature > 0 else cs * params.n)
         return out

@@ -44,7 +44,7 @@ class VLLMEngine(Engine):
         kwargs = dict(model=self.source.path, dtype="bfloat16" if dtype in ("float32", "auto") else dtype,
                       max_model_len=max_model_len, enable_lora=enable_lora, max_lora_rank=max_lora_rank,
                       tensor_parallel_size=tensor_parallel_size, enforce_eager=not gpu, enable_prefix_caching=True,
-                      seed=0)
+                      seed=0, logprobs_mode="processed_logprobs")  # of the distribution sampled (temperature, top-p)
         if gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.llm = vllm.LLM(**kwargs)
@@ -69,7 +69,8 @@ class VLLMEngine(Engine):
 
         return SamplingParams(n=n, max_tokens=max_tokens, temperature=params.temperature,
                               top_p=params.top_p if params.temperature > 0 else 1.0, stop=stop or None,
-                              include_stop_str_in_output=True, seed=seed if params.temperature > 0 else None)
+                              include_stop_str_in_output=True, seed=seed if params.temperature > 0 else None,
+                              logprobs=0)  # the sampled token's own
 
     def generate(self, prompts: list[Prompt], params: Params) -> list[list[Completion]]:
         """The whole call in one ``generate``. ``stop_after`` (end at the line break after the marker) is two
@@ -80,7 +81,8 @@ class VLLMEngine(Engine):
         t0 = time.perf_counter()
         outs = self.llm.generate(texts, self._sampling(params, params.n, params.max_tokens, stop, params.seed),
                                  lora_request=self._lora, use_tqdm=False)
-        rows = [[[c.text, len(c.token_ids), c.finish_reason or "", c.stop_reason] for c in o.outputs] for o in outs]
+        rows = [[[c.text, len(c.token_ids), c.finish_reason or "", c.stop_reason, list(c.token_ids), _logprobs(c)]
+                 for c in o.outputs] for o in outs]
         more = [(i, j) for i, row in enumerate(rows) for j, c in enumerate(row)
                 if params.stop_after and c[3] == params.stop_after and c[1] < params.max_tokens]
         if more:  # one prompt per completion, each with the tokens it has left
@@ -92,14 +94,24 @@ class VLLMEngine(Engine):
                 rows[i][j][0] += o.outputs[0].text
                 rows[i][j][1] += len(o.outputs[0].token_ids)
                 rows[i][j][2] = o.outputs[0].finish_reason or ""
+                rows[i][j][4] += list(o.outputs[0].token_ids)  # sampled after the first part's text, read again
+                rows[i][j][5] = rows[i][j][5] + _logprobs(o.outputs[0]) if rows[i][j][5] is not None else None
         dt = (time.perf_counter() - t0) / max(1, len(prompts))
         result = []
         for o, row in zip(outs, rows):
             out = []
-            for j, (text, n_tokens, finish, _) in enumerate(row):
+            for j, (text, n_tokens, finish, _, ids, logprobs) in enumerate(row):
                 text, stopped = cut_at_stop(text, params)
                 out.append(Completion(text=text, prompt_tokens=len(o.prompt_token_ids) if j == 0 else 0,
                                       completion_tokens=n_tokens, finish_reason="stop" if stopped else finish,
-                                      latency_s=dt))
+                                      latency_s=dt, token_ids=tuple(ids),
+                                      logprobs=tuple(logprobs) if logprobs is not None else None))
             result.append(out)
         return result
+
+
+def _logprobs(c) -> list[float] | None:
+    """The sampled tokens' log-probabilities of a vLLM completion (``logprobs=0``: each position's own token)."""
+    if c.logprobs is None:
+        return None
+    return [float(lp[t].logprob) for t, lp in zip(c.token_ids, c.logprobs)]
