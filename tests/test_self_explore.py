@@ -13,8 +13,7 @@ from schoolroom import log
 from schoolroom.messages import Attempt, EvalReport, PreferencePair, StepRewards, TrainRequest, TrainResult
 from schoolroom.protocols import runner
 from schoolroom.protocols.self_explore import equations, outcome_pairs, rft_keep
-
-pytestmark = pytest.mark.slow
+from schoolroom.protocols.self_explore_data import equations_hold, false_equations
 
 
 def tiny(address: str) -> dict:
@@ -31,7 +30,8 @@ def tiny(address: str) -> dict:
             "verifier": {"role": "verifier", "resources": {"num_cpus": 0}},
         },
         # FT fits the 3 gold solutions well enough that its samples at temperature 1 are right and wrong
-        "protocol": {"name": "self_explore", "samples": 4, "temperature": 1.0, "k": 2, "unmeasured": "last_step",
+        # the defaults otherwise: the whole wrong attempt rolled out from too, false-equation samples dropped
+        "protocol": {"name": "self_explore", "samples": 4, "temperature": 1.0, "k": 2,
                      "sft": {"max_steps": 8, "batch_size": 4, "learning_rate": 3e-3},
                      "dpo": {"max_steps": 1, "batch_size": 4}},
     }
@@ -45,6 +45,7 @@ def explore_run(tmp_path_factory):
     return runner.run(configlib.decode(tiny("local")), out=str(tmp_path_factory.mktemp("explore")))
 
 
+@pytest.mark.slow
 def test_self_explore_runs_end_to_end_on_ray(explore_run):
     run_dir = explore_run
     messages = log.read_all(run_dir / "messages.jsonl")
@@ -56,14 +57,17 @@ def test_self_explore_runs_end_to_end_on_ray(explore_run):
     assert {"sft", "rft"} <= results and outcome, "FT, then RFT on its correct samples; outcome pairs from them"
     rft = next(m for m in messages if isinstance(m, TrainRequest) and m.name == "rft")
     assert rft.base_adapter is None, "RFT trains a fresh adapter from the base model"
+    assert all(equations_hold(attempts[i].prefix + attempts[i].text) for i in rft.data if i in attempts)
     explored = [attempts[r.attempt_id] for r in rewards]
     assert sorted(a.id for a in explored) == sorted(x.parents[1] for x in outcome), \
         "the explored attempts are the rejected sides of the outcome pairs"
-    for r in rewards:  # the real completer measured every prefix it looked at; the last step is never measured
-        a = attempts[r.attempt_id]
-        assert len(r.rewards) == len(a.steps) and r.rewards[-1] is None and r.rollouts == 2 * sum(
-            x is not None for x in r.rewards)
-        assert (r.tokens > 0) == (len(a.steps) > 1) and r.start is None, "one step: no prefix to roll out from"
+    for r in rewards:  # the real completer measured every prefix up to the pit, the whole attempt's when no pit came
+        a = attempts[r.attempt_id]  # first (the authors'); a pit wherever none of a prefix's rollouts was right
+        looked = len(a.steps) if r.first_pit is None else r.first_pit + 1
+        assert len(r.rewards) == len(a.steps) and [x is not None for x in r.rewards] == \
+            [i < looked for i in range(len(a.steps))] and r.rollouts == 2 * looked and r.start is None
+        assert [i for i, x in enumerate(r.rewards) if x == 0][:1] == ([] if r.first_pit is None else [r.first_pit])
+    assert sum(r.tokens for r in rewards) > 0
     for x in step_pairs:  # the pair's rejected side is the pit step of its attempt, its prefix the steps before
         (r,) = [r for r in rewards if r.attempt_id == x.parents[0]]
         a = attempts[x.parents[0]]
@@ -72,6 +76,7 @@ def test_self_explore_runs_end_to_end_on_ray(explore_run):
     report = (run_dir / "report.md").read_text()
     assert report.splitlines()[2].startswith("- start: **rft**")
     assert "Held-out accuracy" in report and "First-pit position" in report and "rollout tokens" in report
+    assert "the whole wrong attempt is rolled out from too" in report and "`is_eq_correct`" in report
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["step_pairs_found"] == len(step_pairs) and metrics["rollout_tokens"] == sum(r.tokens for r in rewards)
     evals = {m.name for m in messages if isinstance(m, EvalReport)}
@@ -96,6 +101,7 @@ def test_a_completer_that_ignores_the_prefix_is_a_config_error():
     runner.protocol_of(configlib.decode(raw), "x.toml")
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_does_not_train_again(explore_run, tmp_path):
     from schoolroom.messages import Call
 
@@ -141,3 +147,35 @@ def test_rft_keeps_distinct_correct_samples_by_their_equations():
         "one per equation string (the one farther from the others), exact repeats dropped"
     assert len(rft_keep(correct, at_most=2)) == 3
     assert equations("So 3 * 4 = 12 and 12 - 2 = 10.") == "3*4=12|12-2=10"
+
+
+def test_rft_drops_correct_samples_whose_equations_are_false():
+    # the right final answer after a false equation (the authors' is_eq_correct drops it)
+    texts = ["3 + 4 = 8\n#### 7", "3 + 4 = 7\n#### 7", "4 * 2 = 8, 8 - 1 = 6. So 7.\n#### 7", "7\n#### 7"]
+    correct = [Attempt(problem_id="p", text=t) for t in texts]
+    assert [a.text for a in rft_keep(correct, at_most=8)] == [texts[1], texts[3]]
+    assert [a.text for a in rft_keep(correct, at_most=8, check_equations=False)] == texts
+
+
+def test_a_repeat_of_a_replaced_sample_does_not_come_back():
+    a, b = "3 + 4 = 7\n#### 7", "So 3 + 4 = 7 apples in all\n#### 7"  # the same equations
+    o1, o2 = "7 apples\n#### 7", "So 3 + 4 is 7 apples in all\n#### 7"
+    # b replaces a (farther from o1); once o2 is kept, a repeat of a would be farther from the others than b, but
+    # a was seen already (the authors' set(preds) over every sample)
+    correct = [Attempt(problem_id="p", text=t) for t in (a, o1, b, o2, a)]
+    assert [x.text for x in rft_keep(correct, at_most=8)] == [b, o1, o2]
+
+
+@pytest.mark.parametrize("text,false", [
+    ("Emma has 26 - 21 = 5 marbles left.\nShe has 5 * 3 = 15.\n#### 15", []),
+    ("So 3 + 4 = 8 apples.", ["3 + 4 = 8"]),
+    ("2 * 3 = 6 * 1 = 7", ["6 * 1 = 7"]),  # a chain: every "=" is an equation
+    ("3 + 4 = 7. 5 + 1 = 7.", ["7. 5 + 1 = 7."]),
+    ("1,200 / 4 = 300; 3 x 4 = 12; $12 / 4 = $3; 10 / 3 = 3.33; 60 / 3/4 = 80; (3 + 4) * 2 = 14", []),
+    ("3x4=13; <<48/2=25>>25; 5 / 0 = 0; 10 / 3 = 3.4", ["3 * 4 = 13", "48/2 = 25", "5 / 0 = 0", "10 / 3 = 3.4"]),
+    # words, units and percents are not read: these are not judged
+    ("50% of 20 = 10, 3/4 of 60 = 45, 72 cm * 2/3 = 48, 20 / 100 = 20%, 17/3 = 5 and 2/3, 8 x 1 1/2 = 12", []),
+    ("__import__('os').system('exit 1') = 1 and 9**99999999 = 1 and " + "1 " * 3000, []),  # never run
+])
+def test_equations_are_checked_as_written(text, false):
+    assert false_equations(text) == false and equations_hold(text) == (not false)

@@ -3,15 +3,20 @@ student's own first pits.
 
 1. FT: SFT the student on the gold solutions of the training problems.
 2. The FT student samples ``samples`` attempts per training problem; the verifier grades them.
-3. RFT start (``start = "rft"``, the paper): the correct samples, deduplicated by their equations (at most
-   ``rft_keep`` per problem), with the gold solutions train a fresh adapter from the base model.
+3. RFT start (``start = "rft"``, the paper): the correct samples whose written equations hold (the authors'
+   ``is_eq_correct``; ``check_equations = false`` keeps them all), each text once, deduplicated by their equations
+   (at most ``rft_keep`` per problem), with the gold solutions train a fresh adapter from the base model.
    ``start = "sft_gold"``: FT is the start.
 4. Outcome pairs: each kept correct sample against the wrong sample of its problem most different from it
    (largest edit distance, each wrong sample used once), as the authors' ``get_dpo_data``.
-5. The explorer (the start's model and adapter, or a teacher's model) rolls out from the step prefixes of the
-   rejected sample of every outcome pair to find its first pit, and makes a step-level pair: prompt + steps
-   before the pit, chosen = the shortest correct completion from there (a pit at step 1: the correct sample of
-   the outcome pair), rejected = the pit step; pairs deduplicated per problem.
+5. The explorer (the start's model and adapter, or a teacher's model) rolls out from the step prefixes s1..st of
+   the rejected sample of every outcome pair, t = 1..n (the whole attempt too, as the authors'
+   ``gen_step_explore.py``), to find its first pit, a rollout counting only where its own text states the gold
+   answer; and makes a step-level pair: prompt + steps before the pit, chosen = the shortest correct completion
+   from there (a pit at step 1: the correct sample of the outcome pair), rejected = the pit step; pairs
+   deduplicated per problem (``form_gpair``). ``unmeasured = "drop"`` or ``"last_step"`` do not roll out from
+   the whole attempt (departures: the attempts whose pit is their last step are then dropped, or their pit
+   deduced).
 6. DPO from the start on the step-level pairs (Self-Explore) and on the outcome pairs (the baseline).
 7. Evaluate on held-out problems: base, FT, RFT, outcome-level DPO, step-level DPO.
 """
@@ -32,6 +37,7 @@ from schoolroom.environment import gold_rationale
 from schoolroom.protocols.self_explore_data import (  # noqa: F401
     as_rationale,
     equations,
+    equations_hold,
     outcome_pairs,
     rft_keep,
 )
@@ -44,10 +50,14 @@ class SelfExploreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     start: str = "rft"  # rft (the paper) | sft_gold: SFT on the gold solutions only
     samples: int = 4  # attempts per training problem from the FT model (the authors: 100)
     rft_keep: int = 8  # correct samples kept per problem for RFT and outcome pairs (the authors: 8)
+    check_equations: bool = True  # drop correct samples whose written equations are false (the authors' is_eq_correct)
     temperature: float = 0.7  # for sampling attempts and rollouts
     k: int = 4  # rollouts per step prefix
     search: str = "linear"  # linear (the paper) | binary
-    unmeasured: str = "drop"  # no rolled-out prefix failed: drop the attempt (the authors) | last_step (deduce it)
+    # the last step (the whole wrong attempt): rollout = roll out from it too, its pit measured (the authors) |
+    # drop = not rolled out, an attempt whose earlier prefixes all reach the answer dropped (departure) |
+    # last_step = not rolled out, that attempt's pit put at its last step (departure: deduced, not measured)
+    unmeasured: str = "rollout"
     completer: str = "student"  # student: the explorer runs the start's adapter; teacher: a teacher's model (oracle)
     teacher: str | None = None  # completer = teacher: which teacher agent (default: the only one)
     max_explore: int | None = None  # explore at most this many wrong attempts
@@ -94,7 +104,7 @@ def self_explore(room: Classroom, cfg: SelfExploreConfig) -> Report:
     room.student.load(ft)
     attempts = room.student.solve(train, n=cfg.samples, temperature=cfg.temperature)
     correct = [v.correct for v in room.verifier.check(attempts, train)]
-    kept = rft_keep([a for a, ok in zip(attempts, correct) if ok], cfg.rft_keep)
+    kept = rft_keep([a for a, ok in zip(attempts, correct) if ok], cfg.rft_keep, cfg.check_equations)
     start = ft
     if cfg.start == "rft":
         data = gold + [as_rationale(a) for a in kept]
@@ -147,15 +157,25 @@ def method(room: Classroom, cfg: SelfExploreConfig) -> list[str]:
         f"- start: **{cfg.start}**" + (" (the paper: RFT on deduplicated correct samples and the gold solutions)"
                                        if cfg.start == "rft" else " (departure: SFT on the gold solutions only, no RFT)"),
         f"- samples: {cfg.samples} per training problem from the FT model at temperature {cfg.temperature}; at most "
-        f"{cfg.rft_keep} correct kept per problem, deduplicated by their equations",
+        f"{cfg.rft_keep} correct kept per problem, each text once, deduplicated by their equations"
+        + (", those with a false equation dropped (the authors' `is_eq_correct`)" if cfg.check_equations
+           else " (departure: samples with a false equation kept)"),
         f"- exploration: k = {cfg.k} rollouts per step prefix, {cfg.search} search"
-        + (" (the paper)" if cfg.search == "linear" else " (departure: bisection)") + f"; completer: {completer}",
+        + (" (the paper)" if cfg.search == "linear" else " (departure: bisection)") + f"; completer: {completer}; "
+        "a rollout counts where its own text states the gold answer (`####`, `\\boxed{}` or \"the answer is\"; "
+        "the authors: \"The answer is\" on GSM8K)",
         "- chosen: the shortest correct completion from the prefix before the pit, not already chosen for the "
         "problem (a pit at step 1: the outcome pair's correct sample); rejected: the pit step; pairs deduplicated "
         "per problem (the authors' `form_gpair`)",
-        "- no measured pit (every rolled-out prefix still reached the answer): " +
-        ("attempt dropped (the authors)" if cfg.unmeasured == "drop"
-         else "pit put at the last step (departure: deduced, not measured)"),
+        {"rollout": "- the whole wrong attempt is rolled out from too, so a pit at the last step is measured; an "
+                    "attempt from every prefix of which some rollout still reached the answer has no pit and is "
+                    "dropped (the authors' `gen_step_explore.py` and `form_gpair`)",
+         "drop": "- the whole wrong attempt is not rolled out from (departure: the authors do); an attempt whose "
+                 "every rolled-out prefix still reached the answer is dropped, so no pair has its last step as the "
+                 "pit",
+         "last_step": "- the whole wrong attempt is not rolled out from (departure: the authors do); an attempt whose "
+                      "every rolled-out prefix still reached the answer gets its pit at the last step (departure: "
+                      "deduced from the answer check, not measured)"}[cfg.unmeasured],
         "- outcome-level baseline: each kept correct sample against the wrong sample of its problem farthest from "
         "it by edit distance, each wrong sample used once (the authors' `get_dpo_data`)",
     ]
@@ -173,16 +193,28 @@ def report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs
                                                      extra=untrained)
     hist = Counter(p + 1 for p in pits)
     sampled_acc = sum(correct) / max(1, len(correct))
+    false_eq = sum(not equations_hold(a.prefix + a.text) for a, ok in zip(attempts, correct) if ok)
     no_pit = len(rewards) - len(pits)
+    last = sum(r.first_pit is not None and r.first_pit == len(r.rewards) - 1 for r in rewards)
     relative = [r.first_pit / (len(r.rewards) - 1) for r in rewards if r.first_pit is not None and len(r.rewards) > 1]
     exploration = [
         ["attempts sampled on the training problems", f"{len(attempts)}, correct {sum(correct)} "
                                                       f"({100 * sampled_acc:.1f}%)"],
+        ["correct samples with a false equation" + (" (dropped)" if cfg.check_equations else " (kept)"),
+         false_eq],
         ["kept for RFT after deduplication", f"{len(kept)} on {len({a.problem_id for a in kept})} problems"],
         ["wrong attempts explored (the rejected side of outcome pairs)", f"{len(rewards)} on {explored_problems} "
                                                                          "problems"],
         ["first pit found", len(pits)],
-        ["no measured pit" + (" (dropped)" if cfg.unmeasured == "drop" else ""), no_pit],
+        ["... of them at the last step" + {"rollout": " (measured: no rollout from the whole attempt reached the "
+                                                      "answer)",
+                                           "drop": " (none: the whole attempt is not rolled out)",
+                                           "last_step": " (deduced: no rolled-out prefix failed)"}[cfg.unmeasured],
+         last],
+        ["no pit, dropped" + (": some rollout from every prefix, the whole attempt's too, reached the answer"
+                              if cfg.unmeasured == "rollout" else
+                              ": some rollout from every prefix but the whole attempt reached the answer"
+                              if cfg.unmeasured == "drop" else " (attempts without steps)"), no_pit],
         ["step-level pairs found / after deduplication per problem", f"{len(found_pairs)} / {len(step_pairs)}"],
         ["outcome-level pairs", len(whole_pairs)],
         ["rollouts; rollout tokens (per explored attempt, per explored problem)",
@@ -196,9 +228,10 @@ def report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs
                             [["attempts"] + [hist[s] for s in sorted(hist)]], note="Step number of the first pit, 1 = the first step."))
     tables.append(training_table(adapters))
     metrics: dict[str, Any] = {"accuracy": accuracy, "start": cfg.start, "unmeasured": cfg.unmeasured}
-    metrics.update(sampled_accuracy=sampled_acc, rft_kept=len(kept), explored=len(rewards), pits=len(pits),
-                   no_measured_pit=no_pit, step_pairs_found=len(found_pairs), step_pairs=len(step_pairs),
-                   outcome_pairs=len(whole_pairs), rollout_tokens=tokens,
+    metrics.update(sampled_accuracy=sampled_acc, false_equation_samples=false_eq, rft_kept=len(kept),
+                   explored=len(rewards), pits=len(pits), last_step_pits=last, no_measured_pit=no_pit,
+                   step_pairs_found=len(found_pairs), step_pairs=len(step_pairs), outcome_pairs=len(whole_pairs),
+                   rollout_tokens=tokens,
                    rollout_tokens_per_explored_problem=tokens / max(1, explored_problems),
                    first_pit_histogram={str(k): v for k, v in sorted(hist.items())},
                    train_metrics={n: a.metrics for n, a in adapters.items() if a is not None})
