@@ -125,7 +125,8 @@ class StepRewards(Message, frozen=True, kw_only=True, tag="step_rewards"):
 
     - ``rollouts`` (the Explorer, Monte-Carlo): ``rewards[i]`` is the fraction of rollouts from the prefix ending
       with step ``i`` (0-based) that reach the gold answer; None where nothing was measured (where the search did
-      not look, and the last step: the whole attempt is graded, not rolled out). ``start``: the same from the
+      not look, and the last step unless ``unmeasured = "rollout"`` rolled out from the whole attempt too, as the
+      Self-Explore authors do). ``start``: the same from the
       question alone, when measured; ``first_pit``: the first step from which no rollout is correct (or, by the
       ``unmeasured = "last_step"`` setting, the last step when none failed: a deduction).
     - ``prm`` (a process reward model): ``rewards[i]`` is the model's probability that the solution is still

@@ -45,7 +45,7 @@ def reward_model_examples(t: Trainer, request: TrainRequest, data: list[Message]
         elif a.id in labels:
             x["labels"] = [step_label(v, mode, labels[a.id].source) for v in labels[a.id].rewards]
             if x["labels"] and x["labels"][-1] is None and correct.get(a.id) is False:
-                x["labels"][-1] = 0.0  # rollouts never measure the last step; the answer check graded it wrong
+                x["labels"][-1] = 0.0  # the last step was not rolled out from; the answer check graded it wrong
         elif correct.get(a.id):
             x["labels"] = [1.0] * len(a.steps)
         else:
