@@ -72,8 +72,9 @@ def test_one_ppo_and_one_grpo_iteration_through_ray(rl_run):
     rewards = [m for m in messages if isinstance(m, StepRewards)]
     assert {r.source for r in rewards} == {"rollouts", "human", "answer", "orm", "prm"}
     human = [r.id for r in rewards if r.source == "human"]
-    assert len(human) == 3 and set(human) <= set(requests["prm_model"].data), "the PRM learns from PRM800K labels too"
-    rollouts = {m.id for m in messages if isinstance(m, Attempt) and m.round == 1}
+    # the 3 human-labelled solutions are of 2 problems: one problem is held out of the PRM's training to check it on
+    assert len(human) == 2 and set(human) <= set(requests["prm_model"].data), "the PRM learns from PRM800K labels too"
+    rollouts = {m.id for m in messages if isinstance(m, Attempt) and m.round == 1 and m.sender == "student"}
     assert all(m.token_ids and len(m.logprobs) == m.tokens for m in messages if m.id in rollouts)
     for r in requests.values():  # the RL updates train on logged rollouts and their logged scores
         if r.kind in ("ppo", "grpo"):
@@ -90,6 +91,7 @@ def test_one_ppo_and_one_grpo_iteration_through_ray(rl_run):
     assert evals == {"start", "answer/it1", "grpo-answer/it1", "orm/it1", "prm-min/it1"}
     report = (rl_run / "report.md").read_text()
     assert "## Reward models" in report and "| answer | 1 |" in report and "| prm-min | 1 |" in report
+    assert "## PRM on human step labels of held-out problems" in report and "| position |" in report
     metrics = json.loads((rl_run / "metrics.json").read_text())
     assert set(metrics["accuracy"]["eval"]) == {"start", "answer", "grpo-answer", "orm", "prm-min"}
     first = metrics["iterations"][0]  # the numbers of each update, not the rollouts themselves

@@ -4,6 +4,8 @@ The start policy samples N attempts per held-out problem; the answer is picked b
 step scores under each aggregation (min, max, avg, prod, last), and, for comparison, by majority vote over the
 stated answers; pass@N (any of the N correct) is the ceiling and the greedy answer the floor. Accuracy is also
 given as N grows (the first n of the N samples), so the curve shows whether a verifier keeps up with voting.
+Each selector's pick is set against a random one of the N samples (one line each, with an interval), and a PRM
+trained on human labels is checked on the problems held out of its training (``prm_heldout``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import msgspec
 from schoolroom.api import (Attempt, Classroom, Figure, Report, Series, StepRewards, Student, Table, Verdict, compare,
                             protocol)
 from schoolroom.environment import to_number
-from schoolroom.protocols.reward_models import RewardModelSettings, departures, reward_models, start_policy
-from schoolroom.protocols.stats import auc, fmt, wilson
+from schoolroom.protocols.reward_models import (RewardModelSettings, departures, prm_heldout, reward_models,
+                                               start_policy)
+from schoolroom.protocols.stats import auc, auc_count, fmt, fmt_auc, mean_interval, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate
 
 
@@ -38,13 +41,14 @@ def best_of_n(room: Classroom, cfg: BestOfNConfig) -> Report:
     test = room.problems(cfg.eval)
     start = start_policy(room, cfg)
     models = reward_models(room, cfg, start, set(cfg.verifiers))
+    heldout = prm_heldout(room, cfg) if "prm" in cfg.verifiers else None
     greedy = room.evaluate("greedy", test, start)  # verdicts: compare() logs no second EvalReport
     room.student.load(start)
     samples = room.student.solve(test, n=cfg.n, temperature=cfg.temperature)
     correct = [v.correct for v in room.agent(cfg.checker).check(samples, test)]
     scores = {kind: room.agent(cfg.orm if kind == "orm" else cfg.prm).score(samples, test) for kind in cfg.verifiers}
     room.student.load(None)
-    return report(room, cfg, len(test), samples, correct, scores, greedy, models)
+    return report(room, cfg, len(test), samples, correct, scores, greedy, models, heldout)
 
 
 def canonical(answer: str | None) -> str | None:
@@ -81,8 +85,27 @@ def selectors(scores: dict[str, list[StepRewards]]) -> dict[str, Any]:
     return out
 
 
+def against_random(picked: list[bool], correct: list[bool], per: int, resamples: int = 4000, seed: int = 0
+                   ) -> dict[str, Any]:
+    """A selector's picks (one per problem) against picking one of the problem's ``per`` samples at random, whose
+    expected accuracy is the share of them that is correct: the mean per-problem difference with a seeded 95%
+    bootstrap interval over problems, and ``better``: True above the interval's 0, False below it, None inside."""
+    shares = [sum(correct[i * per:(i + 1) * per]) / per for i in range(len(picked))]
+    diff, lo, hi = mean_interval([float(p) - s for p, s in zip(picked, shares)], resamples, seed)
+    return {"pick": sum(picked) / len(picked) if picked else None, "random": sum(shares) / len(shares) if shares else None,
+            "difference": diff, "low": lo, "high": hi, "better": True if lo > 0 else False if hi < 0 else None}
+
+
+def random_line(name: str, r: dict[str, Any], per: int) -> str:
+    """One line: whether the selector picks better than a random one of the samples."""
+    verdict = {True: "better than", False: "worse than", None: "no better than"}[r["better"]]
+    return (f"{name} picks {verdict} a random one of its {per} samples: {100 * r['pick']:.1f}% against "
+            f"{100 * r['random']:.1f}% expected of a random one (difference {100 * r['difference']:+.1f} points, 95% "
+            f"interval [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}] over problems).")
+
+
 def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[Attempt], correct: list[bool],
-           scores: dict[str, list[StepRewards]], greedy: list[Verdict], models) -> Report:
+           scores: dict[str, list[StepRewards]], greedy: list[Verdict], models, heldout=None) -> Report:
     per = cfg.n
     groups = [range(i * per, (i + 1) * per) for i in range(n_problems)]
     pick = selectors(scores)
@@ -110,13 +133,27 @@ def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[A
     if "prm" in scores:
         values |= {f"prm-{how}": [aggregate(r.rewards, how) for r in scores["prm"]] for how in AGGREGATIONS}
     quality = {k: auc(v, correct) for k, v in values.items()}
-    within = {k: auc(v, correct, problems) for k, v in values.items()}
+    counted = {k: auc_count(v, correct, problems) for k, v in values.items()}
+    within = {k: c.value for k, c in counted.items()}
     tables = [table]
     if quality:
         tables.append(Table("How well each score ranks correct above wrong samples",
                             ["score", "AUC over all samples", "AUC within a problem"],
-                            [[k, fmt(quality[k], ".2f"), fmt(within[k], ".2f")] for k in values],
-                            note="0.5 is chance; within a problem is what reranking sees."))
+                            [[k, fmt(quality[k], ".2f"), fmt_auc(counted[k])] for k in values],
+                            note="0.5 is chance; within a problem is what reranking sees: only the problems with "
+                                 "both a correct and a wrong sample count, and it rests on the (correct, wrong) "
+                                 "pairs within them (— where there was none)."))
+    random_pick = {name: against_random(outcome, correct, per, seed=cfg.seed) for name, outcome in results.items()
+                   if name != f"pass@{per}"}
+    tables.append(Table(f"Against a random one of the {per} samples", [
+        "selector", "accuracy of its pick", "expected of a random sample", "difference (points) [95%]", "verdict"],
+        [[name, f"{100 * r['pick']:.1f}%", f"{100 * r['random']:.1f}%",
+          f"{100 * r['difference']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]",
+          {True: "better", False: "worse", None: "no better"}[r["better"]]] for name, r in random_pick.items()],
+        note="A random sample's expected accuracy on a problem is the share of its samples that is correct; the "
+             "interval resamples problems."))
+    if heldout is not None:
+        tables.append(heldout[0])
     tables.append(Table("Accuracy as N grows", ["selector"] + [f"n={s}" for s in sizes],
                         [[name] + [f"{100 * y:.1f}%" for y in ys] for name, ys in curves.items()]))
     g = wilson(sum(v.correct for v in greedy), len(greedy))[0]
@@ -129,6 +166,8 @@ def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[A
              "samples correct. Greedy: the start policy's greedy answer. Majority: the most common stated answer. "
              "ORM / PRM-x: the sample the reward model scores highest (PRM step scores aggregated by x). "
              f"pass@{per}: any sample correct (the ceiling)."]
+    lines += [""] + [random_line(name.upper() if name == "orm" else f"PRM-{name[4:]}" if name.startswith("prm-")
+                                 else name.capitalize(), r, per) for name, r in random_pick.items()]
     if models:
         lines += ["", "Reward models: " + "; ".join(f"{k.upper()} `{m.adapter}` " + (
                       f"({m.metrics['examples']:.0f} examples, {m.metrics['steps']:.0f} steps)" if m.metrics else
@@ -136,4 +175,7 @@ def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[A
     return Report(title=f"Best-of-N reranking: {room.config.run.name}", lines=lines, tables=tables,
                   figures=[fig, curve],
                   metrics={"accuracy": acc, "by_n": {"n": sizes} | curves, "auc": quality, "auc_within_problem": within,
+                           "auc_within_problem_counts": {k: {"problems": c.groups, "pairs": c.pairs}
+                                                         for k, c in counted.items()},
+                           "against_random": random_pick, "prm_heldout": heldout[1] if heldout else None,
                            "reward_models": {k: m.metrics for k, m in models.items()}})

@@ -1,38 +1,73 @@
-"""The reinforce protocol's report: reward models, held-out accuracy per arm against the start, and the RL
-curves (reward, sample accuracy, KL, entropy per iteration) that show whether RL did anything."""
+"""The reinforce protocol's report: reward models (their loss on their own training examples before and after,
+how they rank the first rollouts, and a PRM trained on human labels checked on held-out problems), held-out
+accuracy per arm against the start, and the RL curves (reward, sample accuracy, KL, entropy per iteration) that
+show whether RL did anything."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from schoolroom.api import Classroom, Figure, Report, Series, Student, Table, TrainResult, compare
-from schoolroom.protocols.reward_models import departures
-from schoolroom.protocols.stats import auc, fmt, wilson
+from schoolroom.protocols.reward_models import departures, prm_heldout
+from schoolroom.protocols.stats import AucCount, auc, auc_count, fmt, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate
+
+
+def loss_cell(m: dict) -> str:
+    """The loss on the same training examples before and after training, beside the base rate's (—: not measured,
+    e.g. a loaded model)."""
+    if m.get("loss_before") is None:
+        return "—"
+    return (f"{m['loss_before']:.3f} → {m['loss_after']:.3f} (base rate {m['loss_base_rate']:.3f}; "
+            f"{m['loss_check_labels']:.0f} labels)")
+
+
+def loss_line(kind: str, m: dict) -> str | None:
+    """A line saying so when a reward model's loss did not fall on its own training examples, with what shows why:
+    the base rate (the loss of predicting the mean label: learning nothing about the examples) and the
+    accuracy before and after."""
+    if m.get("loss_before") is None or m["loss_after"] < m["loss_before"]:
+        return None
+    return (f"- The {kind.upper()}'s loss on {m['loss_check_labels']:.0f} labels of its own training examples did not "
+            f"fall ({m['loss_before']:.3f} → {m['loss_after']:.3f}; always predicting their mean label scores "
+            f"{m['loss_base_rate']:.3f}; accuracy {m['accuracy_before']:.2f} → {m['accuracy_after']:.2f}): "
+            + ("it ends no better than the base rate: it learned nothing about these examples beyond the share of "
+               "positive labels" if m["loss_after"] >= m["loss_base_rate"] else
+               "it ends below the base rate (it learned something) but above where it started") + ".")
 
 
 def reward_model_table(models: dict[str, TrainResult], history: list[dict], arms) -> tuple[Table, dict]:
     """Each reward model's training, and how well it ranks the start policy's first-iteration rollouts: AUC of its
-    score against the answer check over all of them / within a problem (0.5 is chance). A loaded model's training
-    numbers were not measured in this run: —."""
+    score against the answer check over all of them / within a problem (0.5 is chance), with the problems and
+    pairs the within-problem AUC rests on. A loaded model's training numbers were not measured in this run: —."""
     rows, metrics = [], {}
     for kind, result in models.items():
         m = result.metrics
         first = next((h for h in history if h["iteration"] == 1 and arms[h["arm"]].reward == kind), None)
-        quality: dict[str, tuple[float | None, float | None]] = {}
+        quality: dict[str, tuple[float | None, AucCount]] = {}
         if first is not None:
             problems = [a.problem_id for a in first["attempts"]]
             for how in ["orm"] if kind == "orm" else AGGREGATIONS:
                 values = [r.score if how == "orm" else aggregate(r.rewards, how) for r in first["rewards"]]
-                quality[how] = (auc(values, first["correct"]), auc(values, first["correct"], problems))
+                quality[how] = (auc(values, first["correct"]), auc_count(values, first["correct"], problems))
+        counts = next(iter(quality.values()))[1] if quality else None
         rows.append([kind.upper(), result.adapter, fmt(m.get("examples"), ".0f"),
-                     f"{fmt(m.get('labels'), '.0f')} ({fmt(m.get('positive_share'), '.2f')})",
-                     f"{fmt(m.get('first_loss'))} → {fmt(m.get('last_loss'))}", fmt(m.get("seconds"), ".0f"),
-                     ", ".join(f"{k} {fmt(a, '.2f')} / {fmt(w, '.2f')}" for k, (a, w) in quality.items()) or None])
+                     f"{fmt(m.get('labels'), '.0f')} ({fmt(m.get('positive_share'), '.2f')})", loss_cell(m),
+                     fmt(m.get("seconds"), ".0f"),
+                     ", ".join(f"{k} {fmt(a, '.2f')} / {fmt(w.value, '.2f')}" for k, (a, w) in quality.items()) or None,
+                     None if counts is None else f"{counts.groups} problems, {counts.pairs} pairs"])
         metrics[kind] = {"train": m, "auc_iteration_1": {k: a for k, (a, _) in quality.items()},
-                         "auc_iteration_1_within_problem": {k: w for k, (_, w) in quality.items()}}
-    return Table("Reward models", ["model", "adapter", "examples", "labels (positive share)", "loss first → last",
-                                   "seconds", "AUC on iteration-1 rollouts: all / within a problem"], rows), metrics
+                         "auc_iteration_1_within_problem": {k: w.value for k, (_, w) in quality.items()},
+                         "auc_iteration_1_within_problem_counts": None if counts is None else
+                         {"problems": counts.groups, "pairs": counts.pairs}}
+    return Table("Reward models", ["model", "adapter", "examples", "labels (positive share)",
+                                   "loss on its training examples: before → after", "seconds",
+                                   "AUC on iteration-1 rollouts: all / within a problem",
+                                   "within a problem: problems with both, pairs"], rows,
+                 note="The loss is measured on the same training examples (a seeded sample) before the first step and "
+                      "after the last; the base rate is the loss of always predicting their mean label. The AUC "
+                      "within a problem compares only a correct and a wrong rollout of the same problem: — where no "
+                      "problem had both."), metrics
 
 
 def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, TrainResult], tests: dict,
@@ -50,10 +85,15 @@ def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, Tr
                  f"{cfg.ppo.kl_coef or 0.05}); GRPO's KL weight is beta {cfg.grpo.beta or 0.04}."]
     rm_table, rm_metrics = reward_model_table(models, history, arms)
     tables: list[Table] = []
+    metrics: dict[str, Any] = {"reward_models": rm_metrics, "accuracy": {}}
     if models:
         lines += ["", "Against the paper:", ""] + departures(room, cfg)
+        lines += [x for x in (loss_line(k, r.metrics) for k, r in models.items()) if x]
         tables.append(rm_table)
-    metrics: dict[str, Any] = {"reward_models": rm_metrics, "accuracy": {}}
+        heldout = prm_heldout(room, cfg) if "prm" in models else None
+        if heldout is not None:
+            tables.append(heldout[0])
+            metrics["prm_heldout"] = heldout[1]
     figures: list[Figure] = []
     for s in tests:
         final = {"start": evals["start", 0][s]}
@@ -78,12 +118,14 @@ def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, Tr
                              for h in history]  # numbers only
     tables.append(Table(
         "Per iteration", ["arm", "iteration", "reward", "sample accuracy", "KL", "entropy", "clip fraction",
-                          "training seconds"],
+                          "logprob gap", "training seconds"],
         [[h["arm"], h["iteration"], h.get("reward_mean"), h["sample_accuracy"], fmt(h.get("kl"), ".3g"),
-          h.get("entropy"), h.get("clipfrac"), round(h.get("seconds", 0))] for h in history],
+          h.get("entropy"), h.get("clipfrac"), fmt(h.get("logprob_gap"), ".2g"), round(h.get("seconds", 0))]
+         for h in history],
         note="Reward: the mean reward of the iteration's rollouts by the arm's own reward; sample accuracy: the share "
              "of them with the gold answer; KL: per-token KL(policy ‖ start) before the update (k3); entropy: per "
-             "token, of the policy that sampled them."))
+             "token, of the policy that sampled them; logprob gap: mean |the Trainer's old log-prob − the engine's "
+             "sampling log-prob| per token (— where the engine gave none): near 0 when both see the same policy."))
     for key, label in (("reward_mean", "mean reward of the rollouts"), ("sample_accuracy", "sample accuracy"),
                        ("kl", "KL(policy ‖ start) per token"), ("entropy", "entropy per token")):
         series = [Series(label=a.name, x=[float(h["iteration"]) for h in history if h["arm"] == a.name and h.get(key) is not None],
