@@ -1,6 +1,6 @@
 """The PRM trained on PRM800K human step labels, checked on the labels of problems held out of its training.
 
-    python bench/prm800k_heldout.py [--heldout 0.3] [--split-seed 0] [--steps 12] [--problems-per-step 2]
+    python bench/prm800k_heldout.py [--heldout 0.3] [--split-seed 0] [--steps 8] [--problems-per-step 1]
                                     [--layers 8] [--learning-rate 2e-4] [--out DIR]
 
 The human labels (``prm800k_phase1_test_stepwise_critique_derived``: 101 problems) are split by problem
@@ -11,8 +11,8 @@ well it finds the first wrong step, beside a constant score, the step's position
 on the training split). Agents run in this process (no Ray): the same code the reinforce and best_of_n protocols
 run on their actors.
 
-The default size is meant for about 10-15 minutes on 2 quiet CPU cores: training reads 24 of the 71 training
-problems once (12 steps of 2), each rated step once and the steps a problem's solutions share computed once,
+The default size: training reads 8 of the 71 training problems once (8 steps of 1; 278 s on 2 quiet cores, about
+12 GiB: 12 steps of 2 problems with 16 packed sequences per forward pass ran out of 24 GiB), each rated step once and the steps a problem's solutions share computed once,
 with LoRA only on the last ``--layers`` layers (the backward pass stops there); scoring the 30 held-out problems
 reads their about 48,000 distinct tokens once. The learning rate is below the reward models' usual 5e-4: one
 Adam step at 5e-4 raised an ORM's loss on its own training batch (the head reads hidden states whose shared
@@ -44,11 +44,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--heldout", type=float, default=defaults.human_heldout, help="share of problems held out")
     ap.add_argument("--split-seed", type=int, default=defaults.human_split_seed)
-    ap.add_argument("--steps", type=int, default=12, help="training steps")
-    ap.add_argument("--problems-per-step", type=int, default=2, help="problems per training batch")
+    ap.add_argument("--steps", type=int, default=8, help="training steps")
+    ap.add_argument("--problems-per-step", type=int, default=1, help="problems per training batch")
     ap.add_argument("--layers", type=int, default=8, help="LoRA on the last N of the 30 layers (0: all)")
     ap.add_argument("--learning-rate", type=float, default=2e-4)
     ap.add_argument("--loss-check", type=int, default=4, help="training problems the loss is measured on before/after")
+    ap.add_argument("--forward-batch", type=int, default=2,
+                    help="packed sequences per forward pass in training (16 ran out of 24 GiB at 2 problems a step)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resamples", type=int, default=1000)
@@ -73,7 +75,8 @@ def main() -> None:
     request = TrainRequest(kind="prm", name="prm_prm800k", data=tuple(m.id for m in data), lora=lora, seed=args.seed,
                            base_model="smollm2-135m-instruct",
                            hyper={"batch_by": "problem", "batch_size": args.problems_per_step, "max_steps": args.steps,
-                                  "learning_rate": args.learning_rate, "max_length": 2048, "loss_check": args.loss_check})
+                                  "learning_rate": args.learning_rate, "max_length": 2048, "loss_check": args.loss_check,
+                                  "forward_batch": args.forward_batch})
     t = time.perf_counter()
     result = trainer.train(request, data, problems)
     trained = time.perf_counter() - t
