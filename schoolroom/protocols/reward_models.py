@@ -307,12 +307,13 @@ def heldout_check(train: list[tuple[Problem, Attempt, StepRewards]], heldout: li
         return "" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
 
     rows, metrics = [], {"scorers": {}}
+    every = list(range(len(y)))
+    prm_auc = step_auc(name, every)
     for s in scorers:
-        a = step_auc(s, list(range(len(y))))
+        a = step_auc(s, every)
         ci = bootstrap_groups(groups, lambda idx, s=s: step_auc(s, idx), resamples, seed)
         d = None if s == name else bootstrap_groups(groups, lead(s), resamples, seed)
-        d_mean = None if s == name or a is None or step_auc(name, list(range(len(y)))) is None else \
-            step_auc(name, list(range(len(y)))) - a
+        d_mean = None if s == name or a is None or prm_auc is None else prm_auc - a
         lo = share(wrong, found(s))
         lo_ci = bootstrap_groups([x[0] for x in wrong], lambda idx, s=s: share(wrong, found(s), idx), resamples, seed)
         at_wrong, at_right = share(wrong, flagged(s)), share(right, lambda x, s=s: first_below(x[2][s]) is None)
