@@ -35,8 +35,8 @@ from schoolroom.agents.trainer import Trainer  # noqa: E402
 from schoolroom.agents.verifier import Verifier  # noqa: E402
 from schoolroom.config import AgentConfig  # noqa: E402
 from schoolroom.messages import TrainRequest  # noqa: E402
-from schoolroom.protocols.report import table_markdown  # noqa: E402
 from schoolroom.protocols.reward_models import RewardModelSettings, heldout_check, human_split  # noqa: E402
+from schoolroom.reporting.report import table_markdown  # noqa: E402
 
 
 def main() -> None:

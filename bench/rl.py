@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schoolroom import config as configlib  # noqa: E402
+from schoolroom.classroom.room import Classroom  # noqa: E402
 from schoolroom.log import Writer  # noqa: E402
 from schoolroom.messages import TrainRequest, new_id, sequential_ids  # noqa: E402
-from schoolroom.protocols.classroom import Classroom  # noqa: E402
 
 
 def timed(fn, *args, **kwargs):

@@ -41,8 +41,8 @@ os.environ["SCHOOLROOM_BENCH_KEY"] = "sk-bench-not-secret"
 
 from schoolroom import config as configlib  # noqa: E402
 from schoolroom import log  # noqa: E402
+from schoolroom.classroom import runner  # noqa: E402
 from schoolroom.messages import Call, Note  # noqa: E402
-from schoolroom.protocols import runner  # noqa: E402
 
 
 def start_echo(latency_ms: int, workdir: Path) -> tuple[subprocess.Popen, str]:

@@ -20,16 +20,41 @@ from schoolroom.agents.student import Student, solve_prompt
 from schoolroom.agents.teacher import Teacher
 from schoolroom.agents.trainer import Trainer, training_kind
 from schoolroom.agents.verifier import Verifier, scorer
+from schoolroom.classroom.loading import protocol
+from schoolroom.classroom.pending import Pending
+from schoolroom.classroom.room import Classroom
 from schoolroom.environment import answers_match, departs_from_gold, extract_answer, split_steps, to_number
 from schoolroom.environment.prompts import chat
-from schoolroom.messages import (Attempt, EvalReport, Guidance, Message, Mistake, Note, Plan, PreferencePair, Problem,
-                                 Rationale, StepRewards, TrainRequest, TrainResult, Verdict, message)
-from schoolroom.protocols.pending import Pending
-from schoolroom.protocols.classroom import Classroom
-from schoolroom.protocols.registry import protocol
-from schoolroom.protocols.report import (Acc, Diff, Figure, Report, Series, Table, accuracy, compare, difference,
-                                         training_table)
-from schoolroom.protocols.stats import fmt, fmt_acc, fmt_diff, paired_difference, wilson
+from schoolroom.messages import (
+                                 Attempt,
+                                 EvalReport,
+                                 Guidance,
+                                 Message,
+                                 Mistake,
+                                 Note,
+                                 Plan,
+                                 PreferencePair,
+                                 Problem,
+                                 Rationale,
+                                 StepRewards,
+                                 TrainRequest,
+                                 TrainResult,
+                                 Verdict,
+                                 message,
+)
+from schoolroom.reporting.report import (
+                                 Acc,
+                                 Diff,
+                                 Figure,
+                                 Report,
+                                 Series,
+                                 Table,
+                                 accuracy,
+                                 compare,
+                                 difference,
+                                 training_table,
+)
+from schoolroom.reporting.stats import fmt, fmt_acc, fmt_diff, paired_difference, wilson
 from schoolroom.training.settings import DPOSettings, LoraSettings, Settings
 
 __all__ = [

@@ -98,8 +98,8 @@ def _resume_set(run: Path, items: list[str]) -> str | None:
     resume keeps them. Returns the refusal, in one line, when one would change a call key (nothing written).
     A wrong value or type raises ConfigError naming the ``--set``."""
     from schoolroom import config as configlib
+    from schoolroom.classroom.handles import resumable
     from schoolroom.errors import command
-    from schoolroom.protocols.handles import resumable
 
     path = run / "config.toml"
     old, _ = configlib.load(path)
@@ -123,8 +123,8 @@ def _resume_set(run: Path, items: list[str]) -> str | None:
 
 def run_cmd(args: argparse.Namespace) -> int:
     from schoolroom import config as configlib
+    from schoolroom.classroom import runner
     from schoolroom.errors import NotStarted, RunFailed, Terminated
-    from schoolroom.protocols import runner
 
     if args.command == "resume":
         if not (Path(args.run) / "messages.jsonl").exists():
@@ -162,14 +162,13 @@ def run_cmd(args: argparse.Namespace) -> int:
 def replay_cmd(args: argparse.Namespace) -> int:
     """Replay a run's protocol from its log (no agent started) and check its report against the run's; or
     print one problem's exchange; or write the page, the Parquet tables, or compare two runs."""
+    import warnings
+
     from schoolroom import config as configlib
     from schoolroom.analysis import Run
     from schoolroom.analysis.compare import compare_markdown
-    from schoolroom.protocols import runner
-    from schoolroom.protocols.calls import NotInLog
-
-    import warnings
-
+    from schoolroom.classroom import replay
+    from schoolroom.classroom.callpath import NotInLog
     from schoolroom.errors import command
 
     for given in args.runs:
@@ -209,7 +208,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
     status = 0
     out = Path(args.out or run_dir / "replay")
     try:
-        done = runner.replay(run_dir, out)
+        done = replay.replay(run_dir, out)
     except (NotInLog, configlib.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"replay stopped: {e}", file=sys.stderr)
         status = 2
@@ -234,8 +233,8 @@ def replay_cmd(args: argparse.Namespace) -> int:
 def protocols_cmd(args: argparse.Namespace) -> int:
     """Every protocol this installation can run (built in, installed entry points), one line each; or one
     protocol's description and every setting with its type and default (``protocols NAME``). Nothing is cut."""
+    from schoolroom.classroom import loading as registry
     from schoolroom.errors import command
-    from schoolroom.protocols import registry
 
     found = registry.available()
     if args.name is None:

@@ -18,7 +18,20 @@ from typing import Union
 
 import msgspec
 
-from schoolroom.messages import MESSAGES, SCHEMA_VERSION, Header, Message, Unknown, encode
+from schoolroom.messages import (
+    MESSAGES,
+    SCHEMA_VERSION,
+    Attempt,
+    Call,
+    Guidance,
+    Header,
+    Message,
+    Note,
+    Problem,
+    Unknown,
+    Verdict,
+    encode,
+)
 
 _decoders: dict[tuple, msgspec.json.Decoder] = {}
 
@@ -260,3 +273,38 @@ class Memory:
 
     def close(self) -> None:
         pass
+
+def live(messages: list[Message]) -> list[Message]:
+    """The messages that count: without those a crash orphaned (their call was asked again on resume)."""
+    dead = {i for m in messages if isinstance(m, Note) and m.kind == "orphaned" for i in m.data.get("ids", [])}
+    return [m for m in messages if m.id not in dead] if dead else messages
+
+
+def orphaned(messages: list) -> list[str]:
+    """Ids of agent messages after the log's last call record: the outputs of a call whose record the crash cut
+    off. The resumed run asks that call again; replay leaves these out."""
+    last = max((i for i, m in enumerate(messages) if isinstance(m, Call)), default=-1)
+    return [m.id for m in messages[last + 1:] if m.sender not in ("protocol", "environment", "runtime")]
+
+
+def transcript(messages: list[Message], problem_id: str) -> str:
+    """Every message about one problem, in log order."""
+    about = [m for m in messages if getattr(m, "problem_id", None) == problem_id]
+    if not about:
+        raise KeyError(f"no messages about problem {problem_id!r} in this log")
+    out = []
+    for m in about:
+        head = f"[round {m.round}] {type(m).__name__} {m.sender} -> {m.recipient or '*'} ({m.id})"
+        if isinstance(m, Problem):
+            body = f"{m.question}\n  gold steps:\n" + "\n".join(f"    {s}" for s in m.gold_steps) + f"\n  answer: {m.answer}"
+        elif isinstance(m, Guidance):
+            body = f"{m.kind} k={m.k} from {m.teacher}:\n" + "\n".join(f"    {s}" for s in m.steps)
+        elif isinstance(m, Attempt):
+            body = (f"model {m.model} adapter {m.adapter} sample {m.sample}, answer {m.answer!r}\n"
+                    + (f"  (given) {m.prefix.rstrip()}\n" if m.prefix else "") + "    " + m.text.strip().replace("\n", "\n    "))
+        elif isinstance(m, Verdict):
+            body = f"{'correct' if m.correct else 'wrong'}: predicted {m.predicted!r}, gold {m.gold!r}"
+        else:
+            body = str({f: getattr(m, f) for f in m.__struct_fields__ if f not in Message.__struct_fields__})
+        out.append(head + "\n  " + body)
+    return "\n\n".join(out)

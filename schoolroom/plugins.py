@@ -70,6 +70,37 @@ def load_all(plugins: tuple) -> None:
         load(*((p,) if isinstance(p, str) else p))
 
 
+def load_builtin() -> None:
+    """Import every module of ``schoolroom.protocols`` (the built-in protocols and their helpers)."""
+    import pkgutil
+
+    import schoolroom.protocols
+
+    for info in pkgutil.iter_modules(schoolroom.protocols.__path__):
+        importlib.import_module(f"schoolroom.protocols.{info.name}")
+
+
+def load_for_run(run_dir: str | Path) -> None:
+    """Import what a run directory's config names as its protocol (its file or module; the built-in protocols for
+    a name): the message types it declared, which reading its log needs. A run without a config is read with the
+    built-in types only."""
+    import tomllib
+
+    path = Path(run_dir) / "config.toml"
+    if not path.exists():
+        return
+    section = tomllib.loads(path.read_text(encoding="utf-8")).get("protocol", {})
+    if "file" in section:
+        load(f"file:{Path(path.parent, section['file']).resolve()}")
+    elif "module" in section:
+        load(f"module:{section['module']}")
+    else:
+        load_builtin()
+        found = installed().get(section.get("name", ""))
+        if found:
+            load(f"module:{found}")
+
+
 def installed() -> dict[str, str]:
     """Protocols installed packages offer through the ``schoolroom.protocols`` entry point: name -> module."""
     return {ep.name: ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)}

@@ -84,7 +84,7 @@ def tiny_config(address: str = "inline", n: int = 3, max_tokens: int = 24, **pro
 def tiny_run(tmp_path_factory):
     """One tiny first_step run in this process, TensorBoard on: what the replay, page and table tests read."""
     from schoolroom import config as configlib
-    from schoolroom.protocols import runner
+    from schoolroom.classroom import runner
 
     return runner.run(configlib.decode(tiny_run_config()), out=str(tmp_path_factory.mktemp("tiny")))
 
@@ -152,7 +152,8 @@ def replays_alike(run_dir: Path, out: Path | None = None):
     import transformers
 
     from schoolroom import models
-    from schoolroom.protocols import classroom, runner
+    from schoolroom.classroom import replay
+    from schoolroom.classroom import room as classroom
 
     def forbidden(*args, **kwargs):
         raise AssertionError("replay started an agent, loaded a model or started Ray")
@@ -161,7 +162,7 @@ def replays_alike(run_dir: Path, out: Path | None = None):
         for target, name in ((classroom, "spawn"), (models, "load"), (models, "resolve"), (ray, "init"),
                              (ray, "remote"), (transformers.AutoModelForCausalLM, "from_pretrained")):
             mp.setattr(target, name, forbidden)
-        done = runner.replay(run_dir, out or run_dir / "replay")
+        done = replay.replay(run_dir, out or run_dir / "replay")
     assert done.differences == [], done.differences
     assert done.answered > 0 and done.unlogged == 0
     return done

@@ -15,9 +15,9 @@ from schoolroom import config as configlib
 from schoolroom import log
 from schoolroom.analysis.page import page
 from schoolroom.analysis.run import Run
+from schoolroom.classroom import runner
 from schoolroom.messages import EvalReport
-from schoolroom.protocols import runner
-from schoolroom.protocols.report import compare
+from schoolroom.reporting.report import compare
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,10 @@ from conftest import tiny_config
 
 from schoolroom import config as configlib
 from schoolroom import log
+from schoolroom.classroom import runner
+from schoolroom.classroom.journal import Journal
 from schoolroom.messages import Call, Note
-from schoolroom.protocols import runner
-from schoolroom.protocols.journal import Journal
+from schoolroom.reporting import files
 
 CLI = str(Path(sys.executable).with_name("schoolroom"))
 WORKERS = Path(__file__).parent / "plugins" / "workers.py"
@@ -99,8 +100,8 @@ def test_each_part_counts_from_its_start_to_its_last_message_and_not_the_gap_bet
     messages = [note("protocol", 100.0), note("step", 150.0), note("stopped", 170.0),  # part 1: 100 .. 170
                 note("resumed", 1000.0, started=990.0), note("step", 995.0),  # part 2 from 990 (gap not counted)
                 note("stopped", 1020.0), note("resumed", 5000.0, started=5000.0)]
-    assert runner.part_seconds(messages, created=100.0, last_s=7.0) == [70.0, 30.0, 7.0]
-    assert runner.part_seconds(messages[:3], created=100.0, last_s=9.0) == [9.0]
+    assert files.part_seconds(messages, created=100.0, last_s=7.0) == [70.0, 30.0, 7.0]
+    assert files.part_seconds(messages[:3], created=100.0, last_s=9.0) == [9.0]
 
 
 def test_a_journal_gives_back_each_answer_whole_and_skips_a_torn_one(tmp_path):
@@ -122,7 +123,7 @@ def test_a_journal_gives_back_each_answer_whole_and_skips_a_torn_one(tmp_path):
 
 
 def test_resuming_a_finished_run_starts_no_agent(tiny_run, monkeypatch):
-    from schoolroom.protocols import classroom
+    from schoolroom.classroom import room as classroom
 
     monkeypatch.setattr(classroom, "spawn", lambda *a, **k: pytest.fail("an agent was started"))
     before = (tiny_run / "messages.jsonl").read_bytes()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from schoolroom import config as configlib
-from schoolroom.protocols import preflight, runner
+from schoolroom.classroom import preflight, runner
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.toml"))
 

@@ -147,7 +147,7 @@ def test_a_nan_loss_stops_that_training_and_keeps_the_adapter_it_started_from(an
     from schoolroom.config import AgentConfig
     from schoolroom.environment import synthetic
     from schoolroom.messages import Note, Rationale, TrainRequest
-    from schoolroom.protocols.replay import faults_markdown
+    from schoolroom.reporting.sections import faults_markdown
 
     start = Path(answer_42_adapter.path)
     before = {p.name: p.read_bytes() for p in start.iterdir()}
@@ -173,10 +173,10 @@ def test_a_nan_loss_stops_that_training_and_keeps_the_adapter_it_started_from(an
 def test_a_resumed_run_passes_a_logged_request_as_it_was_logged():
     """The crash sweep found it: a TrainRequest logged before the crash, remade by the resumed protocol, went to
     the trainer unstamped (round 0), and the adapter was named ``...-r0-...`` instead of ``...-r1-...``."""
+    from schoolroom.classroom.callpath import CallPath
     from schoolroom.config import Config
     from schoolroom.log import Memory
     from schoolroom.messages import TrainRequest, sequential_ids
-    from schoolroom.protocols.calls import CallPath
 
     def made() -> TrainRequest:
         with sequential_ids("run-1"):

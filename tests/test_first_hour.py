@@ -18,9 +18,9 @@ from conftest import KEY_ENV, SECRET, tiny_config
 
 from schoolroom import cli
 from schoolroom import config as configlib
+from schoolroom.classroom import preflight, runner
 from schoolroom.environment import datasets
 from schoolroom.messages import Call
-from schoolroom.protocols import preflight, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -162,7 +162,7 @@ def test_protocols_lists_one_line_each_and_one_in_full(schoolroom, monkeypatch):
     code, out, _ = schoolroom("protocols")
     assert code == 0
     lines = out.strip().splitlines()
-    from schoolroom.protocols import registry
+    from schoolroom.classroom import loading as registry
 
     # every protocol this process knows (earlier tests may have loaded protocol files): one line each
     names = [p[0] if isinstance(p, tuple) else p.name for p in registry.available()]

@@ -13,11 +13,11 @@ from conftest import content, replays_alike, tiny_config, tiny_run_config
 
 from schoolroom import config as configlib
 from schoolroom import log
-from schoolroom.messages import Attempt, Call, Note, Usage, Verdict
-from schoolroom.protocols import runner
 from schoolroom.analysis import Run
-from schoolroom.protocols.calls import NotInLog
-from schoolroom.protocols.replay import transcript
+from schoolroom.classroom import replay, runner
+from schoolroom.classroom.callpath import NotInLog
+from schoolroom.log import transcript
+from schoolroom.messages import Attempt, Call, Note, Usage, Verdict
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_crash_then_resume_asks_nothing_twice(inline_run, tmp_path):
         damaged = Run(crashed)
     assert len(damaged.all_messages) == len(before) and f"messages.jsonl:{len(kept) + 1}:" in damaged.stopped
     with pytest.raises(NotInLog, match=rf"damaged at .*messages.jsonl:{len(kept) + 1}: torn.*schoolroom resume"):
-        runner.replay(crashed, tmp_path / "replay")
+        replay.replay(crashed, tmp_path / "replay")
     with pytest.warns(log.TornLineWarning):
         runner.run(configlib.decode(tiny_config()), resume=crashed)
     after = log.read_all(crashed / "messages.jsonl")
@@ -150,13 +150,13 @@ def test_a_log_the_protocol_no_longer_matches_says_so(inline_run, tmp_path):
         (run_dir / "config.toml").write_text(config.replace('name = "first_step"',
                                                             f'name = "{name}"\nfile = "{tmp_path / name}.py"'))
     edited("same", source)
-    assert runner.replay(run_dir, tmp_path / "same").differences == []
+    assert replay.replay(run_dir, tmp_path / "same").differences == []
     line = "room.agent(s, Student).solve.submit(problems, guidance)"
     assert line in source
     edited("changed", source.replace(line, line.replace("(problems,", "(problems[::-1],")))
     with pytest.raises(NotInLog, match=r"student.solve \(round 0\) .* is not in the log, after \d+ calls .* "
                                        r"protocol 'changed' has changed since this run"):
-        runner.replay(run_dir, tmp_path / "changed")
+        replay.replay(run_dir, tmp_path / "changed")
 
 
 def test_two_runs_side_by_side_with_paired_differences(inline_run, tmp_path, capsys):
@@ -215,8 +215,8 @@ def test_call_keys_follow_what_changes_answers_not_where_they_run(tmp_path):
     """A resumed or reused call is answered from the log only when the agent would answer the same: its model
     and sampling settings are part of the key; its cores, batch size, retries and endpoint (the same model
     served elsewhere) are not."""
+    from schoolroom.classroom.room import Classroom
     from schoolroom.log import Writer
-    from schoolroom.protocols.classroom import Classroom
 
     def settings(**agent):
         cfg = configlib.decode({"runtime": {"address": "inline"},

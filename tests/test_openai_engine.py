@@ -16,8 +16,9 @@ from schoolroom import config as configlib
 from schoolroom import log, models
 from schoolroom.agents.engines import Params, Prompt
 from schoolroom.agents.engines.openai import EngineError, OpenAIEngine
+from schoolroom.classroom import runner
 from schoolroom.messages import Guidance, Usage
-from schoolroom.protocols import runner
+
 
 def engine(url: str, **kw) -> OpenAIEngine:
     kw = dict(api_key_env=KEY_ENV, backoff_s=0.01, max_backoff_s=0.05, timeout_s=10, concurrency=4) | kw

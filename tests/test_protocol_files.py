@@ -16,9 +16,11 @@ import pytest
 
 from schoolroom import config as configlib
 from schoolroom import log
+from schoolroom import plugins as pluginlib
+from schoolroom.classroom import loading as registry
+from schoolroom.classroom import runner
 from schoolroom.config import dump
 from schoolroom.messages import Call
-from schoolroom.protocols import registry, runner
 
 PLUGIN = Path(__file__).parent / "plugins" / "critique.py"
 
@@ -55,6 +57,7 @@ def lab(tmp_path_factory) -> Path:
 UNTOLD = """
 import sys, msgspec
 from schoolroom import log
+from schoolroom import plugins as pluginlib
 from schoolroom.messages import Unknown
 print(msgspec.json.encode([m for m in log.read_all(sys.argv[1]) if isinstance(m, Unknown)]).decode())
 """
@@ -109,7 +112,7 @@ def test_a_protocol_file_runs_resumes_after_a_kill_and_replays_by_the_cli(lab):
     out = cli("replay", str(run_dir), "--out", str(lab / "replayed"))  # killed, resumed: replays to its report
     assert out.returncode == 0 and "no agent started; report, metrics and plots equal the run's" in out.stdout, \
         out.stdout[-3000:] + out.stderr[-3000:]
-    runner.load_protocol_of(run_dir)
+    pluginlib.load_for_run(run_dir)
     typed = [m for m in log.read_all(run_dir / "messages.jsonl") if type(m).__name__ == "Critique"]
     assert [m.id for m in typed] == [m["id"] for m in untold]
 

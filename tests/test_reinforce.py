@@ -14,10 +14,10 @@ from schoolroom import config as configlib
 from schoolroom import log
 from schoolroom.agents.engines.hf import HFEngine
 from schoolroom.agents.student import Student
+from schoolroom.classroom import runner
 from schoolroom.config import AgentConfig
 from schoolroom.environment.prm800k import load_prm800k
 from schoolroom.messages import Attempt, Call, EvalReport, StepRewards, TrainRequest, TrainResult
-from schoolroom.protocols import runner
 from schoolroom.protocols.best_of_n import canonical, majority
 
 ARMS = [{"name": "answer"}, {"name": "grpo-answer", "algorithm": "grpo"},

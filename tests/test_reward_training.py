@@ -67,9 +67,8 @@ def trainer(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["orm", "prm"])
 def test_one_reward_model_step_separates_its_labels(kind, trainer):
-    from transformers import set_seed
-
     import torch
+    from transformers import set_seed
 
     from schoolroom.training.reward_model import encode, load_reward_model, score, separator, shared_logits
 
@@ -255,7 +254,7 @@ def test_the_prm800k_split_holds_whole_problems_out_with_a_seed(data_dir):
 def test_auc_counts_ranks_and_intervals():
     import random
 
-    from schoolroom.protocols.stats import auc, auc_count, bootstrap_groups, first_below, fmt_auc, lowest, rank_auc
+    from schoolroom.reporting.stats import auc, auc_count, bootstrap_groups, first_below, fmt_auc, lowest, rank_auc
 
     rng = random.Random(0)
     scores = [rng.choice([0.1, 0.2, 0.3, 0.4]) for _ in range(60)]  # many ties

@@ -13,6 +13,7 @@ from schoolroom.training.grpo import group_advantages
 from schoolroom.training.ppo import clipped_value_loss, gae, kl_rewards, whiten
 from schoolroom.training.rl import clipped_policy_loss, kl_k3, masked_mean
 
+
 def close(t, nested):
     torch.testing.assert_close(t, torch.tensor(nested, dtype=t.dtype), atol=1e-4, rtol=1e-5)
 
@@ -106,7 +107,7 @@ def test_group_advantages_by_hand():
 
 
 def test_auc_over_all_and_within_groups():
-    from schoolroom.protocols.stats import auc
+    from schoolroom.reporting.stats import auc
 
     scores, correct = [0.9, 0.1, 0.8, 0.2], [True, False, False, True]
     assert auc(scores, correct) == 0.75  # .9>.1, .9>.8, .2>.1 win; .2<.8 loses

@@ -13,12 +13,11 @@ from conftest import KEY_ENV, content
 
 from schoolroom import config as configlib
 from schoolroom import log
-from schoolroom.agents.cluster import ActorLost
-from schoolroom.agents.runtime import spawn
+from schoolroom.agents.cluster import ActorLost, spawn
+from schoolroom.classroom import runner
+from schoolroom.classroom.room import Classroom
 from schoolroom.config import AgentConfig, Resources, RuntimeConfig
 from schoolroom.messages import Call, Guidance, Note
-from schoolroom.protocols import runner
-from schoolroom.protocols.classroom import Classroom
 
 pytestmark = pytest.mark.ray
 

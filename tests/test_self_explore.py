@@ -10,8 +10,8 @@ from conftest import replays_alike
 
 from schoolroom import config as configlib
 from schoolroom import log
+from schoolroom.classroom import runner
 from schoolroom.messages import Attempt, EvalReport, PreferencePair, StepRewards, TrainRequest, TrainResult
-from schoolroom.protocols import runner
 from schoolroom.protocols.self_explore import equations, outcome_pairs, rft_keep
 from schoolroom.protocols.self_explore_data import equations_hold, false_equations
 

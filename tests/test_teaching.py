@@ -9,12 +9,12 @@ from conftest import replays_alike
 
 from schoolroom import config as configlib
 from schoolroom import log
-from schoolroom.analysis import Run
 from schoolroom.agents.teacher import Teacher
+from schoolroom.analysis import Run
+from schoolroom.classroom import runner
 from schoolroom.config import AgentConfig
 from schoolroom.environment import synthetic
 from schoolroom.messages import Attempt, EvalReport, Mistake, Note, Plan, Rationale, TrainResult, Verdict
-from schoolroom.protocols import runner
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,11 @@ import pytest
 from conftest import ensure_ray
 
 from schoolroom import models
+from schoolroom.agents.cluster import spawn
 from schoolroom.agents.engines.hf import HFEngine
-from schoolroom.agents.runtime import spawn
+from schoolroom.agents.kinds import dpo_examples
 from schoolroom.agents.student import Student
-from schoolroom.agents.trainer import Trainer, dpo_examples
+from schoolroom.agents.trainer import Trainer
 from schoolroom.config import AgentConfig, Resources, RuntimeConfig
 from schoolroom.environment import solution_text, synthetic
 from schoolroom.messages import PreferencePair, Rationale, TrainRequest, TrainResult
@@ -94,8 +95,8 @@ def test_the_student_answers_differently_with_an_adapter(answer_42_adapter):
 
 def test_the_classroom_asks_again_once_an_adapter_is_loaded(answer_42_adapter, tmp_path):
     from schoolroom import config as configlib
+    from schoolroom.classroom.room import Classroom
     from schoolroom.log import Writer
-    from schoolroom.protocols.classroom import Classroom
 
     cfg = configlib.decode({"runtime": {"address": "inline"},
                             "data": {"eval": {"source": "synthetic", "n": 3, "steps": [1], "seed": 5}},

@@ -85,8 +85,8 @@ def test_vllm_calls_are_not_cut_into_chunks(vllm_engine, tmp_path, monkeypatch):
     from schoolroom import config as configlib
     from schoolroom import log
     from schoolroom.agents.engines import factory
+    from schoolroom.classroom import runner
     from schoolroom.messages import Call
-    from schoolroom.protocols import runner
 
     real = factory.make_engine
     monkeypatch.setattr(factory, "make_engine", lambda c: vllm_engine if c.engine == "vllm" else real(c))

@@ -7,7 +7,8 @@ import os
 import time
 from typing import Any
 
-from schoolroom.agents.runtime import FORWARDED_PREFIXES, AgentTimeout, Host, is_effect, start_ray
+from schoolroom import plugins as pluginlib
+from schoolroom.agents.runtime import FORWARDED_PREFIXES, AgentTimeout, Host, InlineHost, is_effect, start_ray
 from schoolroom.config import AgentConfig, RuntimeConfig
 from schoolroom.errors import Explained, one_line
 from schoolroom.messages import Note, TrainResult
@@ -277,3 +278,17 @@ def release(groups: list) -> None:
                 ray.util.remove_placement_group(g)
             except Exception:  # Ray already shut down
                 pass
+
+
+def spawn(name: str, config: AgentConfig, rt: RuntimeConfig, workdir: str = ".", plugins: tuple[str, ...] = (),
+          adapters: Adapters | None = None, placement: list | None = None) -> InlineHost | Replicas:
+    """Start agent ``name`` where the runtime says; ``workdir`` (the run directory) is where it may write files;
+    ``plugins`` (a protocol's own file or module) are imported where it runs before it is made."""
+    workdir = os.path.abspath(workdir)
+    if rt.address == "inline":
+        return InlineHost(name, config, workdir, plugins)
+
+    start_ray(rt)
+    pluginlib.load_all(plugins)  # here too: the driver needs the roles' methods (which are effect calls)
+    return Replicas(name, config, rt, workdir, pluginlib.bundle(plugins),  # the file's text: nodes need not share disks
+                    adapters or Adapters(rt.shared_fs), placement)

@@ -15,10 +15,10 @@ Each renders messages into examples and calls ``schoolroom.training``:
 
 from __future__ import annotations
 
-from schoolroom.agents.trainer import Trainer, training_kind
 from schoolroom.agents.verifier import reward_input
 from schoolroom.messages import Attempt, Message, Problem, StepRewards, TrainRequest, Verdict
 from schoolroom.training.aggregate import aggregate
+from schoolroom.training.kinds import Trainee, training_kind
 
 
 def step_label(value: float | None, mode: str, source: str) -> float | None:
@@ -29,7 +29,7 @@ def step_label(value: float | None, mode: str, source: str) -> float | None:
     return value if mode == "soft" else float(value > 0)
 
 
-def reward_model_examples(t: Trainer, request: TrainRequest, data: list[Message], problems: dict[str, Problem]
+def reward_model_examples(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem]
                           ) -> list[dict]:
     tok = t.tokenizer_for(request.base_model)
     correct = {v.attempt_id: v.correct for v in data if isinstance(v, Verdict)}
@@ -56,7 +56,7 @@ def reward_model_examples(t: Trainer, request: TrainRequest, data: list[Message]
 
 @training_kind("prm")
 @training_kind("orm")
-def reward_model(t: Trainer, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
+def reward_model(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
     from schoolroom.training.reward_model import train_reward_model
 
     examples = reward_model_examples(t, request, data, problems)
@@ -78,7 +78,7 @@ def step_ends(a: Attempt, scores: tuple[float | None, ...]) -> list[tuple[int, f
     return out
 
 
-def rollouts(t: Trainer, request: TrainRequest, data: list[Message], problems: dict[str, Problem]) -> list[dict]:
+def rollouts(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem]) -> list[dict]:
     """Each attempt as a rollout in text with its reward (see ``schoolroom.training.rl``)."""
     h = request.hyper
     how, per_step, empty = str(h.get("aggregate", "min")), bool(h.get("step_rewards", False)), float(h.get("empty_reward", 0.0))
@@ -107,7 +107,7 @@ def rollouts(t: Trainer, request: TrainRequest, data: list[Message], problems: d
 
 
 @training_kind("ppo")
-def ppo(t: Trainer, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
+def ppo(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
     from schoolroom.training.ppo import train_ppo
 
     return train_ppo(t.model_path(request), rollouts(t, request, data, problems), out,
@@ -115,7 +115,7 @@ def ppo(t: Trainer, request: TrainRequest, data: list[Message], problems: dict[s
 
 
 @training_kind("grpo")
-def grpo(t: Trainer, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
+def grpo(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
     from schoolroom.training.grpo import train_grpo
 
     return train_grpo(t.model_path(request), rollouts(t, request, data, problems), out,

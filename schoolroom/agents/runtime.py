@@ -1,5 +1,5 @@
 """Where agents run: in this process (``inline``) or as Ray actors with the resources they ask for
-(``cluster.py``: replicas, restarts, placement groups, adapters sent between nodes).
+(``cluster.py``: replicas, restarts, placement groups, adapters sent between nodes, and ``spawn``).
 
 The same ``Host`` wraps an agent in both cases; protocol code sees no difference.
 """
@@ -10,7 +10,7 @@ import io
 import os
 import shutil
 import tarfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -20,9 +20,6 @@ from schoolroom.agents.base import ROLES
 from schoolroom.config import AgentConfig, RuntimeConfig
 from schoolroom.messages import TrainResult
 from schoolroom.nested import each
-
-if TYPE_CHECKING:
-    from schoolroom.agents.cluster import Adapters, Replicas
 
 # environment variables an actor needs to see what the driver sees (data, cache, offline mode)
 FORWARDED_PREFIXES = ("SCHOOLROOM_", "HF_", "TRANSFORMERS_", "VLLM_", "TOKENIZERS_", "TQDM_", "PYTHONWARNINGS")
@@ -157,18 +154,3 @@ def start_ray(rt: RuntimeConfig) -> None:
                  object_store_memory=rt.object_store_mb * 10**6, logging_level=level, log_to_driver=chatty)
     else:
         ray.init(address=rt.address, logging_level=level, log_to_driver=chatty)
-
-
-def spawn(name: str, config: AgentConfig, rt: RuntimeConfig, workdir: str = ".", plugins: tuple[str, ...] = (),
-          adapters: Adapters | None = None, placement: list | None = None) -> InlineHost | Replicas:
-    """Start agent ``name`` where the runtime says; ``workdir`` (the run directory) is where it may write files;
-    ``plugins`` (a protocol's own file or module) are imported where it runs before it is made."""
-    workdir = os.path.abspath(workdir)
-    if rt.address == "inline":
-        return InlineHost(name, config, workdir, plugins)
-    from schoolroom.agents.cluster import Adapters, Replicas
-
-    start_ray(rt)
-    pluginlib.load_all(plugins)  # here too: the driver needs the roles' methods (which are effect calls)
-    return Replicas(name, config, rt, workdir, pluginlib.bundle(plugins),  # the file's text: nodes need not share disks
-                    adapters or Adapters(rt.shared_fs), placement)

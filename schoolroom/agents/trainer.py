@@ -1,8 +1,9 @@
 """The Trainer: turns a TrainRequest and its data messages into an adapter (a TrainResult).
 
 Training itself lives in ``schoolroom.training`` and knows nothing of Ray or messages; a training
-*kind* here renders the messages into the text the student sees (same chat template, same prompt)
-and calls it. Kinds are registered functions; a new one is a function and a registration::
+*kind* (``kinds.py``, ``reinforce_kinds.py``) renders the messages into the text the student sees (same chat
+template, same prompt) and calls it. Kinds are registered functions; a new one is a function and a
+registration::
 
     @training_kind("kto")
     def kto(trainer, request, data, problems, out_dir) -> dict[str, float]: ...
@@ -12,33 +13,20 @@ Adapters are named by version: ``<workdir>/adapters/<version>``, plain peft fold
 
 from __future__ import annotations
 
-import random
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from schoolroom import models
+from schoolroom.agents import kinds, reinforce_kinds  # noqa: F401  (register sft, reflection, dpo, orm, prm, ppo, grpo)
 from schoolroom.agents.base import Agent, role
 from schoolroom.agents.engines.base import render_prompt
 from schoolroom.agents.student import solve_prompt
-from schoolroom.messages import Message, Mistake, PreferencePair, Problem, Rationale, TrainRequest, TrainResult
+from schoolroom.messages import Message, Problem, TrainRequest, TrainResult
 from schoolroom.training.common import TrainingDiverged
+from schoolroom.training.kinds import TRAINING_KINDS, training_kind
 
-TrainingKind = Callable[["Trainer", TrainRequest, list[Message], dict[str, Problem], str], dict[str, float]]
-TRAINING_KINDS: dict[str, TrainingKind] = {}
-
-
-def training_kind(name: str):
-    """Register ``fn(trainer, request, data, problems_by_id, out_dir) -> metrics`` as training kind ``name``: it
-    trains on ``data`` and saves the adapter in ``out_dir``."""
-
-    def register(fn):
-        TRAINING_KINDS[name] = fn
-        return fn
-
-    return register
-
+__all__ = ["Trainer", "TRAINING_KINDS", "training_kind"]
 
 @role("trainer")
 class Trainer(Agent):
@@ -100,55 +88,3 @@ class Trainer(Agent):
                                parents=(request.id,))
         return TrainResult(request_id=request.id, adapter=version, path=str(out), metrics=metrics,
                            sender=self.name, parents=(request.id,))
-
-
-def sft_examples(t: Trainer, data: list[Message], problems: dict[str, Problem]) -> list[dict]:
-    return [{"prompt": t.prompt_text(problems[r.problem_id]), "completion": r.text}
-            for r in data if isinstance(r, Rationale)]
-
-
-def reflection_examples(t: Trainer, data: list[Message], problems: dict[str, Problem], seed: int = 0) -> list[dict]:
-    """Correct rationales, each against the wrong solution it answers (the negative) and with another correct
-    rationale of the same question picked at random (the positive, as the authors' collator; "" if none)."""
-    wrong = {m.id: m.text for m in data if isinstance(m, Mistake)}
-    rationales = [r for r in data if isinstance(r, Rationale)]
-    texts: dict[str, list[str]] = {}
-    for r in rationales:
-        texts.setdefault(r.problem_id, []).append(r.text)
-    rng = random.Random(seed)
-    out = []
-    for r in rationales:
-        others = [x for x in texts[r.problem_id] if x != r.text]
-        out.append({"prompt": t.prompt_text(problems[r.problem_id]), "completion": r.text,
-                    "negative": wrong.get(r.mistake_id or "", ""), "positive": rng.choice(others) if others else ""})
-    return out
-
-
-def dpo_examples(t: Trainer, data: list[Message], problems: dict[str, Problem]) -> list[dict]:
-    return [{"prompt": t.prompt_text(problems[x.problem_id], x.prefix), "chosen": x.chosen, "rejected": x.rejected}
-            for x in data if isinstance(x, PreferencePair)]
-
-
-@training_kind("sft")
-def sft(t: Trainer, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
-    from schoolroom.training.sft import train_sft
-
-    return train_sft(t.model_path(request), sft_examples(t, data, problems), out, **t.fit_args(request))
-
-
-@training_kind("reflection")
-def reflection(t: Trainer, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
-    from schoolroom.training.reflection import train_reflection
-
-    return train_reflection(t.model_path(request), reflection_examples(t, data, problems, request.seed), out,
-                            **t.fit_args(request))
-
-
-@training_kind("dpo")
-def dpo(t: Trainer, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
-    from schoolroom.training.dpo import train_dpo
-
-    return train_dpo(t.model_path(request), dpo_examples(t, data, problems), out, **t.fit_args(request))
-
-
-from schoolroom.agents import reinforce_kinds  # noqa: E402,F401  (registers orm, prm, ppo, grpo)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from schoolroom.analysis.run import Run
-from schoolroom.protocols.stats import fmt_acc, fmt_diff, paired_difference
+from schoolroom.reporting.stats import fmt_acc, fmt_diff, paired_difference
 
 
 def compare(a: Run, b: Run):

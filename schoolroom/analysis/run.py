@@ -14,11 +14,11 @@ from functools import cached_property
 from pathlib import Path
 
 from schoolroom import log as loglib
+from schoolroom import plugins as pluginlib
 from schoolroom.analysis import tables
 from schoolroom.environment import departs_from_gold
-from schoolroom.messages import (Attempt, Call, EvalReport, Guidance, Message, Note, Problem, StepRewards, Usage,
-                                 Verdict)
-from schoolroom.protocols.replay import live, transcript
+from schoolroom.log import live, transcript
+from schoolroom.messages import Attempt, Call, EvalReport, Guidance, Message, Note, Problem, StepRewards, Usage, Verdict
 from schoolroom.scalars import scalars
 
 
@@ -38,9 +38,7 @@ class Run:
         self.log = path / "messages.jsonl" if path.is_dir() else path
         self.config_error: str | None = None
         try:
-            from schoolroom.protocols.runner import load_protocol_of
-
-            load_protocol_of(self.dir)  # the message types the run's own protocol declared
+            pluginlib.load_for_run(self.dir)  # the message types the run's own protocol declared
         except Exception as e:  # a config that no longer loads: its types are read as Unknown records
             self.config_error = str(e)
         messages, self.stopped = loglib.read_until_damage(self.log)

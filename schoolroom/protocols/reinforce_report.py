@@ -9,7 +9,7 @@ from typing import Any
 
 from schoolroom.api import Classroom, Figure, Report, Series, Student, Table, TrainResult, compare
 from schoolroom.protocols.reward_models import departures, prm_heldout
-from schoolroom.protocols.stats import AucCount, auc, auc_count, fmt, wilson
+from schoolroom.reporting.stats import AucCount, auc, auc_count, fmt, wilson
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate
 
 

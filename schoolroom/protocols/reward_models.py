@@ -21,13 +21,13 @@ from typing import Any
 
 import msgspec
 
+from schoolroom.classroom.room import Classroom
 from schoolroom.environment import gold_rationale
 from schoolroom.environment.datasets import resolve_data_dir
 from schoolroom.environment.prm800k import load_prm800k, rated_steps, split_by_problem
 from schoolroom.messages import Attempt, Message, Problem, StepRewards, TrainRequest, TrainResult, Verdict
-from schoolroom.protocols.classroom import Classroom
-from schoolroom.protocols.report import Table
-from schoolroom.protocols.stats import bootstrap_groups, first_below, fmt, lowest, rank_auc
+from schoolroom.reporting.report import Table
+from schoolroom.reporting.stats import bootstrap_groups, first_below, fmt, lowest, rank_auc
 from schoolroom.training.settings import LoraSettings, RewardModelTraining, Settings
 
 

@@ -21,18 +21,17 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import replace
 
+from schoolroom.agents.runtime import first_done
+from schoolroom.classroom.journal import Journal
+from schoolroom.classroom.pending import _UNSET, Aborted, Pending, Piece, Turns, answered
 from schoolroom.config import Config
 from schoolroom.errors import AgentCallError
-from schoolroom.log import Writer
+from schoolroom.log import Writer, live
 from schoolroom.messages import Call, Message, Note, Problem, Unknown, Usage, sequential_ids
-from schoolroom.agents.runtime import first_done
-from schoolroom.protocols.journal import Journal
-from schoolroom.protocols.pending import _UNSET, Aborted, Pending, Piece, Turns, answered
 from schoolroom.nested import each
-from schoolroom.protocols.replay import live
 
 if TYPE_CHECKING:
-    from schoolroom.protocols.handles import AgentHandle
+    from schoolroom.classroom.handles import AgentHandle
 
 
 def _norm(x: Any) -> Any:

@@ -4,7 +4,7 @@ A protocol is a function ``(room, cfg) -> Report``. The room gives it typed hand
 (``room.student``, ``room.verifier``, ``room.agent("gpt4", Teacher)``), its problem sets, rounds, and
 ``room.record``. Every call through a handle is logged with all the messages that cross, and a call whose
 arguments were already answered in the log (a resumed run, or a run reusing another run's teacher) is
-answered from the log instead of asking the agent again (``calls.py``).
+answered from the log instead of asking the agent again (``callpath.py``).
 """
 
 from __future__ import annotations
@@ -15,22 +15,22 @@ from typing import TypeVar
 from msgspec.structs import replace
 
 from schoolroom.agents.base import Agent
+from schoolroom.agents.cluster import Adapters, place, release, spawn
 from schoolroom.agents.explorer import Explorer
-from schoolroom.agents.cluster import Adapters, place, release
-from schoolroom.agents.runtime import spawn
 from schoolroom.agents.student import Student
 from schoolroom.agents.teacher import Teacher
 from schoolroom.agents.trainer import Trainer
 from schoolroom.agents.verifier import Verifier
+from schoolroom.classroom import handles, problemsets
+from schoolroom.classroom.callpath import CallPath
+from schoolroom.classroom.handles import AgentHandle
+from schoolroom.classroom.journal import Journal
 from schoolroom.config import Config
 from schoolroom.errors import AgentCallError
 from schoolroom.log import Writer
 from schoolroom.messages import EvalReport, Message, Note, Problem, TrainResult, Verdict, sequential_ids
-from schoolroom.protocols import handles, problemsets, report
-from schoolroom.protocols.calls import CallPath
-from schoolroom.protocols.handles import AgentHandle
-from schoolroom.protocols.journal import Journal
-from schoolroom.protocols.stats import wilson
+from schoolroom.reporting import report
+from schoolroom.reporting.stats import wilson
 
 A = TypeVar("A", bound=Agent)
 

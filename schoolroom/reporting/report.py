@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from schoolroom.messages import EvalReport, Verdict
-from schoolroom.protocols.stats import fmt, fmt_acc, fmt_diff, paired_difference, wilson
+from schoolroom.reporting.stats import fmt, fmt_acc, fmt_diff, paired_difference, wilson
 
 running: ContextVar[Any] = ContextVar("schoolroom_room", default=None)  # the Classroom a protocol runs in, if any
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from schoolroom import hub, models
 from schoolroom.agents.base import ROLES
+from schoolroom.classroom import problemsets
 from schoolroom.config import Config
 from schoolroom.errors import NotStarted, one_line
-from schoolroom.protocols import problemsets
 
 ENGINE_PACKAGES = {"vllm": ("vllm", "pip install 'schoolroom[vllm]'"), "openai": ("openai", "pip install openai")}
 

@@ -1,16 +1,12 @@
-"""Reading a run back from its message log alone: the messages that count, usage, transcripts."""
+"""The sections every report ends with, from the log alone: what each agent's engine cost, and the faults worked
+around."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from schoolroom.messages import Attempt, Guidance, Message, Note, Problem, Usage, Verdict
-
-
-def live(messages: list[Message]) -> list[Message]:
-    """The messages that count: without those a crash orphaned (their call was asked again on resume)."""
-    dead = {i for m in messages if isinstance(m, Note) and m.kind == "orphaned" for i in m.data.get("ids", [])}
-    return [m for m in messages if m.id not in dead] if dead else messages
+from schoolroom.log import live
+from schoolroom.messages import Message, Note, Usage
 
 
 def usage_rows(messages: list[Message]) -> list[dict]:
@@ -50,26 +46,3 @@ def faults_markdown(messages: list[Message]) -> str:
     return "\n## Faults\n\n" + "\n".join(failed + [
         f"- {n} outputs of agent `{a}` could not be read and were skipped (Notes of kind `unparsed` in the log)"
         for a, n in sorted(skipped.items())]) + "\n"
-
-
-def transcript(messages: list[Message], problem_id: str) -> str:
-    """Every message about one problem, in log order."""
-    about = [m for m in messages if getattr(m, "problem_id", None) == problem_id]
-    if not about:
-        raise KeyError(f"no messages about problem {problem_id!r} in this log")
-    out = []
-    for m in about:
-        head = f"[round {m.round}] {type(m).__name__} {m.sender} -> {m.recipient or '*'} ({m.id})"
-        if isinstance(m, Problem):
-            body = f"{m.question}\n  gold steps:\n" + "\n".join(f"    {s}" for s in m.gold_steps) + f"\n  answer: {m.answer}"
-        elif isinstance(m, Guidance):
-            body = f"{m.kind} k={m.k} from {m.teacher}:\n" + "\n".join(f"    {s}" for s in m.steps)
-        elif isinstance(m, Attempt):
-            body = (f"model {m.model} adapter {m.adapter} sample {m.sample}, answer {m.answer!r}\n"
-                    + (f"  (given) {m.prefix.rstrip()}\n" if m.prefix else "") + "    " + m.text.strip().replace("\n", "\n    "))
-        elif isinstance(m, Verdict):
-            body = f"{'correct' if m.correct else 'wrong'}: predicted {m.predicted!r}, gold {m.gold!r}"
-        else:
-            body = str({f: getattr(m, f) for f in m.__struct_fields__ if f not in Message.__struct_fields__})
-        out.append(head + "\n  " + body)
-    return "\n\n".join(out)

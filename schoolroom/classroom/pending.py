@@ -10,8 +10,8 @@ from schoolroom.messages import Message
 from schoolroom.nested import each, leaves
 
 if TYPE_CHECKING:
-    from schoolroom.protocols.calls import CallPath
-    from schoolroom.protocols.handles import AgentHandle
+    from schoolroom.classroom.callpath import CallPath
+    from schoolroom.classroom.handles import AgentHandle
 
 _UNSET = object()
 

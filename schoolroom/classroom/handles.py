@@ -14,7 +14,7 @@ import msgspec
 from schoolroom.agents.base import ROLES, Agent
 
 if TYPE_CHECKING:
-    from schoolroom.protocols.classroom import Classroom
+    from schoolroom.classroom.room import Classroom
 
 A = TypeVar("A", bound=Agent)
 

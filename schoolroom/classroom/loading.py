@@ -9,7 +9,6 @@ or the module, so ``resume`` and ``replay`` of the run find the protocol again.
 
 from __future__ import annotations
 
-import importlib
 import re
 import sys
 from collections.abc import Callable
@@ -22,8 +21,6 @@ from schoolroom import config as configlib
 from schoolroom import plugins as pluginlib
 from schoolroom.agents.base import ROLES
 from schoolroom.agents.engines.factory import ENGINES
-
-BUILTIN = ("best_of_n", "enriched", "first_step", "reinforce", "self_explore", "tailored")
 
 
 class Protocol(msgspec.Struct, frozen=True):
@@ -61,9 +58,7 @@ def fingerprint(p: Protocol) -> str:
     return hashlib.sha256(inspect.getsource(sys.modules[p.module]).encode()).hexdigest()[:16]
 
 
-def load_builtin() -> None:
-    for name in BUILTIN:
-        importlib.import_module(f"schoolroom.protocols.{name}")
+load_builtin = pluginlib.load_builtin
 
 
 class Source(msgspec.Struct, frozen=True):
