@@ -182,19 +182,15 @@ def test_a_resumed_run_passes_a_logged_request_as_it_was_logged():
         with sequential_ids("run-1"):
             return TrainRequest(kind="sft", name="x")
 
-    first = CallPath()
-    first.config, first.log, first.run_id, first.round = Config(), Memory(), "run-1", 1
-    first._start_calls([], {})
+    first = CallPath(Config(), Memory(), "run-1")
     new: list = []
-    sent = first._stamp_inputs(made(), 1, new)
+    sent = first.stamp_inputs(made(), 1, new)
     assert (sent.round, sent.run_id, sent.sender) == (1, "run-1", "protocol") and new == [sent]
     first.log.write(new)  # logged with the call's answer
 
-    resumed = CallPath()
-    resumed.config, resumed.log, resumed.run_id, resumed.round = Config(), Memory(), "run-1", 1
-    resumed._start_calls(first.log.messages, {})
+    resumed = CallPath(Config(), Memory(), "run-1", previous=first.log.messages)
     again = made()
     assert again.id == sent.id and again.round == 0
     new = []
-    assert resumed._stamp_inputs(again, 1, new) == sent
+    assert resumed.stamp_inputs(again, 1, new) == sent
     assert new == [], "logged once"

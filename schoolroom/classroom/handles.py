@@ -7,14 +7,12 @@ after the role.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from schoolroom.agents.base import ROLES, Agent
-
-if TYPE_CHECKING:
-    from schoolroom.classroom.room import Classroom
+from schoolroom.config import AgentConfig
 
 A = TypeVar("A", bound=Agent)
 
@@ -40,15 +38,24 @@ def resumable(key: str) -> bool:
     return len(parts) >= 2 and parts[0] == "runtime" and parts[1] in RESUMABLE_RUNTIME
 
 
+class Caller(Protocol):
+    """Where a handle sends its calls (the room's call path)."""
+
+    def call(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Any: ...
+    def submit(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Any: ...
+
+
 class AgentHandle:
     """Calls the agent's methods wherever it runs; every call goes through the room's call path."""
 
-    def __init__(self, room: Classroom, name: str, role: str, host):
-        self._room, self.name, self.role, self.host = room, name, role, host
+    def __init__(self, calls: Caller, name: str, config: AgentConfig, host):
+        self._calls, self.name, self.role, self.host = calls, name, config.role, host
         self.state: Any = None  # the last effect call on this agent (method and arguments), part of call keys
         # what the agent's answers depend on besides the arguments: its config but for where it runs and how
         # fast (a changed model, sampling setting or endpoint is asked again)
-        self.settings = {k: v for k, v in msgspec.to_builtins(room.config.agents[name]).items() if k not in PLUMBING}
+        self.settings = {k: v for k, v in msgspec.to_builtins(config).items() if k not in PLUMBING}
+        self.whole = config.engine == "vllm"  # vLLM batches best with a call whole: cut only to feed replicas
+        self.replicas = config.replicas
 
     @property
     def cls(self) -> type[Agent]:
@@ -59,12 +66,12 @@ class AgentHandle:
             raise AttributeError(f"agent {self.name} ({self.role}) has no method {method!r}")
 
         def call(*args, **kwargs):
-            return self._room._call(self, method, args, kwargs)
+            return self._calls.call(self, method, args, kwargs)
 
         def submit(*args, **kwargs):
             """Start the call and go on: its answer is ``.result()``, or ``room.wait(...)``; passed to another
             call, that call starts when it is answered."""
-            return self._room._submit(self, method, args, kwargs)
+            return self._calls.submit(self, method, args, kwargs)
 
         call.__name__ = method
         call.submit = submit

@@ -1,72 +1,19 @@
-"""Calls a protocol started and has not waited for (``room.student.solve.submit(...)``), their pieces, and the
-turns the items of ``room.side_by_side`` take."""
+"""Calls a protocol started and has not waited for (``room.student.solve.submit(...)``), and their pieces."""
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from schoolroom.classroom.handles import AgentHandle
 from schoolroom.messages import Message
 from schoolroom.nested import each, leaves
 
-if TYPE_CHECKING:
-    from schoolroom.classroom.callpath import CallPath
-    from schoolroom.classroom.handles import AgentHandle
-
-_UNSET = object()
+UNSET = object()  # no answer yet
 
 
-class Aborted(BaseException):
-    """Another item of ``side_by_side`` failed: this one stops at its turn."""
-
-
-class Turns:
-    """Whose turn it is among the items of ``room.side_by_side``: one runs protocol code at a time, in a fixed
-    cycle; an item that finished leaves the cycle."""
-
-    def __init__(self, n: int, outer: tuple):
-        self.cond = threading.Condition()
-        self.turn, self.live = 0, list(range(n))
-        self.outer = outer  # the round and stage each item starts from, and the room goes back to
-        self.usage: list[dict[str, dict[str, float]]] = [{} for _ in range(n)]
-        self.error: BaseException | None = None
-        self._local = threading.local()
-
-    def mine(self) -> int | None:
-        return getattr(self._local, "i", None)
-
-    def start(self, i: int) -> None:
-        self._local.i = i
-        self._wait(i)
-
-    def _wait(self, i: int) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: self.turn == i or self.error is not None)
-            if self.error is not None:
-                raise Aborted
-
-    def _next(self, i: int) -> int:
-        later = [j for j in self.live if j > i]
-        return later[0] if later else self.live[0]
-
-    def pass_on(self) -> None:
-        i = self.mine()
-        with self.cond:
-            self.turn = self._next(i)
-            self.cond.notify_all()
-        self._wait(i)
-
-    def end(self, i: int) -> None:
-        with self.cond:
-            self.live.remove(i)
-            if self.live:
-                self.turn = self._next(i)
-            self.cond.notify_all()
-
-    def fail(self, e: BaseException) -> None:
-        with self.cond:
-            self.error = self.error or e
-            self.cond.notify_all()
+class Waiter(Protocol):
+    def wait_for(self, p: Pending) -> Any:
+        """``p``'s answer, once it has come and is logged."""
 
 
 class Piece:
@@ -77,7 +24,7 @@ class Piece:
         self.key = key
         self.result: Any = None
         self.side: list = []
-        self.value: Any = _UNSET  # the answer as logged (stamped)
+        self.value: Any = UNSET  # the answer as logged (stamped)
         self.done = False
         self.logged_before = True
         self.same: Piece | None = None
@@ -93,28 +40,26 @@ class Pending:
     that call starts when this one is answered. Calls are logged in the order they were asked, whatever order
     they finish in, so a run whose calls overlap writes the log a run asking one at a time writes."""
 
-    def __init__(self, path: CallPath, handle: AgentHandle, method: str, args: tuple, kwargs: dict):
-        self._path, self.handle, self.method, self.args, self.kwargs = path, handle, method, args, kwargs
-        self.round, self.stage = path.round, path._stage
-        self.task = path._turns.mine() if path._turns is not None else None  # the side_by_side item asking it
+    def __init__(self, waiter: Waiter, handle: AgentHandle, method: str, args: tuple, kwargs: dict, round: int,
+                 stage: str = "", task: int | None = None):
+        self._waiter, self.handle, self.method, self.args, self.kwargs = waiter, handle, method, args, kwargs
+        self.round, self.stage = round, stage
+        self.task = task  # the side_by_side item asking it
         self.effect = bool(getattr(getattr(handle.cls, method), "_schoolroom_effect", False))
         self.label = f"{handle.name}.{method}" + (f" {self.stage}" if self.stage else "") + \
             (f" (round {self.round})" if self.round else "")
         self.pieces: list[Piece] | None = None  # None until it starts (its arguments' calls are answered)
         self.flushed = 0
-        self.value: Any = _UNSET
+        self.value: Any = UNSET
 
     def ready(self) -> bool:
-        return not _pending_in(self.args) and not _pending_in(self.kwargs)
+        return not pending_in(self.args) and not pending_in(self.kwargs)
 
     def done(self) -> bool:
-        return self.value is not _UNSET
+        return self.value is not UNSET
 
     def result(self) -> Any:
-        self._path._take_turn()  # always, answered or not: the turns must not depend on timing
-        if not self.done():
-            self._path._pump(self.done)
-        return self.value
+        return self._waiter.wait_for(self)
 
 
 def answered(x: Any) -> Any:
@@ -122,5 +67,5 @@ def answered(x: Any) -> Any:
     return each(x, lambda v: v.value if isinstance(v, Pending) else v)
 
 
-def _pending_in(x: Any) -> bool:
+def pending_in(x: Any) -> bool:
     return any(isinstance(v, Pending) and not v.done() for v in leaves(x))

@@ -96,7 +96,7 @@ def reinforce(room: Classroom, cfg: ReinforceConfig) -> Report:
     history: list[dict] = []
     for arm in cfg.arms:
         adapter = start
-        room.round = 0
+        room.set_round(0)
         room.student.load(start)  # every arm starts from the same policy
         for it in room.rounds(cfg.iterations, stage=arm.name):
             batch = prompts(pools, cfg, it)

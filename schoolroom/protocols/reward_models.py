@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from schoolroom.classroom.room import Classroom
+from schoolroom.api import Classroom
 from schoolroom.environment import gold_rationale
 from schoolroom.environment.datasets import resolve_data_dir
 from schoolroom.environment.prm800k import load_prm800k, rated_steps, split_by_problem

@@ -73,7 +73,7 @@ def variant_rounds(room: Classroom, cfg: TailoredConfig, s: str, variant: Varian
     student = room.agent(s, Student)
     trainer = room.agent(cfg.trainers.get(s) or room.name_of(Trainer), Trainer)
     name = f"{s}/{variant.name}" if cohort else variant.name  # of its evaluations and adapters
-    room.round = 0  # every variant starts from the base student (evaluate loads it)
+    room.set_round(0)  # every variant starts from the base student (evaluate loads it)
     previous = [v.correct for v in room.evaluate(f"{name}/round 0", test, student=s)]
     rows = [row(variant.name, 0, previous, previous, {}) | {"student": s}]
     adapter = None

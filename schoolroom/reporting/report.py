@@ -195,14 +195,15 @@ def report_each(results: dict[str, list[Verdict] | list[bool]], metrics: dict[st
     room = running.get()
     if room is None:
         return
-    counted = [frozenset(m.verdicts) for m in room._logged.values() if isinstance(m, EvalReport) and m.verdicts]
+    logged = room.logged()
+    counted = [frozenset(m.verdicts) for m in logged.values() if isinstance(m, EvalReport) and m.verdicts]
     for label, values in results.items():
         a, ids = metrics[label], tuple(v.id for v in values if isinstance(v, Verdict))
         ids = ids if len(ids) == len(values) else ()
         # made even when not logged, so the ids after it are the same whether or not it was (a resumed run)
         report = EvalReport(name=label, n=a["n"], correct=a["correct"], accuracy=a["accuracy"], ci_low=a["ci"][0],
                             ci_high=a["ci"][1], verdicts=ids)
-        if not ids or frozenset(ids) not in counted or report.id in room._logged:
+        if not ids or frozenset(ids) not in counted or report.id in logged:
             room.record(report)
             counted.append(frozenset(ids))
 
