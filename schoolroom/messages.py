@@ -15,6 +15,7 @@ from typing import Any, TypeVar, Union
 import msgspec
 
 from schoolroom.ids import new_id, sequential_ids  # noqa: F401  (sequential_ids: re-exported for protocols)
+from schoolroom.registry import Registry
 
 SCHEMA_VERSION = 1
 
@@ -271,7 +272,7 @@ BUILTIN_TYPES: tuple[type[Message], ...] = (
     Problem, Attempt, Verdict, Mistake, Guidance, Rationale, Plan, StepRewards,
     PreferencePair, TrainRequest, TrainResult, EvalReport, Usage, Note, Call,
 )
-MESSAGES: dict[str, type[Message]] = {}  # tag -> type: what the log reader decodes
+MESSAGES: Registry[type[Message]] = Registry("message type")  # tag -> type: what the log reader decodes
 
 
 def message(cls: type[M]) -> type[M]:
@@ -281,11 +282,7 @@ def message(cls: type[M]) -> type[M]:
     if not isinstance(tag, str) or tag in ("header", "unknown"):
         raise TypeError(f"{cls!r}: a message type is a Message subclass with a tag of its own (class X(Message, "
                         "frozen=True, kw_only=True, tag=\"x\"))")
-    old = MESSAGES.get(tag)
-    if old is not None and old.__qualname__ != cls.__qualname__:  # the same class again (a file loaded twice) replaces
-        raise ValueError(f"message tag {tag!r} is taken by {old.__module__}.{old.__qualname__}")
-    MESSAGES[tag] = cls
-    return cls
+    return MESSAGES.register(tag, cls)  # the same class again (a file loaded twice) replaces
 
 
 for _cls in BUILTIN_TYPES:

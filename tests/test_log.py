@@ -114,7 +114,7 @@ def test_an_undeclared_type_is_kept_raw_and_a_wrong_field_type_is_named(tmp_path
     try:  # declared, the same line reads typed
         assert log.read_all(path)[-1] == Telepathy(id="t1", round=2, problem_id="p1", time=5.0)
     finally:
-        del m.MESSAGES["telepathy"]
+        m.MESSAGES.unregister("telepathy")
     path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:3]) +
                      b'{"type": "verdict", "problem_id": "p1", "attempt_id": "a", "correct": "maybe"}\n')
     with pytest.raises(log.LogError, match=r":4: invalid message: Expected `bool`.*correct"):

@@ -141,7 +141,7 @@ def test_a_new_scorer_and_training_kind_are_a_function_and_a_registration(tmp_pa
         t = Trainer("t", AgentConfig(role="trainer"), workdir=str(tmp_path))
         assert t.train(TrainRequest(kind="count"), GOOD, PROBLEMS).metrics == {"messages": 8.0}
     finally:
-        SCORERS.pop("length"), TRAINING_KINDS.pop("count")
+        SCORERS.unregister("length"), TRAINING_KINDS.unregister("count")
     with pytest.raises(ValueError, match="unknown training kind 'count'; known: sft, reflection, dpo, orm, prm, ppo, grpo"):
         t.train(TrainRequest(kind="count"), GOOD, PROBLEMS)
 

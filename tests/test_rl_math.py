@@ -45,7 +45,7 @@ def test_a_new_aggregation_is_a_function_and_a_registration():
     try:
         assert aggregate([0.1, 0.9, 0.5], "median") == 0.5
     finally:
-        AGGREGATIONS.pop("median")
+        AGGREGATIONS.unregister("median")
 
 
 def test_ratio_and_clipping_by_hand():

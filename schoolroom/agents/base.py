@@ -7,6 +7,7 @@ import time
 from schoolroom.agents.engines import Completion, Engine, Params, Prompt
 from schoolroom.config import AgentConfig
 from schoolroom.messages import Message, Note, Usage
+from schoolroom.registry import Registry
 
 
 def effect(method):
@@ -27,7 +28,7 @@ def batched(*params: str):
     return mark
 
 
-ROLES: dict[str, type[Agent]] = {}  # role name -> agent class: what a config's ``role`` may name
+ROLES: Registry[type[Agent]] = Registry("role")  # role name -> agent class: what a config's ``role`` may name
 
 
 def role(name: str):
@@ -38,8 +39,7 @@ def role(name: str):
         if not (isinstance(cls, type) and issubclass(cls, Agent)):
             raise TypeError(f"@role({name!r}) goes on a subclass of schoolroom's Agent, not {cls!r}")
         cls.role = name
-        ROLES[name] = cls
-        return cls
+        return ROLES.register(name, cls)
 
     return register
 

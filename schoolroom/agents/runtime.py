@@ -42,7 +42,7 @@ class Host:
             torch.set_num_threads(config.threads)
         pluginlib.load_all(plugins)  # the protocol's own file: its roles, messages, kinds and engines
         if config.role not in ROLES:
-            raise ValueError(f"agent {name}: unknown role {config.role!r}; known: {', '.join(ROLES)}")
+            raise ValueError(f"agent {name}: {ROLES.unknown(config.role)}")
         self.agent = ROLES[config.role](name, config, workdir=workdir)
 
     def call(self, method: str, args: tuple, kwargs: dict, adapters: dict | None = None) -> tuple[Any, list]:

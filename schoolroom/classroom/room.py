@@ -17,6 +17,7 @@ from msgspec.structs import replace
 
 from schoolroom.agents.base import Agent
 from schoolroom.agents.cluster import Adapters, place, release, spawn
+from schoolroom.agents.engines import factory as engines
 from schoolroom.agents.explorer import Explorer
 from schoolroom.agents.student import Student
 from schoolroom.agents.teacher import Teacher
@@ -180,8 +181,7 @@ class Classroom:
 
     def describe(self, name: str) -> str:
         """How an agent generates, for reports: ``hf smollm2-135m-instruct``, ``gold solutions (reference)``."""
-        a = self.config.agents[name]
-        return "gold solutions (reference)" if a.engine == "reference" else f"{a.engine} {a.model}"
+        return engines.describe(self.config.agents[name])
 
     # ---- problems, rounds, evaluation
     def problems(self, name: str) -> list[Problem]:

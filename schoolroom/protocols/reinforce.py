@@ -23,6 +23,7 @@ from schoolroom.messages import Attempt, Problem, StepRewards, TrainRequest, Tra
 from schoolroom.protocols.reinforce_report import report
 from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
 from schoolroom.training.aggregate import AGGREGATIONS
+from schoolroom.training.kinds import TRAINING_KINDS
 from schoolroom.training.settings import RLSettings
 
 
@@ -32,7 +33,7 @@ class Arm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     reward: str = "answer"  # answer (the check) | orm | prm: what scores the rollouts
     aggregate: str = "min"  # prm step scores to one reward: min | max | avg | prod | last
-    algorithm: str = "ppo"  # ppo | grpo
+    algorithm: str = "ppo"  # ppo | grpo | any training kind registered with @training_kind (its settings: ``settings``)
     step_rewards: bool = False  # ppo + prm: each step's score at the step's last token instead of one aggregate
     settings: RLSettings = RLSettings()  # hyperparameters over the protocol's ppo / grpo ones
 
@@ -41,9 +42,10 @@ class Arm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError(f"arm {self.name}: reward is answer, orm or prm, not {self.reward!r}")
         if self.aggregate not in AGGREGATIONS:
             raise ValueError(f"arm {self.name}: aggregate is one of {', '.join(AGGREGATIONS)}, not {self.aggregate!r}")
-        if self.algorithm not in ("ppo", "grpo"):
-            raise ValueError(f"arm {self.name}: algorithm is ppo or grpo, not {self.algorithm!r}")
-        only_other(self.settings, self.algorithm, f"arms.{self.name}.settings")
+        if self.algorithm not in TRAINING_KINDS:
+            raise ValueError(f"arm {self.name}: algorithm: {TRAINING_KINDS.unknown(self.algorithm)}")
+        if self.algorithm in ONLY:
+            only_other(self.settings, self.algorithm, f"arms.{self.name}.settings")
 
 
 ONLY = {"ppo": {"kl_coef", "clip_value", "vf_coef", "gamma", "lam", "whiten"}, "grpo": {"beta", "scale_rewards"}}
@@ -139,7 +141,8 @@ def score(room: Classroom, cfg: ReinforceConfig, arm: Arm, rollouts: list[Attemp
 
 def rl_request(cfg: ReinforceConfig, arm: Arm, rollouts: list[Attempt], rewards: list[StepRewards],
                adapter: TrainResult | None, start: TrainResult | None) -> TrainRequest:
-    hyper = (cfg.ppo if arm.algorithm == "ppo" else cfg.grpo).asdict() | arm.settings.asdict() | {
+    base = {"ppo": cfg.ppo, "grpo": cfg.grpo}.get(arm.algorithm)  # another kind: the arm's own settings only
+    hyper = (base.asdict() if base else {}) | arm.settings.asdict() | {
         "temperature": cfg.temperature, "aggregate": arm.aggregate, "step_rewards": arm.step_rewards}
     return TrainRequest(kind=arm.algorithm, name=arm.name, data=tuple(m.id for m in rollouts + rewards),
                         base_adapter=adapter.path if adapter else None,

@@ -16,15 +16,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {}
+from schoolroom.registry import Registry
+
+AGGREGATIONS: Registry[Callable[[Sequence[float]], float]] = Registry("aggregation")
 
 
 def aggregation(name: str):
     """Register ``fn(scores) -> float`` (scores: a non-empty sequence) as aggregation ``name``."""
 
     def register(fn):
-        AGGREGATIONS[name] = fn
-        return fn
+        return AGGREGATIONS.register(name, fn)
 
     return register
 
@@ -58,6 +59,6 @@ def aggregate(scores: Sequence[float | None], how: str) -> float | None:
     """One score for an attempt from its step scores; None where a step was not scored is left out, and an
     attempt with no scored step gives None."""
     if how not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {how!r}; known: {', '.join(AGGREGATIONS)}")
+        raise ValueError(AGGREGATIONS.unknown(how))
     known = [float(s) for s in scores if s is not None]
     return AGGREGATIONS[how](known) if known else None

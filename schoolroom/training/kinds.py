@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from schoolroom.messages import Message, Problem, TrainRequest
+from schoolroom.registry import Registry
 
 
 class Trainee(Protocol):
@@ -24,7 +25,7 @@ class Trainee(Protocol):
 
 
 TrainingKind = Callable[[Trainee, TrainRequest, list[Message], dict[str, Problem], str], dict[str, float]]
-TRAINING_KINDS: dict[str, TrainingKind] = {}
+TRAINING_KINDS: Registry[TrainingKind] = Registry("training kind")
 
 
 def training_kind(name: str):
@@ -32,7 +33,6 @@ def training_kind(name: str):
     trains on ``data`` and saves the adapter in ``out_dir``."""
 
     def register(fn):
-        TRAINING_KINDS[name] = fn
-        return fn
+        return TRAINING_KINDS.register(name, fn)
 
     return register

@@ -3,25 +3,44 @@
 An engine is a registered function from the agent's config to an :class:`Engine`; a new one is declared
 where it is written and a config names it (``engine = "tgi"``)::
 
-    @engine("tgi")
+    @engine("tgi", package="text_generation", api_key=True)
     def tgi(c: AgentConfig) -> Engine: return TGIEngine(c.model, c.base_url)
+
+The registration also says what the core needs to know of an engine, so the core names none: the package it
+needs (checked before a run starts), whether it reads an API key, whether it loads the agent's model on this
+machine, whether its calls go whole, and who picks its device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
+
 from schoolroom.agents.engines.base import Engine
 from schoolroom.config import AgentConfig
+from schoolroom.registry import Registry
 
-ENGINES: dict[str, Callable[[AgentConfig], Engine]] = {}
+
+class EngineSpec(msgspec.Struct, frozen=True, kw_only=True):
+    fn: Callable[[AgentConfig], Engine]  # builds the engine from the agent's config
+    package: str | None = None  # a package it imports, checked before a run starts
+    install: str = ""  # how to install that package
+    api_key: bool = False  # reads its API key from the variable the agent's ``api_key_env`` names
+    local_model: bool = True  # loads the agent's ``model`` in the agent's process (resolved before a run starts)
+    whole: bool = False  # batches best with a call whole: a call is cut only to feed the agent's replicas
+    device: str = "config"  # "config": the agent's ``device`` setting places it; "package": its package picks
+    label: str = ""  # how reports name it ("" for "<engine> <model>")
 
 
-def engine(name: str):
-    """Declare ``fn(agent_config) -> Engine`` as engine ``name``."""
+ENGINES: Registry[EngineSpec] = Registry("engine")
+
+
+def engine(name: str, **spec):
+    """Declare ``fn(agent_config) -> Engine`` as engine ``name``; ``spec``: :class:`EngineSpec`'s fields."""
 
     def register(fn: Callable[[AgentConfig], Engine]) -> Callable[[AgentConfig], Engine]:
-        ENGINES[name] = fn
+        ENGINES.register(name, EngineSpec(fn=fn, **spec))
         return fn
 
     return register
@@ -29,8 +48,14 @@ def engine(name: str):
 
 def make_engine(c: AgentConfig) -> Engine:
     if c.engine not in ENGINES:
-        raise ValueError(f"unknown engine {c.engine!r}; known: {', '.join(ENGINES)}")
-    return ENGINES[c.engine](c)
+        raise ValueError(ENGINES.unknown(c.engine))
+    return ENGINES[c.engine].fn(c)
+
+
+def describe(c: AgentConfig) -> str:
+    """How an agent generates, for reports: ``hf smollm2-135m-instruct``, ``gold solutions (reference)``."""
+    spec = ENGINES.get(c.engine)
+    return spec.label if spec is not None and spec.label else f"{c.engine} {c.model}"
 
 
 @engine("hf")
@@ -40,14 +65,14 @@ def hf(c: AgentConfig) -> Engine:
     return HFEngine(c.model, device=c.device, dtype=c.dtype, batch_size=c.batch_size)
 
 
-@engine("reference")
+@engine("reference", local_model=False, label="gold solutions (reference)")
 def reference(c: AgentConfig) -> Engine:
     from schoolroom.agents.engines.reference import ReferenceEngine
 
     return ReferenceEngine()
 
 
-@engine("openai")
+@engine("openai", package="openai", install="pip install openai", api_key=True, local_model=False)
 def openai(c: AgentConfig) -> Engine:
     from schoolroom.agents.engines.openai import OpenAIEngine
 
@@ -56,7 +81,7 @@ def openai(c: AgentConfig) -> Engine:
                         backoff_s=c.backoff_s, max_backoff_s=c.max_backoff_s)
 
 
-@engine("vllm")
+@engine("vllm", package="vllm", install="pip install 'schoolroom[vllm]'", whole=True, device="package")
 def vllm(c: AgentConfig) -> Engine:
     from schoolroom.agents.engines.vllm import VLLMEngine
 
