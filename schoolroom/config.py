@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -22,6 +22,27 @@ class ConfigError(ValueError):
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     pass
+
+
+# what an agent or runtime setting does to the answers of a run's calls, declared on each field
+KEY = msgspec.Meta(extra={"call_key": True, "resumable": False})  # changes what the agent answers: in call keys
+PLUMBING = msgspec.Meta(extra={"call_key": False, "resumable": True})  # where it runs, how fast: a resume may change it
+CUTS = msgspec.Meta(extra={"call_key": False, "resumable": False})  # cuts calls into pieces (each piece a key)
+
+
+def declared(cls: type, what: str) -> tuple[str, ...]:
+    """The fields of ``cls`` whose declaration says ``what`` (``call_key`` or ``resumable``), in field order.
+    Raises TypeError naming a field that declares nothing."""
+    out = []
+    for f in msgspec.structs.fields(cls):
+        metas = [m for m in getattr(f.type, "__metadata__", ()) if isinstance(m, msgspec.Meta) and m.extra
+                 and "call_key" in m.extra]
+        if not metas:
+            raise TypeError(f"{cls.__name__}.{f.name} does not declare what it does to call keys: annotate it "
+                            "Annotated[type, KEY | PLUMBING | CUTS] (schoolroom/config.py)")
+        if metas[0].extra[what]:
+            out.append(f.name)
+    return tuple(out)
 
 
 class Resources(_Strict):
@@ -37,40 +58,47 @@ class Resources(_Strict):
 
 
 class AgentConfig(_Strict):
-    """One agent: its role, its generation engine and model, sampling settings and resources."""
+    """One agent: its role, its generation engine and model, sampling settings and resources. Each setting
+    declares what it does to the agent's answers: ``KEY`` (part of every call key: a changed one is asked again),
+    ``PLUMBING`` (where it runs and how fast: not in keys, a resume may change it) or ``CUTS`` (not in keys, but
+    it cuts calls into pieces, each piece its own key: fixed for a run)."""
 
-    role: str  # teacher | student | verifier | explorer | trainer | a role a protocol's file declares
-    engine: str = "hf"  # hf | openai | reference | vllm | an engine a protocol's file declares
-    model: str = "smollm2-135m-instruct"
+    # teacher | student | verifier | explorer | trainer | a role a protocol's file declares
+    role: Annotated[str, KEY]
+    engine: Annotated[str, KEY] = "hf"  # hf | openai | reference | vllm | an engine a protocol's file declares
+    model: Annotated[str, KEY] = "smollm2-135m-instruct"
     # hf / vllm
-    device: str = "cpu"
-    dtype: str = "float32"
-    batch_size: int = 16
-    threads: int | None = None  # torch threads; default: Ray's (= num_cpus). Agents that take turns may share cores
-    max_model_len: int = 2048
-    gpu_memory_utilization: float = 0.85
-    tensor_parallel_size: int = 1
-    enable_lora: bool = True
-    max_lora_rank: int = 16
+    device: Annotated[str, KEY] = "cpu"
+    dtype: Annotated[str, KEY] = "float32"
+    batch_size: Annotated[int, PLUMBING] = 16
+    # torch threads; default: Ray's (= num_cpus). Agents that take turns may share cores
+    threads: Annotated[int | None, PLUMBING] = None
+    max_model_len: Annotated[int, KEY] = 2048
+    gpu_memory_utilization: Annotated[float, PLUMBING] = 0.85
+    tensor_parallel_size: Annotated[int, KEY] = 1
+    enable_lora: Annotated[bool, KEY] = True
+    max_lora_rank: Annotated[int, KEY] = 16
     # openai
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = 60.0
-    max_retries: int = 6
-    backoff_s: float = 0.5  # exponential backoff with jitter: waits up to backoff_s * 2**attempt, capped
-    max_backoff_s: float = 20.0
-    concurrency: int = 4
-    extra_body: dict[str, Any] = {}
+    base_url: Annotated[str | None, PLUMBING] = None
+    api_key_env: Annotated[str, PLUMBING] = "OPENAI_API_KEY"
+    timeout_s: Annotated[float, PLUMBING] = 60.0
+    max_retries: Annotated[int, PLUMBING] = 6
+    # exponential backoff with jitter: waits up to backoff_s * 2**attempt, capped
+    backoff_s: Annotated[float, PLUMBING] = 0.5
+    max_backoff_s: Annotated[float, PLUMBING] = 20.0
+    concurrency: Annotated[int, PLUMBING] = 4
+    extra_body: Annotated[dict[str, Any], KEY] = {}
     # generation
-    max_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: list[str] = []
-    seed: int = 0
-    system_prompt: str | None = None
-    resources: Resources = Resources()
-    replicas: int = 1  # Ray actors of this agent, each with `resources`; a batched call is split across them
-    options: dict[str, Any] = {}
+    max_tokens: Annotated[int, KEY] = 256
+    temperature: Annotated[float, KEY] = 0.0
+    top_p: Annotated[float, KEY] = 1.0
+    stop: Annotated[list[str], KEY] = []
+    seed: Annotated[int, KEY] = 0
+    system_prompt: Annotated[str | None, KEY] = None
+    resources: Annotated[Resources, PLUMBING] = Resources()
+    # Ray actors of this agent, each with `resources`; a batched call is split across them
+    replicas: Annotated[int, CUTS] = 1
+    options: Annotated[dict[str, Any], KEY] = {}
 
 
 class DataConfig(_Strict):
@@ -91,14 +119,18 @@ class RuntimeConfig(_Strict):
     """``address``: ``local`` (start a light local Ray), ``inline`` (no Ray: debug with pdb), ``auto`` or a
     cluster address (``ray://head:10001``, ``head:6379``)."""
 
-    address: str = "local"
-    num_cpus: int | None = None
-    object_store_mb: int = 200
-    call_timeout_s: float = 3600.0
-    chunk_size: int = 32  # a batched call is cut into pieces of this many items (spread over an agent's replicas)
-    max_restarts: int = 3  # an actor that dies mid-call (killed, out of memory) is restarted and asked again, so often
-    concurrent: bool = True  # calls a protocol starts together run at the same time (false: one after another)
-    shared_fs: bool = False  # every node reads every node's paths (NFS): adapters go as paths, not as bytes
+    address: Annotated[str, PLUMBING] = "local"
+    num_cpus: Annotated[int | None, PLUMBING] = None
+    object_store_mb: Annotated[int, PLUMBING] = 200
+    call_timeout_s: Annotated[float, PLUMBING] = 3600.0
+    # a batched call is cut into pieces of this many items (spread over an agent's replicas)
+    chunk_size: Annotated[int, CUTS] = 32
+    # an actor that dies mid-call (killed, out of memory) is restarted and asked again, so often
+    max_restarts: Annotated[int, PLUMBING] = 3
+    # calls a protocol starts together run at the same time (false: one after another)
+    concurrent: Annotated[bool, PLUMBING] = True
+    # every node reads every node's paths (NFS): adapters go as paths, not as bytes
+    shared_fs: Annotated[bool, PLUMBING] = False
 
 
 class RunConfig(_Strict):

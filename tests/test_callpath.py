@@ -5,6 +5,8 @@ before a change still resume and replay."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
 
 from schoolroom.agents.base import Agent, batched, effect, role
@@ -12,7 +14,7 @@ from schoolroom.classroom.callpath import NotInLog
 from schoolroom.classroom.handles import AgentHandle
 from schoolroom.classroom.keys import call_key
 from schoolroom.classroom.room import Classroom
-from schoolroom.config import AgentConfig, Config, RuntimeConfig
+from schoolroom.config import KEY, AgentConfig, Config, RuntimeConfig, declared
 from schoolroom.environment import synthetic
 from schoolroom.log import Memory
 from schoolroom.messages import Call, Note
@@ -132,3 +134,21 @@ def test_call_keys_are_what_they_were():
 
 KEY_SOLVE = "951b72eb6baea0a92cac54e2"
 KEY_LOAD = "0f3d578e5f74cd98f8844d57"
+
+
+def test_every_agent_and_runtime_setting_declares_what_it_does_to_call_keys():
+    for cls in (AgentConfig, RuntimeConfig):
+        assert declared(cls, "call_key") + declared(cls, "resumable") is not None  # raises on an undeclared field
+    assert "max_tokens" in declared(AgentConfig, "call_key") and "base_url" in declared(AgentConfig, "resumable")
+    assert "replicas" not in declared(AgentConfig, "call_key") + declared(AgentConfig, "resumable")
+
+    class Later(AgentConfig, frozen=True, kw_only=True):  # a field added later, its declaration forgotten
+        top_k: int = 0
+
+    with pytest.raises(TypeError, match="Later.top_k does not declare what it does to call keys"):
+        declared(Later, "call_key")
+
+    class Declared(AgentConfig, frozen=True, kw_only=True):
+        top_k: Annotated[int, KEY] = 0
+
+    assert declared(Declared, "call_key")[-1] == "top_k"

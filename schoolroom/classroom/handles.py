@@ -13,21 +13,14 @@ import msgspec
 
 from schoolroom.agents.base import ROLES, Agent
 from schoolroom.agents.engines.factory import ENGINES
-from schoolroom.config import AgentConfig
+from schoolroom.config import AgentConfig, RuntimeConfig, declared
 
 A = TypeVar("A", bound=Agent)
 
-# agent settings that leave its answers unchanged (where it runs and how fast): not part of call keys. An endpoint
-# (base_url) is where the model is asked, not which model: the same model behind another URL answers the same
-PLUMBING = {"resources", "threads", "batch_size", "gpu_memory_utilization", "base_url", "api_key_env", "timeout_s",
-            "max_retries", "backoff_s", "max_backoff_s", "concurrency", "replicas"}
-
-# what `schoolroom resume RUN --set KEY=VALUE` may change: settings that leave every call key of the run as it was.
-# An agent's plumbing but its replicas (they cut vLLM calls into pieces, each piece a key); of [runtime], all but
-# chunk_size (the pieces of every batched call)
-RESUMABLE_AGENT = PLUMBING - {"replicas"}
-RESUMABLE_RUNTIME = {"address", "num_cpus", "object_store_mb", "call_timeout_s", "max_restarts", "concurrent",
-                     "shared_fs"}
+# which settings enter call keys, and which a resume may change, as each field of the configs declares it
+KEYED = declared(AgentConfig, "call_key")  # what an agent's answers depend on besides the arguments
+RESUMABLE_AGENT = declared(AgentConfig, "resumable")
+RESUMABLE_RUNTIME = declared(RuntimeConfig, "resumable")
 
 
 def resumable(key: str) -> bool:
@@ -54,7 +47,7 @@ class AgentHandle:
         self.state: Any = None  # the last effect call on this agent (method and arguments), part of call keys
         # what the agent's answers depend on besides the arguments: its config but for where it runs and how
         # fast (a changed model, sampling setting or endpoint is asked again)
-        self.settings = {k: v for k, v in msgspec.to_builtins(config).items() if k not in PLUMBING}
+        self.settings = {k: v for k, v in msgspec.to_builtins(config).items() if k in KEYED}
         spec = ENGINES.get(config.engine)
         self.whole = spec is not None and spec.whole  # batches best with a call whole: cut only to feed replicas
         self.replicas = config.replicas
