@@ -25,37 +25,13 @@ from schoolroom.classroom.pending import Pending
 from schoolroom.classroom.room import Classroom
 from schoolroom.environment import answers_match, departs_from_gold, extract_answer, split_steps, to_number
 from schoolroom.environment.prompts import chat
-from schoolroom.messages import (
-                                 Attempt,
-                                 EvalReport,
-                                 Guidance,
-                                 Message,
-                                 Mistake,
-                                 Note,
-                                 Plan,
-                                 PreferencePair,
-                                 Problem,
-                                 Rationale,
-                                 StepRewards,
-                                 TrainRequest,
-                                 TrainResult,
-                                 Verdict,
-                                 message,
-)
-from schoolroom.reporting.report import (
-                                 Acc,
-                                 Diff,
-                                 Figure,
-                                 Report,
-                                 Series,
-                                 Table,
-                                 accuracy,
-                                 compare,
-                                 difference,
-                                 training_table,
-)
+from schoolroom.messages import (Attempt, EvalReport, Guidance, Message, Mistake, Note, Plan, PreferencePair, Problem,
+                                 Rationale, StepRewards, TrainRequest, TrainResult, Verdict, message)
+from schoolroom.reporting.report import (Acc, Diff, Figure, Report, Series, Table, accuracy, compare, difference,
+                                         training_table)
 from schoolroom.reporting.stats import fmt, fmt_acc, fmt_diff, paired_difference, wilson
-from schoolroom.training.settings import DPOSettings, LoraSettings, Settings
+from schoolroom.training.settings import (DPOConfig, DPOSettings, GRPOConfig, LoRAConfig, LoraSettings, PPOConfig,
+                                          ReflectionConfig, RewardModelConfig, Settings, SFTConfig)
 
 __all__ = [
     # protocols
@@ -67,6 +43,8 @@ __all__ = [
     # roles, engines, training kinds, scorers
     "Agent", "role", "batched", "effect", "Student", "Teacher", "Explorer", "Verifier", "Trainer", "engine",
     "Engine", "Completion", "Params", "Prompt", "training_kind", "scorer", "Settings", "DPOSettings", "LoraSettings",
+    # training settings with their defaults
+    "SFTConfig", "DPOConfig", "ReflectionConfig", "RewardModelConfig", "PPOConfig", "GRPOConfig", "LoRAConfig",
     # for a role's methods: prompts and answers
     "answers_match", "chat", "departs_from_gold", "extract_answer", "solve_prompt", "split_steps", "to_number",
 ]

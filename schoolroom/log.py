@@ -18,20 +18,8 @@ from typing import Union
 
 import msgspec
 
-from schoolroom.messages import (
-    MESSAGES,
-    SCHEMA_VERSION,
-    Attempt,
-    Call,
-    Guidance,
-    Header,
-    Message,
-    Note,
-    Problem,
-    Unknown,
-    Verdict,
-    encode,
-)
+from schoolroom.messages import (MESSAGES, SCHEMA_VERSION, Attempt, Call, Guidance, Header, Message, Note, Problem,
+                                 Unknown, Verdict, encode)
 
 _decoders: dict[tuple, msgspec.json.Decoder] = {}
 

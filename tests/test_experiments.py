@@ -35,7 +35,7 @@ def test_limit_is_written_into_the_problem_sets():
     ("tailored_synthetic", "protocol.train_settings.epoch", r"unknown field `epoch` - at `\$\.protocol\.train_settings`"),
     ("enriched_gsm8k", "protocol.train_settings.lr", r"unknown field `lr`"),
     ("reinforce_synthetic", "protocol.ppo.kl", r"unknown field `kl` - at `\$\.protocol\.ppo`"),
-    ("reinforce_synthetic", "protocol.ppo.beta", r"ppo: beta is not a ppo setting"),
+    ("reinforce_synthetic", "protocol.ppo.beta", r"unknown field `beta` - at `\$\.protocol\.ppo`"),
     ("best_of_n_synthetic", "protocol.prm_settings.lr", r"unknown field `lr` - at `\$\.protocol\.prm_settings`"),
 ])
 def test_an_unknown_hyperparameter_is_a_config_error_naming_file_and_key(name, key, error):
@@ -45,10 +45,33 @@ def test_an_unknown_hyperparameter_is_a_config_error_naming_file_and_key(name, k
         runner.protocol_of(cfg, str(path))
 
 
-def test_hyperparameter_tables_carry_only_what_the_config_wrote():
+def test_hyperparameter_tables_carry_every_setting_with_its_real_default():
+    from schoolroom.protocols.reinforce import Arm, ReinforceConfig, rl_request
     from schoolroom.protocols.self_explore import SelfExploreConfig
+    from schoolroom.training.settings import DPOConfig, LoRAConfig, PPOConfig, SFTConfig
 
     cfg = configlib.decode_section({"sft": {"learning_rate": 1e-4, "epochs": 2}, "lora": {"r": 8}}, SelfExploreConfig,
                                    "protocol")
-    assert cfg.sft.asdict() == {"learning_rate": 1e-4, "epochs": 2.0} and cfg.lora.asdict() == {"r": 8}
-    assert cfg.dpo.asdict() == {}
+    assert cfg.sft.asdict() == SFTConfig().asdict() | {"learning_rate": 1e-4, "epochs": 2.0}
+    assert cfg.lora.asdict() == LoRAConfig().asdict() | {"r": 8} and cfg.dpo.asdict()["beta"] == 0.1
+    assert SFTConfig().learning_rate == 5e-4 and DPOConfig.of({})["beta"] == 0.1 and PPOConfig().kl_coef == 0.05
+    # an arm's own settings go over the protocol's table, the rest of the algorithm's defaults under both
+    rc = configlib.decode_section({"ppo": {"learning_rate": 1e-4, "epochs": 2}, "arms": [
+        {"name": "a", "settings": {"learning_rate": 1e-5}}]}, ReinforceConfig, "protocol")
+    hyper = rl_request(rc, rc.arms[0], [], [], None, None).hyper
+    assert (hyper["learning_rate"], hyper["epochs"], hyper["kl_coef"]) == (1e-5, 2.0, 0.05), hyper
+    with pytest.raises(configlib.ConfigError, match=r"arm a: settings: Object contains unknown field `beta`"):
+        configlib.decode_section({"arms": [{"name": "a", "settings": {"beta": 0.1}}]}, ReinforceConfig, "protocol")
+    assert Arm(name="g", algorithm="grpo", settings={"beta": 0.1}).settings == {"beta": 0.1}
+
+
+def test_schoolroom_protocols_shows_every_setting_with_its_default_and_no_null():
+    from schoolroom.classroom.loading import PROTOCOLS, load_builtin, settings_lines
+
+    load_builtin()
+    for name in ("first_step", "enriched", "tailored", "self_explore", "reinforce", "best_of_n"):
+        lines = settings_lines(PROTOCOLS[name].settings)
+        assert not [ln for ln in lines if " null " in f" {ln} "], name
+    lines = settings_lines(PROTOCOLS["reinforce"].settings)
+    assert any(ln.split()[:3] == ["ppo.kl_coef", "float", "0.05"] and "KL penalty" in ln for ln in lines)
+    assert any(ln.split()[:3] == ["grpo.learning_rate", "float", "0.00001"] for ln in lines)

@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_origin
 
 import msgspec
 
@@ -131,26 +131,59 @@ def check_agents(cfg: configlib.Config, source_path: str) -> None:
                                         f"`$.agents.{name}.engine`; known: {', '.join(ENGINES)}")
 
 
-def settings_table(settings: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(setting, type, default) for each field of a protocol's settings Struct, nested tables flattened
-    (``sft.learning_rate``); required ones say so."""
-    rows = []
+def settings_table(settings: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(setting, type, default, description) for each field of a protocol's settings Struct, nested tables
+    flattened (``sft.learning_rate``) with their real defaults; required ones say so. A description is the
+    field's ``msgspec.Meta(description=...)``, else its comment in the source."""
+    rows, comments = [], source_comments(settings)
     for f in msgspec.structs.fields(settings):
         default = f.default if f.default is not msgspec.NODEFAULT else (
             f.default_factory() if f.default_factory is not msgspec.NODEFAULT else msgspec.NODEFAULT)
         if isinstance(default, msgspec.Struct):
             rows += settings_table(type(default), f"{prefix}{f.name}.")
             continue
-        shown = "(required)" if default is msgspec.NODEFAULT else msgspec.json.encode(default).decode()
-        rows.append((prefix + f.name, type_name(f.type), shown))
+        shown = "(required)" if default is msgspec.NODEFAULT else "none" if default is None else \
+            msgspec.json.encode(default).decode()
+        rows.append((prefix + f.name, type_name(f.type), shown, field_doc(f.type) or comments.get(f.name, "")))
     return rows
 
 
-def settings_lines(settings: type) -> list[str]:
-    """The settings table as aligned plain lines, nothing cut (a long default makes its line long)."""
-    rows = [("setting", "type", "default"), *settings_table(settings)]
-    widths = [max(len(r[i]) for r in rows) for i in range(2)]
-    return [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}".rstrip() for r in rows]
+def source_comments(cls: type) -> dict[str, str]:
+    """Field -> the comment beside it in the class's source (or on the lines just above it)."""
+    import inspect
+
+    out: dict[str, str] = {}
+    for c in cls.__mro__:
+        try:
+            lines = inspect.getsource(c).splitlines()
+        except (OSError, TypeError):
+            continue
+        above: list[str] = []
+        for line in lines:
+            text = line.strip()
+            if text.startswith("#"):
+                above.append(text.lstrip("# "))
+                continue
+            m = re.match(r"(\w+)\s*:[^#]*(?:#\s*(.*))?$", text)
+            if m and m.group(1) not in out and (m.group(2) or above):
+                out[m.group(1)] = m.group(2) or " ".join(above)
+            above = []
+    return out
+
+
+def settings_lines(settings: type, width: int = 24) -> list[str]:
+    """The settings table as plain lines, nothing cut: a default longer than ``width`` puts its description on
+    the next line."""
+    rows = [("setting", "type", "default", "what it does"), *settings_table(settings)]
+    w = [max(len(r[i]) for r in rows) for i in range(2)] + [min(width, max(len(r[2]) for r in rows))]
+    out = []
+    for r in rows:
+        head = f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  "
+        if len(r[2]) <= w[2]:
+            out.append(f"{head}{r[2]:<{w[2]}}  {r[3]}".rstrip())
+        else:
+            out += [head + r[2]] + ([" " * (len(head) + w[2] + 2) + r[3]] if r[3] else [])
+    return out
 
 
 def description(p: Protocol) -> str:
@@ -168,9 +201,17 @@ def summary(p: Protocol) -> str:
 
 
 def type_name(t: Any) -> str:
+    if get_origin(t) is Annotated:
+        t = t.__origin__
     if isinstance(t, type) and not getattr(t, "__args__", None):
         return t.__name__
     return re.sub(r"\b[\w.]+\.(\w+)", r"\1", str(t).replace("typing.", ""))
+
+
+def field_doc(t: Any) -> str:
+    """A field's one-line description (``Annotated[float, msgspec.Meta(description=...)]``), else empty."""
+    return next((m.description for m in getattr(t, "__metadata__", ()) if isinstance(m, msgspec.Meta)
+                 and m.description), "")
 
 
 def available() -> list[Protocol | tuple[str, str]]:

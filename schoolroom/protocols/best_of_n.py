@@ -15,19 +15,8 @@ from typing import Any
 
 import msgspec
 
-from schoolroom.api import (
-    Attempt,
-    Classroom,
-    Figure,
-    Report,
-    Series,
-    StepRewards,
-    Student,
-    Table,
-    Verdict,
-    compare,
-    protocol,
-)
+from schoolroom.api import (Attempt, Classroom, Figure, Report, Series, StepRewards, Student, Table, Verdict, compare,
+                            protocol)
 from schoolroom.environment import to_number
 from schoolroom.protocols.reward_models import RewardModelSettings, departures, prm_heldout, reward_models, start_policy
 from schoolroom.reporting.stats import auc, auc_count, fmt, fmt_auc, mean_interval, wilson

@@ -23,11 +23,22 @@ class FirstStepConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     problems: str = "eval"
     students: list[str] = []  # a cohort (agents of role student) sharing the teachers; [] = the config's one student
 
+    def __post_init__(self):
+        if not self.ks or not self.teachers:
+            raise ValueError("first_step needs at least one teacher and one k (protocol.teachers, protocol.ks)")
 
-@protocol("first_step", FirstStepConfig)
+
+def agents_named(config, cfg: FirstStepConfig) -> None:
+    """Every teacher and student the settings name is an agent of the config (checked before any starts)."""
+    missing = [f"{what} {name!r}" for what, names in (("teacher", cfg.teachers), ("student", cfg.students))
+               for name in names if name not in config.agents]
+    if missing:
+        raise ValueError(f"protocol names {', '.join(missing)}, not among the config's agents "
+                         f"({', '.join(config.agents)})")
+
+
+@protocol("first_step", FirstStepConfig, check=agents_named)
 def first_step(room: Classroom, cfg: FirstStepConfig) -> Report:
-    if not cfg.ks or not cfg.teachers:
-        raise ValueError("first_step needs at least one teacher and one k (protocol.teachers, protocol.ks)")
     problems = room.problems(cfg.problems)
     students = cfg.students or [room.name_of(Student)]
     started = {}

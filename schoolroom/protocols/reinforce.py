@@ -15,6 +15,7 @@ beside PPO. Every rollout, score and update is a message in the log.
 from __future__ import annotations
 
 import random
+from typing import Any, Literal
 
 import msgspec
 
@@ -24,38 +25,34 @@ from schoolroom.protocols.reinforce_report import report
 from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
 from schoolroom.training.aggregate import AGGREGATIONS
 from schoolroom.training.kinds import TRAINING_KINDS
-from schoolroom.training.settings import RLSettings
+from schoolroom.training.settings import GRPOConfig, PPOConfig
 
 
 class Arm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One RL run of the comparison."""
 
     name: str
-    reward: str = "answer"  # answer (the check) | orm | prm: what scores the rollouts
+    reward: Literal["answer", "orm", "prm"] = "answer"  # what scores the rollouts: the answer check, the ORM or PRM
     aggregate: str = "min"  # prm step scores to one reward: min | max | avg | prod | last
     algorithm: str = "ppo"  # ppo | grpo | any training kind registered with @training_kind (its settings: ``settings``)
     step_rewards: bool = False  # ppo + prm: each step's score at the step's last token instead of one aggregate
-    settings: RLSettings = RLSettings()  # hyperparameters over the protocol's ppo / grpo ones
+    # this arm's hyperparameters over the protocol's ppo / grpo table (keys of PPOConfig / GRPOConfig; for another
+    # training kind, its whole settings)
+    settings: dict[str, Any] = {}
 
     def __post_init__(self):
-        if self.reward not in ("answer", "orm", "prm"):
-            raise ValueError(f"arm {self.name}: reward is answer, orm or prm, not {self.reward!r}")
         if self.aggregate not in AGGREGATIONS:
             raise ValueError(f"arm {self.name}: aggregate is one of {', '.join(AGGREGATIONS)}, not {self.aggregate!r}")
         if self.algorithm not in TRAINING_KINDS:
             raise ValueError(f"arm {self.name}: algorithm: {TRAINING_KINDS.unknown(self.algorithm)}")
-        if self.algorithm in ONLY:
-            only_other(self.settings, self.algorithm, f"arms.{self.name}.settings")
+        if self.algorithm in RL:  # a key the algorithm does not read is an error, not silently ignored
+            try:
+                RL[self.algorithm]().merged(self.settings)
+            except msgspec.ValidationError as e:
+                raise ValueError(f"arm {self.name}: settings: {e}".replace("- at `$`", "")) from None
 
 
-ONLY = {"ppo": {"kl_coef", "clip_value", "vf_coef", "gamma", "lam", "whiten"}, "grpo": {"beta", "scale_rewards"}}
-
-
-def only_other(settings: RLSettings, algorithm: str, where: str) -> None:
-    """A key only the other algorithm reads would be silently ignored: an error instead."""
-    wrong = sorted(set(settings.asdict()) & ONLY["grpo" if algorithm == "ppo" else "ppo"])
-    if wrong:
-        raise ValueError(f"{where}: {', '.join(wrong)} is not a {algorithm} setting")
+RL = {"ppo": PPOConfig, "grpo": GRPOConfig}
 
 
 def _paper_arms() -> list[Arm]:
@@ -74,14 +71,13 @@ class ReinforceConfig(RewardModelSettings, kw_only=True):
     temperature: float = 0.7
     max_tokens: int | None = None  # per rollout (default: the student's max_tokens)
     eval_every: int = 4
-    ppo: RLSettings = RLSettings()  # hyperparameters (schoolroom.training.ppo.DEFAULT_PPO)
-    grpo: RLSettings = RLSettings()  # (schoolroom.training.grpo.DEFAULT_GRPO)
+    ppo: PPOConfig = PPOConfig()  # the PPO arms' hyperparameters
+    grpo: GRPOConfig = GRPOConfig()  # the GRPO arms'
+
     arms: list[Arm] = msgspec.field(default_factory=_paper_arms)
 
     def __post_init__(self):
         super().__post_init__()
-        only_other(self.ppo, "ppo", "ppo")
-        only_other(self.grpo, "grpo", "grpo")
         if self.mix and len(self.mix) != len(self.train):
             raise ValueError(f"mix gives {len(self.mix)} shares for {len(self.train)} train sets")
         if len({a.name for a in self.arms}) != len(self.arms):
@@ -142,7 +138,7 @@ def score(room: Classroom, cfg: ReinforceConfig, arm: Arm, rollouts: list[Attemp
 def rl_request(cfg: ReinforceConfig, arm: Arm, rollouts: list[Attempt], rewards: list[StepRewards],
                adapter: TrainResult | None, start: TrainResult | None) -> TrainRequest:
     base = {"ppo": cfg.ppo, "grpo": cfg.grpo}.get(arm.algorithm)  # another kind: the arm's own settings only
-    hyper = (base.asdict() if base else {}) | arm.settings.asdict() | {
+    hyper = (base.merged(arm.settings).asdict() if base else dict(arm.settings)) | {
         "temperature": cfg.temperature, "aggregate": arm.aggregate, "step_rewards": arm.step_rewards}
     return TrainRequest(kind=arm.algorithm, name=arm.name, data=tuple(m.id for m in rollouts + rewards),
                         base_adapter=adapter.path if adapter else None,

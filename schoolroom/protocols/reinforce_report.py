@@ -82,7 +82,7 @@ def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, Tr
                                   + (f" ({'per step' if a.step_rewards else a.aggregate})" if a.reward == "prm" else "")
                                   for a in cfg.arms) + ".",
              "", f"PPO's reward is the arm's reward at the last token minus the KL penalty at every token (kl_coef "
-                 f"{cfg.ppo.kl_coef or 0.05}); GRPO's KL weight is beta {cfg.grpo.beta or 0.04}."]
+                 f"{cfg.ppo.kl_coef}); GRPO's KL weight is beta {cfg.grpo.beta}."]
     rm_table, rm_metrics = reward_model_table(models, history, arms)
     tables: list[Table] = []
     metrics: dict[str, Any] = {"reward_models": rm_metrics, "accuracy": {}}

@@ -17,7 +17,7 @@ Human labels count each rated step once, and the problems of a ``human_heldout``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -28,7 +28,7 @@ from schoolroom.environment.prm800k import load_prm800k, rated_steps, split_by_p
 from schoolroom.messages import Attempt, Message, Problem, StepRewards, TrainRequest, TrainResult, Verdict
 from schoolroom.reporting.report import Table
 from schoolroom.reporting.stats import bootstrap_groups, first_below, fmt, lowest, rank_auc
-from schoolroom.training.settings import LoraSettings, RewardModelTraining, Settings
+from schoolroom.training.settings import LoRAConfig, RewardModelConfig, SFTConfig
 
 
 class RewardModelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -38,34 +38,32 @@ class RewardModelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     explorer: str = "explorer"  # rolls out from step prefixes for the PRM's Monte-Carlo labels
     start: str = "sft"  # sft (on the gold solutions of `sft_data`) | base | a path to a peft adapter folder
     sft_data: str | list[str] = "train"  # problem set(s) whose gold solutions the SFT start learns
-    sft: Settings = Settings()  # hyperparameters: learning_rate, epochs, batch_size, ...
+    sft: SFTConfig = SFTConfig()  # the SFT start's hyperparameters: learning_rate, epochs, batch_size, ...
     reward_data: str | list[str] = "train"  # problem set(s) whose sampled attempts the reward models learn from
     reward_samples: int = 4  # attempts per problem
     reward_temperature: float = 0.7
-    prm_labels: list[str] = msgspec.field(default_factory=lambda: ["human"])  # human (the paper) and/or rollouts
-    label_mode: str = "hard"  # rollout labels: hard (any rollout reached the answer) | soft (the fraction)
+    # human (the paper) and/or rollouts
+    prm_labels: list[Literal["human", "rollouts"]] = msgspec.field(default_factory=lambda: ["human"])
+    label_mode: Literal["hard", "soft"] = "hard"  # rollout labels: hard (any rollout reached the answer) | soft
     rollouts_k: int = 4  # rollouts per step prefix
     max_explore: int | None = None  # explore at most this many wrong attempts
     human_labels: str = "prm800k_phase1_test_stepwise_critique_derived"  # under the data directory, or a path
     human_limit: int | None = None  # use at most this many human-labelled solutions
-    neutral: str = "positive"  # a neutral (0) PRM800K rating is: positive | negative | skip
+    neutral: Literal["positive", "negative", "skip"] = "positive"  # a neutral (0) PRM800K rating is
     human_heldout: float = 0.3  # share of the human-labelled problems held out of the PRM's training, to check it on
     human_split_seed: int = 0  # which problems are held out (the same split for every run seed)
-    prm_batch_by: str = "example"  # a PRM batch is batch_size examples, or all the examples of batch_size problems
+    # a PRM batch is batch_size examples, or all the examples of batch_size problems
+    prm_batch_by: Literal["example", "problem"] = "example"
     orm_adapter: str | None = None  # load this trained ORM instead of training one
     prm_adapter: str | None = None
-    orm_settings: RewardModelTraining = RewardModelTraining()
-    prm_settings: RewardModelTraining = RewardModelTraining()
-    lora: LoraSettings = LoraSettings()
+    orm_settings: RewardModelConfig = RewardModelConfig()
+    prm_settings: RewardModelConfig = RewardModelConfig()
+    lora: LoRAConfig = LoRAConfig()
     seed: int = 0
 
     def __post_init__(self):
-        if set(self.prm_labels) - {"rollouts", "human"} or not self.prm_labels:
-            raise ValueError(f"prm_labels are rollouts and/or human, not {self.prm_labels}")
-        if self.label_mode not in ("hard", "soft"):
-            raise ValueError(f"label_mode is hard or soft, not {self.label_mode!r}")
-        if self.neutral not in ("positive", "negative", "skip"):
-            raise ValueError(f"neutral is positive, negative or skip, not {self.neutral!r}")
+        if not self.prm_labels:
+            raise ValueError("prm_labels names human and/or rollouts: none given")
         if not 0 <= self.human_heldout < 1:
             raise ValueError(f"human_heldout is a share in [0, 1), not {self.human_heldout}")
         if self.prm_batch_by not in ("example", "problem"):

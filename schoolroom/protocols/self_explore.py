@@ -24,13 +24,13 @@ student's own first pits.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
-from schoolroom.agents.explorer import UNMEASURED, dedupe_pairs
-from schoolroom.api import (Classroom, Explorer, Figure, Note, PreferencePair, Problem, Report, Series, StepRewards,
-                            Pending, Student, Table, Teacher, TrainRequest, TrainResult, compare, protocol,
+from schoolroom.agents.explorer import dedupe_pairs
+from schoolroom.api import (Classroom, Explorer, Figure, Note, Pending, PreferencePair, Problem, Report, Series,
+                            StepRewards, Student, Table, Teacher, TrainRequest, TrainResult, compare, protocol,
                             training_table)
 from schoolroom.config import Config
 from schoolroom.environment import gold_rationale
@@ -41,38 +41,32 @@ from schoolroom.protocols.self_explore_data import (  # noqa: F401
     outcome_pairs,
     rft_keep,
 )
-from schoolroom.training.settings import DPOSettings, LoraSettings, Settings
+from schoolroom.training.settings import DPOConfig, LoRAConfig, SFTConfig
 
 
 class SelfExploreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     train: str = "train"
     eval: str = "eval"
-    start: str = "rft"  # rft (the paper) | sft_gold: SFT on the gold solutions only
+    start: Literal["rft", "sft_gold"] = "rft"  # rft (the paper) | sft_gold: SFT on the gold solutions only
     samples: int = 4  # attempts per training problem from the FT model (the authors: 100)
     rft_keep: int = 8  # correct samples kept per problem for RFT and outcome pairs (the authors: 8)
     check_equations: bool = True  # drop correct samples whose written equations are false (the authors' is_eq_correct)
     temperature: float = 0.7  # for sampling attempts and rollouts
     k: int = 4  # rollouts per step prefix
-    search: str = "linear"  # linear (the paper) | binary
+    search: Literal["linear", "binary"] = "linear"  # linear (the paper) | binary
     # the last step (the whole wrong attempt): rollout = roll out from it too, its pit measured (the authors) |
     # drop = not rolled out, an attempt whose earlier prefixes all reach the answer dropped (departure) |
     # last_step = not rolled out, that attempt's pit put at its last step (departure: deduced, not measured)
-    unmeasured: str = "rollout"
-    completer: str = "student"  # student: the explorer runs the start's adapter; teacher: a teacher's model (oracle)
+    unmeasured: Literal["rollout", "drop", "last_step"] = "rollout"
+    # student: the explorer runs the start's adapter; teacher: a teacher's model (oracle)
+    completer: Literal["student", "teacher"] = "student"
     teacher: str | None = None  # completer = teacher: which teacher agent (default: the only one)
     max_explore: int | None = None  # explore at most this many wrong attempts
-    lora: LoraSettings = LoraSettings()
-    sft: Settings = Settings()  # for FT and RFT
-    dpo: DPOSettings = DPOSettings()
+    lora: LoRAConfig = LoRAConfig()
+    sft: SFTConfig = SFTConfig()  # for FT and RFT
+    dpo: DPOConfig = DPOConfig()
     evaluate_base: bool = True
     seed: int = 0
-
-    def __post_init__(self):
-        for key, value, allowed in (("start", self.start, ("rft", "sft_gold")), ("search", self.search, ("linear", "binary")),
-                                    ("unmeasured", self.unmeasured, UNMEASURED),
-                                    ("completer", self.completer, ("student", "teacher"))):
-            if value not in allowed:
-                raise ValueError(f"{key} is {' or '.join(allowed)}, not {value!r}")
 
 
 def check(config: Config, cfg: SelfExploreConfig) -> None:
@@ -133,7 +127,7 @@ def self_explore(room: Classroom, cfg: SelfExploreConfig) -> Report:
                   dict(models))
 
 
-def request(kind: str, name: str, data: list, hyper: Settings, cfg: SelfExploreConfig,
+def request(kind: str, name: str, data: list, hyper: SFTConfig, cfg: SelfExploreConfig,
             base: TrainResult | None = None) -> TrainRequest:
     return TrainRequest(kind=kind, name=name, data=tuple(m.id for m in data), lora=cfg.lora.asdict(),
                         hyper=hyper.asdict(), seed=cfg.seed, base_adapter=base.adapter if base else None)

@@ -13,13 +13,13 @@ vs 0.5, one round vs several) run side by side from the same start.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Literal
 
 import msgspec
 
 from schoolroom.api import (Acc, Classroom, Figure, Note, Report, Series, Student, Table, Teacher, Trainer,
                             TrainRequest, accuracy, protocol, wilson)
-from schoolroom.training.reflection import ANCHORS, POOLS
-from schoolroom.training.settings import LoraSettings, Settings
+from schoolroom.training.settings import LoRAConfig, ReflectionConfig, SFTConfig
 
 
 class Variant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -38,19 +38,15 @@ class TailoredConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     answer_key: str = "solution"  # what the teacher sees besides the mistake: "answer" (the paper) or "solution"
     max_mistakes: int | None = None  # per round
     margin: float = 1.0  # the authors' cl_p
-    anchor: str = "rationale"  # rationale (the authors' code) | question (a departure: the question prompt as anchor)
-    pool: str = "last"  # last (the authors': the rationale's EOS state) | mean (over the rationale's tokens)
+    # rationale (the authors' code) | question (a departure: the question prompt as anchor)
+    anchor: Literal["rationale", "question"] = "rationale"
+    pool: Literal["last", "mean"] = "last"  # last (the authors': the rationale's EOS state) | mean (over its tokens)
     variants: list[Variant] = msgspec.field(default_factory=lambda: [Variant(name="reflection")])
     students: list[str] = []  # a cohort (agents of role student) sharing the teacher; [] = the config's one student
     trainers: dict[str, str] = {}  # student -> the trainer agent that trains it (its model); default: the one trainer
-    lora: LoraSettings = LoraSettings()
-    train_settings: Settings = Settings()  # learning_rate, epochs, batch_size, ...
+    lora: LoRAConfig = LoRAConfig()
+    train_settings: SFTConfig = SFTConfig()  # learning_rate, epochs, batch_size, ...
     seed: int = 0
-
-    def __post_init__(self):
-        if self.anchor not in ANCHORS or self.pool not in POOLS:
-            raise ValueError(f"anchor is {' or '.join(ANCHORS)} and pool {' or '.join(POOLS)}, "
-                             f"not {self.anchor!r}, {self.pool!r}")
 
 
 @protocol("tailored", TailoredConfig)
@@ -95,9 +91,9 @@ def variant_rounds(room: Classroom, cfg: TailoredConfig, s: str, variant: Varian
             break
         request = TrainRequest(kind="reflection", name=name.replace("/", "-"), data=tuple(m.id for m in kept + mistakes),
                                base_adapter=adapter.adapter if adapter else None, lora=cfg.lora.asdict(),
-                               seed=cfg.seed, hyper=cfg.train_settings.asdict() | {
-                                   "reflection_weight": variant.reflection_weight, "margin": cfg.margin,
-                                   "anchor": cfg.anchor, "pool": cfg.pool})
+                               seed=cfg.seed, hyper=ReflectionConfig(
+                                   **cfg.train_settings.asdict(), reflection_weight=variant.reflection_weight,
+                                   margin=cfg.margin, anchor=cfg.anchor, pool=cfg.pool).asdict())
         adapter = trainer.train(request, kept + mistakes, train)
         now = [v.correct for v in room.evaluate(f"{name}/round {r}", test, adapter, student=s)]
         rows.append(row(variant.name, r, previous, now, stats | {"trained": True, "train": adapter.metrics,

@@ -9,10 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-DEFAULT_LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
-DEFAULT_HYPER = {"learning_rate": 5e-4, "epochs": 1.0, "batch_size": 4, "grad_accum": 1, "max_steps": -1,
-                 "max_length": 512, "beta": 0.1, "warmup_steps": 0,
-                 "max_loss": 1e4}  # a loss above it (or NaN, inf) stops the training: TrainingDiverged
+from schoolroom.training.settings import LoRAConfig, SFTConfig
 
 
 class TrainingDiverged(ValueError):
@@ -29,23 +26,19 @@ def check_finite(step: int, h: dict[str, Any], **values: float | None) -> None:
         if v is None:
             continue
         v = float(v)
-        if not math.isfinite(v) or (what.endswith("loss") and v > float(h.get("max_loss", DEFAULT_HYPER["max_loss"]))):
+        if not math.isfinite(v) or (what.endswith("loss") and v > float(h["max_loss"])):
             raise TrainingDiverged(step, what.replace("_", " "), v)
 
 
 def lora_config(settings: dict[str, Any], task_type: str = "CAUSAL_LM", **extra):
     from peft import LoraConfig
 
-    s = DEFAULT_LORA | dict(settings)
-    unknown = set(s) - set(LoraConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown LoRA settings: {', '.join(sorted(unknown))}")
-    return LoraConfig(task_type=task_type, **s, **extra)
+    return LoraConfig(task_type=task_type, **LoRAConfig.of(settings), **extra)
 
 
-def hyper(settings: dict[str, Any]) -> dict[str, Any]:
-    h = DEFAULT_HYPER | dict(settings)
-    return h
+def hyper(settings: dict[str, Any], kind: type[SFTConfig] = SFTConfig) -> dict[str, Any]:
+    """Every setting of ``kind`` (its config class), ``settings`` over its defaults; an unknown key raises."""
+    return kind.of(settings)
 
 
 def load_policy(model_path: str, device: str = "cpu", adapter: str | None = None, trainable: bool = True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from schoolroom.training.common import hyper, load_policy, lora_config, run_trainer, trainer_args
+from schoolroom.training.settings import DPOConfig as Settings
 
 
 def train_dpo(model_path: str, pairs: list[dict[str, str]], out_dir: str, lora: dict[str, Any] = {},
@@ -22,7 +23,7 @@ def train_dpo(model_path: str, pairs: list[dict[str, str]], out_dir: str, lora: 
     if not pairs:
         raise ValueError("no preference pairs to train on")
     set_seed(seed)
-    h = hyper(settings)
+    h = hyper(settings, Settings)
     model = load_policy(model_path, device, adapter=init_adapter)
     args = trainer_args(DPOConfig, h, out_dir, seed, device, beta=float(h["beta"]))
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(pairs),

@@ -25,12 +25,9 @@ from typing import Any
 import torch
 
 from schoolroom.training.common import fit, mean_of
-from schoolroom.training.rl import (
-    DEFAULT_RL, acting, action_forward, clipped_policy_loss, forward_rows, kl_k3, masked_mean, prepare,
-    reference_logprobs, stack, start_stats,
-)
-
-DEFAULT_GRPO = DEFAULT_RL | {"beta": 0.04, "scale_rewards": True}
+from schoolroom.training.rl import (acting, action_forward, clipped_policy_loss, forward_rows, kl_k3, masked_mean,
+                                    prepare, reference_logprobs, stack, start_stats)
+from schoolroom.training.settings import GRPOConfig
 
 
 def group_advantages(scores: list[float], groups: list[Any], scale: bool = True, eps: float = 1e-4) -> list[float]:
@@ -56,7 +53,7 @@ def train_grpo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lo
                tokenizer=None, reference_adapter: str | None = None) -> dict[str, float]:
     """One GRPO iteration on ``rollouts`` (grouped by their ``group``); the adapter to ``out_dir``."""
     t0 = time.perf_counter()
-    h, everyone, policy = prepare(model_path, rollouts, DEFAULT_GRPO, settings, seed, device, init_adapter, lora,
+    h, everyone, policy = prepare(model_path, rollouts, GRPOConfig, settings, seed, device, init_adapter, lora,
                                   tokenizer)
     rows = advantage_rows(everyone, bool(h["scale_rewards"]))
     pad_id, temp, bs, beta = tokenizer.pad_token_id, float(h["temperature"]), int(h["batch_size"]), float(h["beta"])

@@ -25,13 +25,10 @@ from typing import Any
 import torch
 
 from schoolroom.training.common import fit, mean_of
-from schoolroom.training.rl import (
-    DEFAULT_RL, acting, action_forward, action_mask, clipped_policy_loss, forward_rows, masked_mean, prepare,
-    reference_logprobs, stack, start_stats,
-)
+from schoolroom.training.rl import (acting, action_forward, action_mask, clipped_policy_loss, forward_rows, masked_mean,
+                                    prepare, reference_logprobs, stack, start_stats)
+from schoolroom.training.settings import PPOConfig
 
-DEFAULT_PPO = DEFAULT_RL | {"epochs": 4.0, "kl_coef": 0.05, "clip_value": 0.2, "vf_coef": 0.1, "gamma": 1.0,
-                            "lam": 0.95, "whiten": True}
 VALUE_HEAD = "value_head.safetensors"
 
 
@@ -105,7 +102,7 @@ def train_ppo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lor
     from safetensors.torch import save_file
 
     t0 = time.perf_counter()
-    h, everyone, policy = prepare(model_path, rollouts, DEFAULT_PPO, settings, seed, device, init_adapter, lora,
+    h, everyone, policy = prepare(model_path, rollouts, PPOConfig, settings, seed, device, init_adapter, lora,
                                   tokenizer)
     rows = acting(everyone)  # a rollout with no action has no token to put its reward on
     head = value_head(policy, init_adapter)

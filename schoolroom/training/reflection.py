@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from schoolroom.training.common import fit, hyper, load_policy, lora_config, mean_of
+from schoolroom.training.settings import ReflectionConfig
 
 
 def cosine_distance(x, y):
@@ -128,9 +129,8 @@ def train_reflection(model_path: str, examples: list[dict[str, str]], out_dir: s
     if not examples:
         raise ValueError("no examples to train on")
     set_seed(seed)
-    h = hyper(settings)
-    weight, margin = float(h.get("reflection_weight", 0.5)), float(h.get("margin", 1.0))
-    anchor, pool = str(h.get("anchor", "rationale")), str(h.get("pool", "last"))
+    h = hyper(settings, ReflectionConfig)
+    weight, margin, anchor, pool = float(h["reflection_weight"]), float(h["margin"]), h["anchor"], h["pool"]
     if anchor not in ANCHORS or pool not in POOLS:
         raise ValueError(f"anchor is {' or '.join(ANCHORS)} and pool {' or '.join(POOLS)}, not {anchor!r}, {pool!r}")
     model = load_policy(model_path, device, adapter=init_adapter)

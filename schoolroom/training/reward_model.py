@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from schoolroom.training.common import fit, hyper, lora_config, mean_of
+from schoolroom.training.settings import RewardModelConfig
 
 KINDS = ("orm", "prm")
 # one-token step separators, by the PRM that made them known; the first the tokenizer has as one token is used
@@ -300,11 +301,11 @@ def train_reward_model(model_path: str, examples: list[dict[str, Any]], out_dir:
     if kind not in KINDS:
         raise ValueError(f"reward model kind must be one of {', '.join(KINDS)}, not {kind!r}")
     set_seed(seed)
-    h = hyper(settings)
-    batch_by = str(h.get("batch_by", "example"))
+    h = hyper(settings, RewardModelConfig)
+    batch_by = h["batch_by"]
     if batch_by not in ("example", "problem"):
         raise ValueError(f"batch_by is example or problem, not {batch_by!r}")
-    sep = separator(tokenizer, h.get("separator"))
+    sep = separator(tokenizer, h["separator"])
     rows = []
     for x in examples:
         ids, positions = encode(tokenizer, x, kind, sep, int(h["max_length"]))
@@ -320,8 +321,8 @@ def train_reward_model(model_path: str, examples: list[dict[str, Any]], out_dir:
             by_prompt.setdefault(r[0], []).append(r)
         units = list(by_prompt.values())
     model = load_reward_model(model_path, device, adapter=init_adapter, trainable=True, lora=lora,
-                              pad_token_id=tokenizer.pad_token_id, dropout=float(h.get("head_dropout", 0.0)))
-    forward = int(h.get("forward_batch", 16))
+                              pad_token_id=tokenizer.pad_token_id, dropout=float(h["head_dropout"]))
+    forward = int(h["forward_batch"])
 
     def read(batch: list[list[tuple]]):
         """(logits, labels), one per distinct position read in the batch."""
@@ -337,7 +338,7 @@ def train_reward_model(model_path: str, examples: list[dict[str, Any]], out_dir:
         return logits[index], target
 
     size = int(h["batch_size"])
-    wanted = min(len(units), max(size, int(h.get("loss_check", 32))))
+    wanted = min(len(units), max(size, int(h["loss_check"])))
     state: dict[str, Any] = {}
 
     def tally(logits, labels) -> list[float]:
@@ -366,7 +367,7 @@ def train_reward_model(model_path: str, examples: list[dict[str, Any]], out_dir:
             state["more"] = [more[i:i + size] for i in range(0, len(more), size)]
             # this batch's loss as computed is the loss before training unless dropout is live: a LoRA adapter
             # continued (its dropout acts once its B is not zero), or dropout on the head
-            live = init_adapter or float(h.get("head_dropout", 0.0))
+            live = init_adapter or float(h["head_dropout"])
             state["before"] = [x + y for x, y in zip(measure([batch]) if live else tally(logits.detach(), labels),
                                                      measure(state["more"]))]
             model.train(True)

@@ -23,9 +23,6 @@ from typing import Any
 
 import torch
 
-DEFAULT_RL = {"learning_rate": 1e-5, "epochs": 1.0, "batch_size": 8, "max_length": 512, "temperature": 1.0,
-              "max_grad_norm": 1.0, "clip": 0.2, "aggregate": "min", "step_rewards": False, "empty_reward": 0.0}
-
 
 def encode_rollouts(tokenizer, rollouts: list[dict[str, Any]], max_length: int) -> list[dict[str, Any]]:
     """Token ids per rollout, where its completion starts, and the action index of each reward: the score at the
@@ -197,9 +194,9 @@ def reference_logprobs(policy, rows, pad_id: int, h: dict[str, Any], init_adapte
         policy.delete_adapter("reference")
 
 
-def prepare(model_path: str, rollouts: list[dict[str, Any]], defaults: dict[str, Any], settings: dict[str, Any],
+def prepare(model_path: str, rollouts: list[dict[str, Any]], kind: type, settings: dict[str, Any],
             seed: int, device: str, init_adapter: str | None, lora: dict[str, Any], tokenizer):
-    """The settings (``defaults`` under ``settings``), the rollouts as rows (every one: see ``acting``), and the policy with a trainable adapter
+    """The settings (``kind``'s config: its defaults under ``settings``), the rollouts as rows (every one: see ``acting``), and the policy with a trainable adapter
     (``init_adapter`` continued, or a fresh LoRA) in eval mode: what an RL iteration starts from."""
     from peft import get_peft_model
     from transformers import set_seed
@@ -207,7 +204,7 @@ def prepare(model_path: str, rollouts: list[dict[str, Any]], defaults: dict[str,
     from schoolroom.training.common import hyper, load_policy, lora_config
 
     set_seed(seed)
-    h = hyper(defaults | dict(settings))
+    h = hyper(settings, kind)
     rows = encode_rollouts(tokenizer, rollouts, int(h["max_length"]))
     if not acting(rows):
         raise ValueError("no rollout with a completion to train on")
