@@ -129,7 +129,7 @@ def test_sampled_attempts_carry_the_ids_and_logprobs_the_trainer_recomputes(hf_e
     trainer's forward pass over exactly those ids gives the same log-probabilities."""
     from schoolroom.agents.engines.base import render_prompt
     from schoolroom.agents.student import solve_prompt
-    from schoolroom.training.rl import encode_rollouts, forward_rows
+    from schoolroom.training.rl import Rollout, encode_rollouts, forward_rows
 
     tok = hf_engine.tokenizer
     problems = synthetic(2, steps=1, seed=3)
@@ -138,11 +138,11 @@ def test_sampled_attempts_carry_the_ids_and_logprobs_the_trainer_recomputes(hf_e
         assert a.tokens == len(a.token_ids) == len(a.logprobs) > 0 and all(lp <= 0 for lp in a.logprobs)
         assert tok.decode(a.token_ids, skip_special_tokens=True).startswith(a.text)
     by_id = {p.problem_id: p for p in problems}
-    rows = encode_rollouts(tok, [{"prompt": render_prompt(tok, solve_prompt(by_id[a.problem_id])), "completion": a.text,
-                                  "completion_ids": a.token_ids, "logprobs": a.logprobs, "reward": 0.0}
+    rows = encode_rollouts(tok, [Rollout(prompt=render_prompt(tok, solve_prompt(by_id[a.problem_id])), completion=a.text,
+                                         completion_ids=list(a.token_ids), logprobs=list(a.logprobs), reward=0.0)
                                  for a in attempts], max_length=512)
     for r, (logp, _, _) in zip(rows, forward_rows(hf_engine.lm, rows, tok.pad_token_id, 0.8, batch_size=4)):
-        assert torch.allclose(logp, torch.tensor(r["engine_logp"]), atol=2e-3), (logp, r["engine_logp"])
+        assert torch.allclose(logp, torch.tensor(r.engine_logp), atol=2e-3), (logp, r.engine_logp)
     from schoolroom.agents.engines import Params, Prompt
 
     ask = Prompt(messages=[{"role": "user", "content": "Reply with one word: yes or no. Is 2 bigger than 1?"}])

@@ -198,25 +198,25 @@ def test_step_scores_land_on_the_tokens_that_end_their_steps(trainer):
     prm = StepRewards(problem_id=p.problem_id, attempt_id=a.id, source="prm", rewards=(0.9, 0.2, 0.7))
     per_step = TrainRequest(kind="ppo", hyper={"step_rewards": True})
     (x,) = rollouts(trainer, per_step, [a, prm], {p.problem_id: p})
-    assert x["reward"] == pytest.approx(0.2) and x["group"] == p.problem_id  # min, the default aggregation
-    ends = [e for e, _ in x["step_rewards"]]
+    assert x.reward == pytest.approx(0.2) and x.group == p.problem_id  # min, the default aggregation
+    ends = [e for e, _ in x.step_rewards]
     assert [a.text[:e].endswith(s) for e, s in zip(ends, a.steps)] == [True] * 3 and ends[-1] == len(a.text)
     tok = trainer.tokenizer
     (row,) = encode_rollouts(tok, [x], max_length=512)
-    assert sorted(row["rewards"].values()) == pytest.approx([0.2, 0.7, 0.9])
-    for k, (step, value) in zip(sorted(row["rewards"]), zip(a.steps, (0.9, 0.2, 0.7))):
-        written = tok.decode(row["ids"][row["start"]: row["start"] + k + 1])
-        assert written.rstrip().endswith(step) and row["rewards"][k] == pytest.approx(value)
+    assert sorted(row.rewards.values()) == pytest.approx([0.2, 0.7, 0.9])
+    for k, (step, value) in zip(sorted(row.rewards), zip(a.steps, (0.9, 0.2, 0.7))):
+        written = tok.decode(row.ids[row.start: row.start + k + 1])
+        assert written.rstrip().endswith(step) and row.rewards[k] == pytest.approx(value)
     (last,) = encode_rollouts(tok, rollouts(trainer, TrainRequest(kind="ppo", hyper={"aggregate": "avg"}), [a, prm],
                                             {p.problem_id: p}), max_length=512)
-    assert last["rewards"] == {last["actions"] - 1: pytest.approx(0.6)}  # one aggregated reward at the last token
+    assert last.rewards == {last.actions - 1: pytest.approx(0.6)}  # one aggregated reward at the last token
     with pytest.raises(ValueError, match="has two StepRewards"):
         rollouts(trainer, per_step, [a, prm, prm], {p.problem_id: p})
     with pytest.raises(ValueError, match="has no StepRewards"):
         rollouts(trainer, per_step, [a], {p.problem_id: p})
     empty = StepRewards(problem_id=p.problem_id, attempt_id=a.id, source="prm", rewards=())
     (e,) = rollouts(trainer, TrainRequest(kind="ppo", hyper={"empty_reward": -1.0}), [a, empty], {p.problem_id: p})
-    assert e["reward"] == -1.0
+    assert e.reward == -1.0
 
 
 # plain unit tests: no model

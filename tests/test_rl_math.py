@@ -4,6 +4,7 @@ GRPO's group advantages, and where rewards land among a rollout's tokens."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate, aggregation
 from schoolroom.training.grpo import group_advantages
 from schoolroom.training.ppo import clipped_value_loss, gae, kl_rewards, whiten
-from schoolroom.training.rl import clipped_policy_loss, kl_k3, masked_mean
+from schoolroom.training.rl import Experience, Rollout, clipped_policy_loss, kl_k3, masked_mean
 
 
 def close(t, nested):
@@ -77,11 +78,17 @@ def test_gae_by_hand():
     close(ret, [[a0 + 0.5, a1 + 0.6, a2 + 0.7], [b0 + 0.1, b1 + 0.2, 0.0]])
 
 
+def experience(actions: int, **fields) -> Experience:
+    """A row of ``actions`` actions with only the fields a test needs set."""
+    return Experience(**{"ids": [], "start": 0, "actions": actions, "rewards": {}, "score": 0.0, "group": None,
+                         "sampled": True, "engine_logp": None} | fields)
+
+
 def test_kl_penalty_and_estimator_by_hand():
-    rows = [{"old_logp": torch.tensor([-1.0, -2.0]), "ref_logp": torch.tensor([-1.5, -1.0]), "rewards": {1: 1.0}}]
+    rows = [experience(2, old_logp=torch.tensor([-1.0, -2.0]), ref_logp=torch.tensor([-1.5, -1.0]), rewards={1: 1.0})]
     kl_rewards(rows, kl_coef=0.1)
-    assert rows[0]["kl"].tolist() == pytest.approx([0.5, -1.0])  # log pi_old - log pi_ref
-    assert rows[0]["token_rewards"].tolist() == pytest.approx([-0.05, 0.1 + 1.0])  # the reward at its token
+    assert rows[0].kl.tolist() == pytest.approx([0.5, -1.0])  # log pi_old - log pi_ref
+    assert rows[0].token_rewards.tolist() == pytest.approx([-0.05, 0.1 + 1.0])  # the reward at its token
     k3 = kl_k3(torch.log(torch.tensor([0.5])), torch.log(torch.tensor([0.25])))
     assert k3.item() == pytest.approx(0.5 - math.log(0.5) - 1)
     assert kl_k3(torch.tensor([-0.7]), torch.tensor([-0.7])).item() == 0.0
@@ -130,16 +137,16 @@ def test_the_trainer_acts_on_the_ids_sampled_with_the_stop_token(tok):
     # "the answer" sampled letter by letter: decoding and tokenizing again gives other (fewer) ids
     sampled = tok.convert_tokens_to_ids(list("the")) + tok(" answer is 5")["input_ids"] + [tok.eos_token_id]
     assert tok(tok.decode(sampled, skip_special_tokens=True))["input_ids"] != sampled[:-1]
-    x = {"prompt": "Q: ?\nA:", "completion": tok.decode(sampled, skip_special_tokens=True), "reward": 1.0,
-         "completion_ids": tuple(sampled), "logprobs": tuple(-0.5 for _ in sampled), "group": "p"}
+    x = Rollout(prompt="Q: ?\nA:", completion=tok.decode(sampled, skip_special_tokens=True), reward=1.0,
+                completion_ids=list(sampled), logprobs=[-0.5 for _ in sampled], group="p")
     (row,) = encode_rollouts(tok, [x], max_length=512)
-    assert row["ids"][row["start"]:] == sampled and row["actions"] == len(sampled)
-    assert row["ids"][-1] == tok.eos_token_id and row["rewards"] == {len(sampled) - 1: 1.0}  # stopping is an action
-    assert row["engine_logp"] == [-0.5] * len(sampled) and row["sampled"]
-    (short,) = encode_rollouts(tok, [x], max_length=row["start"] + 3)  # cut by max_length: ids and logprobs alike
-    assert short["ids"][short["start"]:] == sampled[:3] and len(short["engine_logp"]) == 3
-    (text,) = encode_rollouts(tok, [x | {"completion_ids": None}], max_length=512)  # an engine without ids
-    assert tok.eos_token_id not in text["ids"] and text["engine_logp"] is None and not text["sampled"]
+    assert row.ids[row.start:] == sampled and row.actions == len(sampled)
+    assert row.ids[-1] == tok.eos_token_id and row.rewards == {len(sampled) - 1: 1.0}  # stopping is an action
+    assert row.engine_logp == [-0.5] * len(sampled) and row.sampled
+    (short,) = encode_rollouts(tok, [x], max_length=row.start + 3)  # cut by max_length: ids and logprobs alike
+    assert short.ids[short.start:] == sampled[:3] and len(short.engine_logp) == 3
+    (text,) = encode_rollouts(tok, [replace(x, completion_ids=None)], max_length=512)  # an engine without ids
+    assert tok.eos_token_id not in text.ids and text.engine_logp is None and not text.sampled
 
 
 def test_step_rewards_land_on_the_sampled_token_that_ends_the_step(tok):
@@ -150,33 +157,33 @@ def test_step_rewards_land_on_the_sampled_token_that_ends_the_step(tok):
     sampled = [i for ch in text for i in tok.convert_tokens_to_ids([{" ": "Ġ", "\n": "Ċ"}.get(ch, ch)])]  # a token a character
     assert tok.decode(sampled) == text
     ends = [text.index(s) + len(s) for s in steps]
-    x = {"prompt": "Q:", "completion": text, "reward": 0.0, "completion_ids": tuple(sampled), "logprobs": None,
-         "step_rewards": list(zip(ends, (0.9, 0.2, 0.7)))}
+    x = Rollout(prompt="Q:", completion=text, reward=0.0, completion_ids=list(sampled),
+                step_rewards=list(zip(ends, (0.9, 0.2, 0.7))))
     (row,) = encode_rollouts(tok, [x], max_length=512)
-    assert row["rewards"] == {e - 1: v for e, v in zip(ends, (0.9, 0.2, 0.7))}
+    assert row.rewards == {e - 1: v for e, v in zip(ends, (0.9, 0.2, 0.7))}
 
 
 def test_an_empty_completion_stays_in_its_group(tok):
     from schoolroom.training.grpo import advantage_rows
     from schoolroom.training.rl import encode_rollouts
 
-    rollouts = [{"prompt": "Q:", "completion": "#### 5", "reward": 1.0, "group": "a"},
-                {"prompt": "Q:", "completion": "", "reward": 0.0, "group": "a"},  # no ids, no text: no action
-                {"prompt": "Q:", "completion": "", "reward": 0.0, "group": "b", "completion_ids": (tok.eos_token_id,)},
-                {"prompt": "Q:", "completion": "#### 5", "reward": 1.0, "group": "b"}]
+    rollouts = [Rollout(prompt="Q:", completion="#### 5", reward=1.0, group="a"),
+                Rollout(prompt="Q:", completion="", reward=0.0, group="a"),  # no ids, no text: no action
+                Rollout(prompt="Q:", completion="", reward=0.0, group="b", completion_ids=[tok.eos_token_id]),
+                Rollout(prompt="Q:", completion="#### 5", reward=1.0, group="b")]
     everyone = encode_rollouts(tok, rollouts, max_length=512)
-    assert [r["actions"] for r in everyone] == [len(tok("#### 5")["input_ids"]), 0, 1, len(tok("#### 5")["input_ids"])]
+    assert [r.actions for r in everyone] == [len(tok("#### 5")["input_ids"]), 0, 1, len(tok("#### 5")["input_ids"])]
     rows = advantage_rows(everyone)
     # the empty rollout's 0 is in group a's mean and std: the correct one is pushed up, not left at 0
-    assert len(rows) == 3 and rows[0]["group_advantage"] == pytest.approx(1.0, abs=1e-3)
+    assert len(rows) == 3 and rows[0].group_advantage == pytest.approx(1.0, abs=1e-3)
     # stopping at once, with its stop token as the action, is penalised
-    assert rows[1]["group_advantage"] == pytest.approx(-1.0, abs=1e-3) and rows[1]["ids"][-1] == tok.eos_token_id
+    assert rows[1].group_advantage == pytest.approx(-1.0, abs=1e-3) and rows[1].ids[-1] == tok.eos_token_id
 
 
 def test_logprob_gap_is_measured_only_where_the_engine_gave_logprobs():
     from schoolroom.training.rl import logprob_gap
 
-    rows = [{"old_logp": torch.tensor([-1.0, -2.0]), "engine_logp": [-1.5, -2.0]},
-            {"old_logp": torch.tensor([-1.0]), "engine_logp": None}]
+    rows = [experience(2, old_logp=torch.tensor([-1.0, -2.0]), engine_logp=[-1.5, -2.0]),
+            experience(1, old_logp=torch.tensor([-1.0]), engine_logp=None)]
     assert logprob_gap(rows) == pytest.approx(0.25)
     assert logprob_gap(rows[1:]) is None

@@ -19,6 +19,8 @@ from schoolroom.agents.verifier import reward_input
 from schoolroom.messages import Attempt, Message, Problem, StepRewards, TrainRequest, Verdict
 from schoolroom.training.aggregate import aggregate
 from schoolroom.training.kinds import Trainee, training_kind
+from schoolroom.training.rl import Rollout
+from schoolroom.training.settings import RewardModelConfig, RLConfig
 
 
 def step_label(value: float | None, mode: str, source: str) -> float | None:
@@ -34,7 +36,7 @@ def reward_model_examples(t: Trainee, request: TrainRequest, data: list[Message]
     tok = t.tokenizer_for(request.base_model)
     correct = {v.attempt_id: v.correct for v in data if isinstance(v, Verdict)}
     labels = {r.attempt_id: r for r in data if isinstance(r, StepRewards)}
-    mode = str(request.hyper.get("labels", "hard"))
+    mode = RewardModelConfig.of(request.hyper)["labels"]
     out = []
     for a in (m for m in data if isinstance(m, Attempt)):
         x = reward_input(tok, problems[a.problem_id], a)
@@ -56,7 +58,8 @@ def reward_model_examples(t: Trainee, request: TrainRequest, data: list[Message]
 
 @training_kind("prm")
 @training_kind("orm")
-def reward_model(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
+def reward_model(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem],
+                 out: str) -> dict:
     from schoolroom.training.reward_model import train_reward_model
 
     examples = reward_model_examples(t, request, data, problems)
@@ -78,10 +81,10 @@ def step_ends(a: Attempt, scores: tuple[float | None, ...]) -> list[tuple[int, f
     return out
 
 
-def rollouts(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem]) -> list[dict]:
+def rollouts(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem]) -> list[Rollout]:
     """Each attempt as a rollout in text with its reward (see ``schoolroom.training.rl``)."""
-    h = request.hyper
-    how, per_step, empty = str(h.get("aggregate", "min")), bool(h.get("step_rewards", False)), float(h.get("empty_reward", 0.0))
+    h = RLConfig.of({k: v for k, v in request.hyper.items() if k in RLConfig.__struct_fields__})
+    how, per_step, empty = h["aggregate"], h["step_rewards"], h["empty_reward"]
     rewards: dict[str, StepRewards] = {}
     for m in data:
         if isinstance(m, StepRewards):
@@ -94,11 +97,12 @@ def rollouts(t: Trainee, request: TrainRequest, data: list[Message], problems: d
         if r is None:
             raise ValueError(f"attempt {a.id} has no StepRewards: score the rollouts before training on them")
         score = r.score if r.score is not None else aggregate(r.rewards, how)
-        out.append({"prompt": t.prompt_text(problems[a.problem_id], a.prefix), "completion": a.text,
-                    "completion_ids": a.token_ids, "logprobs": a.logprobs,
-                    "reward": empty if score is None else score, "group": a.problem_id,
-                    "step_rewards": step_ends(a, r.rewards) if per_step and r.score is None else []})
-    text_only = [x for x in out if x["completion_ids"] is None]
+        out.append(Rollout(prompt=t.prompt_text(problems[a.problem_id], a.prefix), completion=a.text,
+                           completion_ids=list(a.token_ids) if a.token_ids is not None else None,
+                           logprobs=list(a.logprobs) if a.logprobs is not None else None,
+                           reward=empty if score is None else score, group=a.problem_id,
+                           step_rewards=step_ends(a, r.rewards) if per_step and r.score is None else []))
+    text_only = [x for x in out if x.completion_ids is None]
     if text_only:
         t.note("retokenized", f"{len(text_only)} of {len(out)} rollouts carry no sampled token ids (their engine gives "
                "none): they are trained on their text tokenized again, and the stop token is not an action for them",

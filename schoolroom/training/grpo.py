@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from schoolroom.training.common import fit, mean_of
-from schoolroom.training.rl import (acting, action_forward, clipped_policy_loss, forward_rows, kl_k3, masked_mean,
-                                    prepare, reference_logprobs, stack, start_stats)
+from schoolroom.training.rl import (Experience, Rollout, acting, action_forward, clipped_policy_loss, forward_rows,
+                                    kl_k3, masked_mean, prepare, reference_logprobs, stack, start_stats)
 from schoolroom.training.settings import GRPOConfig
 
 
@@ -39,16 +39,16 @@ def group_advantages(scores: list[float], groups: list[Any], scale: bool = True,
     return [(s - stats[g][0]) / ((stats[g][1] + eps) if scale else 1.0) for s, g in zip(scores, groups)]
 
 
-def advantage_rows(everyone: list[dict[str, Any]], scale: bool = True) -> list[dict[str, Any]]:
+def advantage_rows(everyone: list[Experience], scale: bool = True) -> list[Experience]:
     """Each row's group advantage, from the rewards of every rollout of its group (empty ones too); then the rows
     with an action, which are what the policy trains on."""
-    advantages = group_advantages([r["score"] for r in everyone], [r["group"] for r in everyone], scale)
+    advantages = group_advantages([r.score for r in everyone], [r.group for r in everyone], scale)
     for r, a in zip(everyone, advantages):
-        r["group_advantage"] = a
+        r.group_advantage = a
     return acting(everyone)
 
 
-def train_grpo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lora: dict[str, Any] = {},
+def train_grpo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dict[str, Any] = {},
                settings: dict[str, Any] = {}, seed: int = 0, device: str = "cpu", init_adapter: str | None = None,
                tokenizer=None, reference_adapter: str | None = None) -> dict[str, float]:
     """One GRPO iteration on ``rollouts`` (grouped by their ``group``); the adapter to ``out_dir``."""
@@ -60,14 +60,14 @@ def train_grpo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lo
     current = forward_rows(policy, rows, pad_id, temp, bs)
     ref = reference_logprobs(policy, rows, pad_id, h, init_adapter, reference_adapter, current) if beta else None
     for i, (r, (logp, ent, _)) in enumerate(zip(rows, current)):
-        r.update(old_logp=logp, entropy=ent, advantage=torch.full_like(logp, r["group_advantage"]),
-                 ref_logp=ref[i] if ref is not None else logp)
-    dev = rows[0]["old_logp"].device
+        r.old_logp, r.entropy, r.advantages = logp, ent, torch.full_like(logp, r.group_advantage)
+        r.ref_logp = ref[i] if ref is not None else logp
+    dev = rows[0].old_logp.device
 
     def step(batch):
         logp, _, _, m = action_forward(policy, batch, pad_id, temp)
         loss, clipfrac, approx_kl = clipped_policy_loss(logp, stack(batch, "old_logp", dev),
-                                                        stack(batch, "advantage", dev), m, float(h["clip"]))
+                                                        stack(batch, "advantages", dev), m, float(h["clip"]))
         kl = kl_k3(logp, stack(batch, "ref_logp", dev))
         per_rollout = masked_mean(loss + beta * kl, m, dim=1)
         return per_rollout.mean(), {"clipfrac": clipfrac, "approx_kl": approx_kl}
@@ -77,7 +77,7 @@ def train_grpo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lo
     policy.save_pretrained(out_dir, selected_adapters=["default"])
     groups: dict[Any, list[float]] = defaultdict(list)
     for r in everyone:
-        groups[r["group"]].append(r["score"])
+        groups[r.group].append(r.score)
     flat = sum(1 for v in groups.values() if max(v) == min(v))
     stats = start_stats(rows, everyone)
     if ref is None:  # beta = 0: the reference was not computed, so there is no KL to report

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from schoolroom.training.common import fit, mean_of
-from schoolroom.training.rl import (acting, action_forward, action_mask, clipped_policy_loss, forward_rows, masked_mean,
-                                    prepare, reference_logprobs, stack, start_stats)
+from schoolroom.training.rl import (Experience, Rollout, acting, action_forward, action_mask, clipped_policy_loss,
+                                    forward_rows, masked_mean, prepare, reference_logprobs, stack, start_stats)
 from schoolroom.training.settings import PPOConfig
 
 VALUE_HEAD = "value_head.safetensors"
@@ -62,14 +62,14 @@ def clipped_value_loss(values, old_values, returns, mask, clip: float):
     return 0.5 * torch.max(a, b), float(masked_mean((b > a).float(), mask))
 
 
-def kl_rewards(rows: list[dict[str, Any]], kl_coef: float) -> None:
+def kl_rewards(rows: list[Experience], kl_coef: float) -> None:
     """Each row's per-token rewards: the KL penalty everywhere, the reward(s) where they were placed."""
     for r in rows:
-        kl = r["old_logp"] - r["ref_logp"]
+        kl = r.old_logp - r.ref_logp
         rewards = -kl_coef * kl
-        for k, v in r["rewards"].items():
+        for k, v in r.rewards.items():
             rewards[k] += v
-        r["kl"], r["token_rewards"] = kl, rewards
+        r.kl, r.token_rewards = kl, rewards
 
 
 class PolicyWithValue(torch.nn.Module):
@@ -95,7 +95,7 @@ def value_head(policy, init_adapter: str | None):
     return head
 
 
-def train_ppo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lora: dict[str, Any] = {},
+def train_ppo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dict[str, Any] = {},
               settings: dict[str, Any] = {}, seed: int = 0, device: str = "cpu", init_adapter: str | None = None,
               tokenizer=None, reference_adapter: str | None = None) -> dict[str, float]:
     """One PPO iteration on ``rollouts`` (see ``schoolroom.training.rl``); the adapter and value head to ``out_dir``."""
@@ -111,16 +111,16 @@ def train_ppo(model_path: str, rollouts: list[dict[str, Any]], out_dir: str, lor
     ref = reference_logprobs(policy, rows, pad_id, h, init_adapter, reference_adapter, current)
     with torch.no_grad():
         for r, (logp, ent, hid), ref_logp in zip(rows, current, ref):
-            r.update(old_logp=logp, entropy=ent, old_values=head(hid).squeeze(-1), ref_logp=ref_logp)
+            r.old_logp, r.entropy, r.old_values, r.ref_logp = logp, ent, head(hid).squeeze(-1), ref_logp
     kl_rewards(rows, float(h["kl_coef"]))
-    dev = rows[0]["old_logp"].device
+    dev = rows[0].old_logp.device
     token_rewards, values = stack(rows, "token_rewards", dev), stack(rows, "old_values", dev)
     mask = action_mask(rows, dev)
     advantages, returns = gae(token_rewards, values, mask, float(h["gamma"]), float(h["lam"]))
     if h["whiten"]:
         advantages = whiten(advantages, mask)
     for i, r in enumerate(rows):
-        r["advantages"], r["returns"] = advantages[i, : r["actions"]], returns[i, : r["actions"]]
+        r.advantages, r.returns = advantages[i, : r.actions], returns[i, : r.actions]
 
     both = PolicyWithValue(policy, head)
 
