@@ -100,13 +100,13 @@ def test_a_dead_replica_is_restarted_and_asked_again_within_the_bound(ray_local)
         worker.result(worker.submit("load", "v2"))
         first_pid = worker.result(worker.submit("where", [0]))[0][0][0]
         sent = worker.submit("where", [1, 2], delay=3.0)
-        ray.kill(worker.hosts[0].actor, no_restart=False)
+        ray.kill(worker.actors[0].actor, no_restart=False)
         (rows, side) = worker.result(sent, 120)
         assert [x for _, x, _ in rows] == [1, 2] and rows[0][0] != first_pid
         assert rows[0][2] == "v2", "the restarted actor was given the adapter it had loaded"
         assert [n.kind for n in side] == ["actor_restarted"] and "restarted" in side[0].text
         sent = worker.submit("where", [3], delay=3.0)
-        ray.kill(worker.hosts[0].actor, no_restart=False)
+        ray.kill(worker.actors[0].actor, no_restart=False)
         with pytest.raises(ActorLost, match=r"died in w.where again after 1 restarts.*runtime.max_restarts = 1"):
             worker.result(sent, 120)
     finally:
@@ -139,7 +139,7 @@ def test_a_student_killed_mid_round_is_restarted_and_the_run_ends_as_if_it_had_n
     def progress(label: str, done: int, total: int) -> None:
         if label.startswith("student.solve") and done == 1 and total > 1 and not killed:
             killed.append(label)  # its second piece is on the actor now
-            ray.kill(rooms[0].agents["student"].host.hosts[0].actor, no_restart=False)
+            ray.kill(rooms[0].agents["student"].host.actors[0].actor, no_restart=False)
 
     run_dir = runner.run(configlib.decode(echo_student(url)), out=str(tmp_path / "killed"), progress=progress)
     assert killed

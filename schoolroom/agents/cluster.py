@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from schoolroom import plugins as pluginlib
-from schoolroom.agents.runtime import FORWARDED_PREFIXES, AgentTimeout, Host, InlineHost, is_effect, start_ray
+from schoolroom.agents.runtime import FORWARDED_PREFIXES, AgentTimeout, Worker, Inline, is_effect, start_ray
 from schoolroom.config import AgentConfig, RuntimeConfig
 from schoolroom.errors import Explained, one_line
 from schoolroom.messages import Note, TrainResult
@@ -23,7 +23,7 @@ class NotPlaced(Explained):
     """A placement group found no node with all it asks for."""
 
 
-class RayHost:
+class Actor:
     """The agent as a Ray actor holding the CPUs, GPUs and custom resources its config asks for; Ray restarts it
     up to ``max_restarts`` times when it dies (a killed process, out of memory, a lost node)."""
 
@@ -42,7 +42,7 @@ class RayHost:
         if placement is not None:
             opts["scheduling_strategy"] = placement
         self.name = name
-        self.actor = ray.remote(Host).options(**opts).remote(name, config, secrets, workdir, plugins)
+        self.actor = ray.remote(Worker).options(**opts).remote(name, config, secrets, workdir, plugins)
         self._node: str | None = None
         self.known_life: str | None = None  # the actor's life token as last seen: a new one means Ray restarted it
 
@@ -107,7 +107,7 @@ class Replicas:
                  adapters: Adapters, placement: list | None = None):
         self.name, self.role, self.max_restarts, self.adapters = name, config.role, rt.max_restarts, adapters
         n = max(1, config.replicas)
-        self.hosts = [RayHost(name, config, workdir, plugins, rt.max_restarts, placement[i] if placement else None)
+        self.actors = [Actor(name, config, workdir, plugins, rt.max_restarts, placement[i] if placement else None)
                       for i in range(n)]
         self.restarts, self._turn = 0, 0
         self._effect: tuple | None = None  # (method, args, kwargs) of the last effect call
@@ -117,15 +117,15 @@ class Replicas:
     def submit(self, method: str, *args, **kwargs) -> Sent:
         if is_effect(self.role, method):
             self._effect = (method, args, kwargs)
-            sent = [self._send(i, method, args, kwargs) for i in range(len(self.hosts))]
+            sent = [self._send(i, method, args, kwargs) for i in range(len(self.actors))]
             sent[0].others = sent[1:]
             return sent[0]
-        i, self._turn = self._turn, (self._turn + 1) % len(self.hosts)
+        i, self._turn = self._turn, (self._turn + 1) % len(self.actors)
         return self._send(i, method, args, kwargs)
 
     def _send(self, i: int, method: str, args: tuple, kwargs: dict) -> Sent:
-        host = self.hosts[i]
-        ref = host.submit(method, *args, adapters=self.adapters.for_node((args, kwargs), host), **kwargs)
+        actor = self.actors[i]
+        ref = actor.submit(method, *args, adapters=self.adapters.for_node((args, kwargs), actor), **kwargs)
         return Sent(i, ref, method, args, kwargs, self._effect)
 
     def result(self, sent: Sent, timeout: float | None = None) -> tuple[Any, list]:
@@ -133,13 +133,13 @@ class Replicas:
 
         while True:
             try:
-                result, side = self.hosts[sent.replica].result(sent.ref, timeout)
+                result, side = self.actors[sent.replica].result(sent.ref, timeout)
                 for other in sent.others:
                     self.result(other, timeout)
                 break
             except RayActorError as e:
                 sent = self._again(sent, e, timeout)
-        self.adapters.made(result, self.hosts[sent.replica])
+        self.adapters.made(result, self.actors[sent.replica])
         events, self._events = self._events, []
         return result, events + side
 
@@ -149,16 +149,16 @@ class Replicas:
         the call is sent again."""
         from ray.exceptions import ActorDiedError
 
-        i, host = sent.replica, self.hosts[sent.replica]
-        what = f"agent {self.name}" + (f" (replica {i + 1} of {len(self.hosts)})" if len(self.hosts) > 1 else "")
+        i, actor = sent.replica, self.actors[sent.replica]
+        what = f"agent {self.name}" + (f" (replica {i + 1} of {len(self.actors)})" if len(self.actors) > 1 else "")
         try:
-            life = host.life(timeout)
+            life = actor.life(timeout)
         except ActorDiedError as dead:
             raise ActorLost(f"{what} died in {self.name}.{sent.method} again after {self.restarts} restarts, and "
                             f"Ray did not restart it (runtime.max_restarts = {self.max_restarts}): "
                             f"{one_line(dead)}") from e
-        if life != host.known_life:
-            host.known_life = life
+        if life != actor.known_life:
+            actor.known_life = life
             self.restarts += 1
             if self.restarts > self.max_restarts:
                 raise ActorLost(f"{what} died in {self.name}.{sent.method} again after {self.restarts - 1} "
@@ -168,27 +168,27 @@ class Replicas:
                 "max_restarts": self.max_restarts, "cause": one_line(e)},
                 text=f"{what} died in {self.name}.{sent.method} ({one_line(e)}); Ray restarted it and the call was "
                      f"asked again ({self.restarts} of at most {self.max_restarts} restarts)"))
-            host._node = None  # a lost node: Ray may have restarted it elsewhere
+            actor._node = None  # a lost node: Ray may have restarted it elsewhere
             if sent.effect is not None and sent.effect[0] != sent.method:  # the adapter it had loaded, again
                 m, a, kw = sent.effect
-                host.submit(m, *a, adapters=self.adapters.for_node((a, kw), host), **kw)
-        again = Sent(i, host.submit(sent.method, *sent.args, **sent.kwargs,
-                                    adapters=self.adapters.for_node((sent.args, sent.kwargs), host)),
+                actor.submit(m, *a, adapters=self.adapters.for_node((a, kw), actor), **kw)
+        again = Sent(i, actor.submit(sent.method, *sent.args, **sent.kwargs,
+                                    adapters=self.adapters.for_node((sent.args, sent.kwargs), actor)),
                      sent.method, sent.args, sent.kwargs, sent.effect)
         again.others = sent.others
         return again
 
     def node_id(self) -> str:
-        return self.hosts[0].node_id()
+        return self.actors[0].node_id()
 
     def nodes(self) -> list[str]:
         """The node each replica runs on (asked once it is ready; its life token with it)."""
-        for h in self.hosts:
+        for h in self.actors:
             h.known_life = h.known_life or h.life(120)
-        return [h.node_id() for h in self.hosts]
+        return [h.node_id() for h in self.actors]
 
     def kill(self) -> None:
-        for h in self.hosts:
+        for h in self.actors:
             h.kill()
 
 
@@ -199,15 +199,15 @@ class Adapters:
     def __init__(self, shared_fs: bool = False):
         self.shared_fs = shared_fs
         self.agents: dict[str, Replicas] = {}
-        self._where: dict[str, RayHost] = {}  # adapter path -> the actor that wrote it
+        self._where: dict[str, Actor] = {}  # adapter path -> the actor that wrote it
         self._bytes: dict[str, Any] = {}  # adapter path -> its folder's bytes in the object store (owned here)
 
-    def made(self, result: Any, host: RayHost) -> None:
+    def made(self, result: Any, actor: Actor) -> None:
         for tr in _train_results(result):
             if tr.path:
-                self._where[tr.path] = host
+                self._where[tr.path] = actor
 
-    def for_node(self, x: Any, host: RayHost) -> dict | None:
+    def for_node(self, x: Any, actor: Actor) -> dict | None:
         if self.shared_fs:
             return None
         out = {}
@@ -215,7 +215,7 @@ class Adapters:
             src = self._where.get(tr.path)
             if src is None and tr.sender in self.agents:  # made before a resume: its agent is asked for it
                 src = self._where[tr.path] = self.agents[tr.sender].hosts[0]
-            if src is None or not tr.path or src is host or src.node_id() == host.node_id():
+            if src is None or not tr.path or src is actor or src.node_id() == actor.node_id():
                 continue
             if tr.path not in self._bytes:
                 self._bytes[tr.path] = src.actor.pack.remote(tr.path)
@@ -281,12 +281,12 @@ def release(groups: list) -> None:
 
 
 def spawn(name: str, config: AgentConfig, rt: RuntimeConfig, workdir: str = ".", plugins: tuple[str, ...] = (),
-          adapters: Adapters | None = None, placement: list | None = None) -> InlineHost | Replicas:
+          adapters: Adapters | None = None, placement: list | None = None) -> Inline | Replicas:
     """Start agent ``name`` where the runtime says; ``workdir`` (the run directory) is where it may write files;
     ``plugins`` (a protocol's own file or module) are imported where it runs before it is made."""
     workdir = os.path.abspath(workdir)
     if rt.address == "inline":
-        return InlineHost(name, config, workdir, plugins)
+        return Inline(name, config, workdir, plugins)
 
     start_ray(rt)
     pluginlib.load_all(plugins)  # here too: the driver needs the roles' methods (which are effect calls)

@@ -1,7 +1,7 @@
 """Where agents run: in this process (``inline``) or as Ray actors with the resources they ask for
 (``cluster.py``: replicas, restarts, placement groups, adapters sent between nodes, and ``spawn``).
 
-The same ``Host`` wraps an agent in both cases; protocol code sees no difference.
+The same ``Worker`` wraps an agent in both cases; protocol code sees no difference.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def is_effect(role: str, method: str) -> bool:
     return bool(getattr(getattr(ROLES[role], method, None), "_schoolroom_effect", False))
 
 
-class Host:
+class Worker:
     """Holds one agent and runs its methods; returns each result with the side messages it recorded."""
 
     def __init__(self, name: str, config: AgentConfig, secrets: dict[str, str] | None = None, workdir: str = ".",
@@ -100,15 +100,15 @@ class Host:
         return os.getpid()
 
 
-class InlineHost:
+class Inline:
     """Runs the agent in this process: set breakpoints in agent code and step through with pdb."""
 
     def __init__(self, name: str, config: AgentConfig, workdir: str = ".", plugins: tuple[str, ...] = ()):
         self.name = name
-        self.host = Host(name, config, workdir=workdir, plugins=plugins)
+        self.worker = Worker(name, config, workdir=workdir, plugins=plugins)
 
     def submit(self, method: str, *args, **kwargs):
-        return lambda: self.host.call(method, args, kwargs)  # runs when its result is asked for
+        return lambda: self.worker.call(method, args, kwargs)  # runs when its result is asked for
 
     def result(self, fut, timeout: float | None = None):
         return fut()
@@ -120,7 +120,7 @@ class InlineHost:
         return ["inline"]
 
     def kill(self) -> None:
-        self.host.agent.close()
+        self.worker.agent.close()
 
 
 class AgentTimeout(TimeoutError):

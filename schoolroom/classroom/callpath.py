@@ -21,7 +21,7 @@ from schoolroom.classroom.handles import AgentHandle
 from schoolroom.classroom.journal import Journal
 from schoolroom.classroom.keys import brief, call_key, norm
 from schoolroom.classroom.memo import Memo
-from schoolroom.classroom.pending import UNSET, Pending, Piece, answered
+from schoolroom.classroom.pending import UNSET, Pending, Piece, with_answers
 from schoolroom.classroom.turns import Turns, side_by_side, take_turn
 from schoolroom.classroom.usage import UsageCount
 from schoolroom.config import Config
@@ -54,7 +54,6 @@ class CallPath:
         self.costs = UsageCount()
         self.turns: Turns | None = None  # the items of side_by_side taking turns
         self.answered = 0  # calls answered from the log in this process
-        self.recovered = 0  # calls answered from the journal in this process
         self._queue: deque[Pending | list[Message]] = deque()  # calls and records not yet logged, in order asked
         self._inflight: dict[str, Piece] = {}  # call key -> the piece asked and not yet answered
         self._last: dict[str, float] = {}  # agent -> when its last answer came (a piece's seconds start there)
@@ -159,7 +158,7 @@ class CallPath:
 
     def _launch(self, p: Pending) -> None:
         handle, method = p.handle, p.method
-        args, kwargs = answered(p.args), answered(p.kwargs)
+        args, kwargs = with_answers(p.args), with_answers(p.kwargs)
         fn = getattr(handle.cls, method)
         size = 0 if handle.whole else self.config.runtime.chunk_size
         p.pieces = []
@@ -183,7 +182,6 @@ class CallPath:
                 x.result, x.side, x.seconds, x.came = a.result, a.side, a.seconds, a.time
                 x.done, x.sent = True, JOURNALED
                 self._inflight[key] = x
-                self.recovered += 1
             elif self.replaying:
                 raise NotInLog(f"{handle.name}.{method} (round {p.round}) {brief(piece, kw)} is not in the log, "
                                f"after {self.answered} calls answered from it: {self.replaying}")

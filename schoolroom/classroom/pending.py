@@ -62,7 +62,7 @@ class Pending:
         return self._waiter.wait_for(self)
 
 
-def answered(x: Any) -> Any:
+def with_answers(x: Any) -> Any:
     """``x`` with each started call (answered) replaced by its answer."""
     return each(x, lambda v: v.value if isinstance(v, Pending) else v)
 

@@ -47,7 +47,7 @@ def best_of_n(room: Classroom, cfg: BestOfNConfig) -> Report:
     correct = [v.correct for v in room.agent(cfg.checker).check(samples, test)]
     scores = {kind: room.agent(cfg.orm if kind == "orm" else cfg.prm).score(samples, test) for kind in cfg.verifiers}
     room.student.load(None)
-    return report(room, cfg, len(test), samples, correct, scores, greedy, models, heldout)
+    return best_of_n_report(room, cfg, len(test), samples, correct, scores, greedy, models, heldout)
 
 
 def canonical(answer: str | None) -> str | None:
@@ -103,8 +103,9 @@ def random_line(name: str, r: dict[str, Any], per: int) -> str:
             f"interval [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}] over problems).")
 
 
-def report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[Attempt], correct: list[bool],
-           scores: dict[str, list[StepRewards]], greedy: list[Verdict], models, heldout=None) -> Report:
+def best_of_n_report(room: Classroom, cfg: BestOfNConfig, n_problems: int, samples: list[Attempt],
+                     correct: list[bool], scores: dict[str, list[StepRewards]], greedy: list[Verdict], models,
+                     heldout=None) -> Report:
     per = cfg.n
     groups = [range(i * per, (i + 1) * per) for i in range(n_problems)]
     pick = selectors(scores)

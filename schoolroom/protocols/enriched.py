@@ -56,7 +56,7 @@ def enriched(room: Classroom, cfg: EnrichedConfig) -> Report:
         results[variant] = room.evaluate(variant, test, adapter)
     room.student.load(None)
     dropped = Counter(v.reason for v in verdicts if not v.correct)
-    return report(room, cfg, train, test, plans, written, ers, dropped, results)
+    return enriched_report(room, cfg, train, test, plans, written, ers, dropped, results)
 
 
 def training_rationale(variant: str, p: Problem, plan: Plan, ers: Rationale | None) -> Rationale:
@@ -69,7 +69,7 @@ def training_rationale(variant: str, p: Problem, plan: Plan, ers: Rationale | No
     return Rationale(problem_id=p.problem_id, text=body, answer=p.answer, source=variant, parents=(p.id, plan.id))
 
 
-def report(room, cfg, train, test, plans, written, ers, dropped, results) -> Report:
+def enriched_report(room, cfg, train, test, plans, written, ers, dropped, results) -> Report:
     table, accuracy, fig = compare(results, "human", seed=cfg.seed, header="trained on")
     enrichment = [["plans written", f"{sum(bool(p.steps) for p in plans)} of {len(plans)} (mean "
                    f"{sum(len(p.steps) for p in plans) / max(1, len(plans)):.1f} sub-goals)"],

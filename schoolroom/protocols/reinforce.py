@@ -21,7 +21,7 @@ import msgspec
 
 from schoolroom.api import Classroom, Report, protocol
 from schoolroom.messages import Attempt, Problem, StepRewards, TrainRequest, TrainResult, Verdict
-from schoolroom.protocols.reinforce_report import report
+from schoolroom.protocols.reinforce_report import reinforce_report
 from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
 from schoolroom.training.aggregate import AGGREGATIONS
 from schoolroom.training.kinds import TRAINING_KINDS
@@ -109,7 +109,7 @@ def reinforce(room: Classroom, cfg: ReinforceConfig) -> Report:
             if it % cfg.eval_every == 0 or it == cfg.iterations:
                 evals[arm.name, it] = evaluate(room, f"{arm.name}/it{it}", tests, adapter)
     room.student.load(None)
-    return report(room, cfg, start, models, tests, evals, history)
+    return reinforce_report(room, cfg, start, models, tests, evals, history)
 
 
 def prompts(pools: dict[str, list[Problem]], cfg: ReinforceConfig, it: int) -> list[Problem]:

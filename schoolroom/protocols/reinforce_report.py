@@ -70,8 +70,8 @@ def reward_model_table(models: dict[str, TrainResult], history: list[dict], arms
                       "problem had both."), metrics
 
 
-def report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, TrainResult], tests: dict,
-           evals: dict, history: list[dict]) -> Report:
+def reinforce_report(room: Classroom, cfg, start: TrainResult | None, models: dict[str, TrainResult], tests: dict,
+                     evals: dict, history: list[dict]) -> Report:
     arms = {a.name: a for a in cfg.arms}
     lines = [f"Student `{room.model_of(Student)}` from "
              f"`{start.adapter if start else 'the base model'}` ({cfg.start}); {cfg.iterations} iterations of "

@@ -123,8 +123,8 @@ def self_explore(room: Classroom, cfg: SelfExploreConfig) -> Report:
     results = {name: room.evaluate(name, test, adapter)  # verdicts: compare() logs no second EvalReport
                for name, adapter in models if adapter is not None or name == "base"}
     room.student.load(None)
-    return report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs, whole_pairs, results,
-                  dict(models))
+    return self_explore_report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs, whole_pairs,
+                               results, dict(models))
 
 
 def request(kind: str, name: str, data: list, hyper: SFTConfig, cfg: SelfExploreConfig,
@@ -175,8 +175,8 @@ def method(room: Classroom, cfg: SelfExploreConfig) -> list[str]:
     ]
 
 
-def report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs, whole_pairs, results,
-           adapters) -> Report:
+def self_explore_report(room, cfg, train, test, attempts, correct, kept, explored, step_pairs, whole_pairs, results,
+                        adapters) -> Report:
     rewards = [m for m in explored if isinstance(m, StepRewards)]
     found_pairs = [m for m in explored if isinstance(m, PreferencePair)]
     pits = [r.first_pit for r in rewards if r.first_pit is not None]

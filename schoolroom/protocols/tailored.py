@@ -61,7 +61,7 @@ def tailored(room: Classroom, cfg: TailoredConfig) -> Report:
             for x in rows]
     for s in students:
         room.agent(s, Student).load(None)
-    return report(room, cfg, len(train), len(test), rows, students)
+    return tailored_report(room, cfg, len(train), len(test), rows, students)
 
 
 def variant_rounds(room: Classroom, cfg: TailoredConfig, s: str, variant: Variant, train: list, test: list,
@@ -116,8 +116,8 @@ def row(variant: str, r: int, before: list[bool], after: list[bool], stats: dict
         "introduced": sum(a and not b for a, b in zip(before, after))} | stats
 
 
-def report(room: Classroom, cfg: TailoredConfig, n_train: int, n_test: int, rows: list[dict],
-           students: list[str]) -> Report:
+def tailored_report(room: Classroom, cfg: TailoredConfig, n_train: int, n_test: int, rows: list[dict],
+                    students: list[str]) -> Report:
     t = room.name_of(Teacher)
     cohort = len(students) > 1
     if cohort:  # each student's rows, then the cohort's: every student's held-out answers pooled, round by round
