@@ -111,7 +111,7 @@ class CallPath:
 
     # ---- calls: started in the order the protocol asks, run at the same time, logged in the order asked
     def call(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Any:
-        return self.submit(handle, method, args, kwargs).result()
+        return self.wait_for(self.submit(handle, method, args, kwargs))
 
     def submit(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Pending:
         task = self.turns.mine() if self.turns is not None else None
@@ -200,34 +200,31 @@ class CallPath:
         """Wait for answers (whichever comes first), start what they unblock, and log the answered calls at the
         head of the queue, until ``until()``. Agents run inline run here: their ids, and call records', are random."""
         with sequential_ids(None):
-            self._pump_until(until)
-
-    def _pump_until(self, until: Callable[[], bool]) -> None:
-        while True:
-            while self._launch_ready() | self._flush():  # what is logged may let more calls start, and so on
-                pass
-            if until():
-                return
-            flying = [(p, x) for p in self._queue if isinstance(p, Pending) and p.pieces is not None
-                      for x in p.pieces if x.sent is not None and not x.done]
-            if not flying:
-                raise RuntimeError("a started call waits on a call that was never started")  # cannot happen
-            timeout = self.config.runtime.call_timeout_s
-            i = first_done([x.sent for _, x in flying], timeout)
-            p, x = flying[0 if i is None else i]
-            try:  # none answered in time: the first one's timeout is said
-                x.result, x.side = p.handle.host.result(x.sent, 0 if i is None else timeout)
-            except Exception as e:  # which agent, which call, which round: the cause said in one line
-                self._flush()  # what was answered before it in the order asked is kept
-                raise AgentCallError(p.handle.name, p.method, p.round, e, p.stage) from e
-            now = time.perf_counter()
-            x.seconds, x.done, x.came = now - max(x.t0, self._last.get(p.handle.name, 0.0)), True, time.time()
-            self._last[p.handle.name] = now
-            if self.journal is not None and not p.effect:  # on disk now, whatever waits before it in the log
-                _, out, side, call = self._records(p, x.key, x.result, x.side, x.seconds, x.came)
-                self.journal.write(out, side, call)
-            self.progress(p.label, sum(y.done or (y.same is not None and y.same.done) for y in p.pieces),
-                          len(p.pieces))
+            while True:
+                while self._launch_ready() | self._flush():  # what is logged may let more calls start, and so on
+                    pass
+                if until():
+                    return
+                flying = [(p, x) for p in self._queue if isinstance(p, Pending) and p.pieces is not None
+                          for x in p.pieces if x.sent is not None and not x.done]
+                if not flying:
+                    raise RuntimeError("a started call waits on a call that was never started")  # cannot happen
+                timeout = self.config.runtime.call_timeout_s
+                i = first_done([x.sent for _, x in flying], timeout)
+                p, x = flying[0 if i is None else i]
+                try:  # none answered in time: the first one's timeout is said
+                    x.result, x.side = p.handle.host.result(x.sent, 0 if i is None else timeout)
+                except Exception as e:  # which agent, which call, which round: the cause said in one line
+                    self._flush()  # what was answered before it in the order asked is kept
+                    raise AgentCallError(p.handle.name, p.method, p.round, e, p.stage) from e
+                now = time.perf_counter()
+                x.seconds, x.done, x.came = now - max(x.t0, self._last.get(p.handle.name, 0.0)), True, time.time()
+                self._last[p.handle.name] = now
+                if self.journal is not None and not p.effect:  # on disk now, whatever waits before it in the log
+                    _, out, side, call = self._records(p, x.key, x.result, x.side, x.seconds, x.came)
+                    self.journal.write(out, side, call)
+                self.progress(p.label, sum(y.done or (y.same is not None and y.same.done) for y in p.pieces),
+                              len(p.pieces))
 
     def _flush(self) -> bool:
         """Log what is answered at the head of the queue, in the order the protocol asked; whether any was."""
