@@ -110,6 +110,15 @@ def test_each_folder_imports_only_the_layers_below_it():
     assert wrong == []
 
 
+def test_a_built_in_protocol_imports_only_the_api_and_its_siblings():
+    """A built-in protocol reads like a user's: everything it uses comes from ``schoolroom.api`` (its report or
+    data helpers may sit beside it in ``protocols/``)."""
+    wrong = [f"{m} imports {name}" for m, f in modules().items() if m.startswith("schoolroom.protocols.")
+             for name in imports(f) if name.startswith("schoolroom")
+             and not name.startswith(("schoolroom.api", "schoolroom.protocols"))]
+    assert wrong == []
+
+
 def test_the_machinery_has_no_module_over_300_lines():
     long = {f.name: n for f in (PACKAGE / "classroom").glob("*.py") if (n := len(f.read_text().splitlines())) > 300}
     assert long == {}

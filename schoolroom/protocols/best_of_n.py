@@ -15,12 +15,10 @@ from typing import Any
 
 import msgspec
 
-from schoolroom.api import (Attempt, Classroom, Figure, Report, Series, StepRewards, Student, Table, Verdict, compare,
-                            protocol)
-from schoolroom.environment import to_number
+from schoolroom.api import (AGGREGATIONS, Attempt, Classroom, Figure, Report, Series, StepRewards, Student, Table,
+                            Verdict, aggregate, auc, auc_count, compare, fmt, fmt_auc, mean_interval, protocol,
+                            to_number, wilson)
 from schoolroom.protocols.reward_models import RewardModelSettings, departures, prm_heldout, reward_models, start_policy
-from schoolroom.reporting.stats import auc, auc_count, fmt, fmt_auc, mean_interval, wilson
-from schoolroom.training.aggregate import AGGREGATIONS, aggregate
 
 
 class BestOfNConfig(RewardModelSettings, kw_only=True):

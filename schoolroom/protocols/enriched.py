@@ -16,10 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from schoolroom.api import (Classroom, Plan, Problem, Rationale, Report, Table, Teacher, TrainRequest, Verdict, compare,
-                            protocol)
-from schoolroom.environment import solution_text
-from schoolroom.training.settings import LoRAConfig, SFTConfig
+from schoolroom.api import (Classroom, LoRAConfig, Plan, Problem, Rationale, Report, SFTConfig, Table, Teacher,
+                            TrainRequest, Verdict, compare, protocol, solution_text)
 
 VARIANTS = ("human", "erp", "ers", "erp+ers")
 

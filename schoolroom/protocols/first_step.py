@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import msgspec
 
-from schoolroom.api import (Acc, Classroom, EvalReport, Figure, Note, Problem, Report, Series, Student, Table, Verdict,
-                            accuracy, difference, protocol)
+from schoolroom.api import (Acc, Classroom, EvalReport, Figure, Note, Problem, Report, Series, Student, Table,
+                            Verdict, accuracy, difference, protocol)
 
 
 class FirstStepConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -19,13 +19,10 @@ from typing import Any, Literal
 
 import msgspec
 
-from schoolroom.api import Classroom, Report, protocol
-from schoolroom.messages import Attempt, Problem, StepRewards, TrainRequest, TrainResult, Verdict
+from schoolroom.api import (AGGREGATIONS, TRAINING_KINDS, Attempt, Classroom, GRPOConfig, PPOConfig, Problem, Report,
+                            StepRewards, TrainRequest, TrainResult, Verdict, protocol)
 from schoolroom.protocols.reinforce_report import reinforce_report
 from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
-from schoolroom.training.aggregate import AGGREGATIONS
-from schoolroom.training.kinds import TRAINING_KINDS
-from schoolroom.training.settings import GRPOConfig, PPOConfig
 
 
 class Arm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

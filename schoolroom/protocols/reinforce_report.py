@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from schoolroom.api import Classroom, Figure, Report, Series, Student, Table, TrainResult, compare
+from schoolroom.api import (AGGREGATIONS, AucCount, Classroom, Figure, Report, Series, Student, Table, TrainResult,
+                            aggregate, auc, auc_count, compare, fmt, wilson)
 from schoolroom.protocols.reward_models import departures, prm_heldout
-from schoolroom.reporting.stats import AucCount, auc, auc_count, fmt, wilson
-from schoolroom.training.aggregate import AGGREGATIONS, aggregate
 
 
 def loss_cell(m: dict) -> str:

@@ -21,14 +21,10 @@ from typing import Any, Literal
 
 import msgspec
 
-from schoolroom.api import Classroom
-from schoolroom.environment import gold_rationale
-from schoolroom.environment.datasets import resolve_data_dir
-from schoolroom.environment.prm800k import load_prm800k, rated_steps, split_by_problem
-from schoolroom.messages import Attempt, Message, Problem, StepRewards, TrainRequest, TrainResult, Verdict
-from schoolroom.reporting.report import Table
-from schoolroom.reporting.stats import bootstrap_groups, first_below, fmt, lowest, rank_auc
-from schoolroom.training.settings import LoRAConfig, RewardModelConfig, SFTConfig
+from schoolroom.api import (Attempt, Classroom, LoRAConfig, Message, Problem, RewardModelConfig, SFTConfig,
+                            StepRewards, Table, TrainRequest, TrainResult, Verdict, bootstrap_groups, first_below,
+                            fmt, gold_rationale, load_prm800k, lowest, rank_auc, rated_steps, resolve_data_dir,
+                            split_by_problem)
 
 
 class RewardModelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

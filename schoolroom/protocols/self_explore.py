@@ -28,12 +28,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from schoolroom.agents.explorer import dedupe_pairs
-from schoolroom.api import (Classroom, Explorer, Figure, Note, Pending, PreferencePair, Problem, Report, Series,
-                            StepRewards, Student, Table, Teacher, TrainRequest, TrainResult, compare, protocol,
-                            training_table)
-from schoolroom.config import Config
-from schoolroom.environment import gold_rationale
+from schoolroom.api import (Classroom, Config, DPOConfig, Explorer, Figure, LoRAConfig, Note, Pending, PreferencePair,
+                            Problem, Report, SFTConfig, Series, StepRewards, Student, Table, Teacher, TrainRequest,
+                            TrainResult, compare, dedupe_pairs, gold_rationale, protocol, training_table)
 from schoolroom.protocols.self_explore_data import (  # noqa: F401
     as_rationale,
     equations,
@@ -41,7 +38,6 @@ from schoolroom.protocols.self_explore_data import (  # noqa: F401
     outcome_pairs,
     rft_keep,
 )
-from schoolroom.training.settings import DPOConfig, LoRAConfig, SFTConfig
 
 
 class SelfExploreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

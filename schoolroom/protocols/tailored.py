@@ -17,9 +17,8 @@ from typing import Literal
 
 import msgspec
 
-from schoolroom.api import (Acc, Classroom, Figure, Note, Report, Series, Student, Table, Teacher, Trainer,
-                            TrainRequest, accuracy, protocol, wilson)
-from schoolroom.training.settings import LoRAConfig, ReflectionConfig, SFTConfig
+from schoolroom.api import (Acc, Classroom, Figure, LoRAConfig, Note, ReflectionConfig, Report, SFTConfig, Series,
+                            Student, Table, Teacher, TrainRequest, Trainer, accuracy, protocol, wilson)
 
 
 class Variant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
