@@ -601,7 +601,7 @@ def diff(a, b, path="") -> list[str]:
 
 
 def effect_of(roles: dict[str, str]):
-    from schoolroom.agents.runtime import is_effect
+    from schoolroom.agents.hosting.worker import is_effect
 
     return lambda agent, method: is_effect(roles.get(agent, agent), method)
 

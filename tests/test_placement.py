@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schoolroom.agents.cluster import Adapters, spawn
+from schoolroom.agents.hosting.actors import Adapters, spawn
 from schoolroom.config import AgentConfig, Resources, RuntimeConfig
 from schoolroom.environment import synthetic
 from schoolroom.messages import Rationale, TrainRequest

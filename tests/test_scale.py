@@ -13,7 +13,7 @@ from conftest import KEY_ENV, content
 
 from schoolroom import config as configlib
 from schoolroom import log
-from schoolroom.agents.cluster import ActorLost, spawn
+from schoolroom.agents.hosting.actors import ActorLost, spawn
 from schoolroom.classroom import runner
 from schoolroom.classroom.room import Classroom
 from schoolroom.config import AgentConfig, Resources, RuntimeConfig

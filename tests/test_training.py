@@ -8,7 +8,7 @@ import pytest
 from conftest import ensure_ray
 
 from schoolroom import models
-from schoolroom.agents.cluster import spawn
+from schoolroom.agents.hosting.actors import spawn
 from schoolroom.agents.engines.hf import HFEngine
 from schoolroom.agents.kinds import dpo_examples
 from schoolroom.agents.student import Student

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
-from schoolroom.agents.runtime import first_done
+from schoolroom.agents.hosting.worker import first_done
 from schoolroom.classroom.chunks import split
 from schoolroom.classroom.handles import AgentHandle
 from schoolroom.classroom.journal import Journal

@@ -113,7 +113,7 @@ def _resources(cfg: Config) -> list[str]:
     if rt.address == "inline" or (rt.address == "local" and not (ray and ray.is_initialized())):
         have = {"GPU": float(_gpus()) if cuda or gpus_asked else 0.0, "CPU": float(rt.num_cpus or os.cpu_count() or 1)}
     else:
-        from schoolroom.agents.runtime import start_ray
+        from schoolroom.agents.hosting.worker import start_ray
 
         try:
             start_ray(rt)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from msgspec.structs import replace
 
 from schoolroom.agents.base import Agent
-from schoolroom.agents.cluster import Adapters, place, release, spawn
+from schoolroom.agents.hosting.actors import Adapters, place, release, spawn
 from schoolroom.agents.engines import factory as engines
 from schoolroom.agents.explorer import Explorer
 from schoolroom.agents.student import Student

@@ -22,7 +22,7 @@ import msgspec
 
 from schoolroom import config as configlib
 from schoolroom import log as loglib
-from schoolroom.agents.runtime import start_ray
+from schoolroom.agents.hosting.worker import start_ray
 from schoolroom.classroom import loading as registry
 from schoolroom.classroom import preflight
 from schoolroom.classroom.journal import Journal

@@ -1,5 +1,5 @@
 """Where agents run: in this process (``inline``) or as Ray actors with the resources they ask for
-(``cluster.py``: replicas, restarts, placement groups, adapters sent between nodes, and ``spawn``).
+(``actors.py``: replicas, restarts, placement groups, adapters sent between nodes, and ``spawn``).
 
 The same ``Worker`` wraps an agent in both cases; protocol code sees no difference.
 """

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from schoolroom import plugins as pluginlib
-from schoolroom.agents.runtime import FORWARDED_PREFIXES, AgentTimeout, Worker, Inline, is_effect, start_ray
+from schoolroom.agents.hosting.worker import FORWARDED_PREFIXES, AgentTimeout, Inline, Worker, is_effect, start_ray
 from schoolroom.config import AgentConfig, RuntimeConfig
 from schoolroom.errors import Explained, one_line
 from schoolroom.messages import Note, TrainResult
