@@ -166,7 +166,7 @@ def test_agents_of_one_group_share_a_placement_group_packed_on_one_node(ray_loca
     room = Classroom(configlib.decode(raw), log.Writer(tmp_path / "m.jsonl", run_id="r"), "r", workdir=str(tmp_path),
                      plugins=(WORKERS,))
     try:
-        groups = {n: [ray.get(h.actor.placement_group.remote(), timeout=60) for h in room.agents[n].host.hosts]
+        groups = {n: [ray.get(h.actor.placement_group.remote(), timeout=60) for h in room.agents[n].host.actors]
                   for n in "abc"}
         assert groups["c"] == [None] and groups["a"][0] is not None
         assert set(groups["a"]) | set(groups["b"]) == {groups["a"][0]}

@@ -33,7 +33,10 @@ def check_finite(step: int, h: dict[str, Any], **values: float | None) -> None:
 def lora_config(settings: dict[str, Any], task_type: str = "CAUSAL_LM", **extra):
     from peft import LoraConfig
 
-    return LoraConfig(task_type=task_type, **LoRAConfig.of(settings), **extra)
+    s = LoRAConfig.of(settings)
+    for k, v in extra.items():  # the kind's own (a reward model's head trained in full) beside the config's
+        s[k] = sorted(set(s[k] or []) | set(v)) if k == "modules_to_save" else v
+    return LoraConfig(task_type=task_type, **s)
 
 
 def hyper(settings: dict[str, Any], kind: type[SFTConfig] = SFTConfig) -> dict[str, Any]:

@@ -214,7 +214,7 @@ class Adapters:
         for tr in _train_results(x):
             src = self._where.get(tr.path)
             if src is None and tr.sender in self.agents:  # made before a resume: its agent is asked for it
-                src = self._where[tr.path] = self.agents[tr.sender].hosts[0]
+                src = self._where[tr.path] = self.agents[tr.sender].actors[0]
             if src is None or not tr.path or src is actor or src.node_id() == actor.node_id():
                 continue
             if tr.path not in self._bytes:
