@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 
 from schoolroom.agents.base import ROLES, Agent
-from schoolroom.agents.engines.factory import ENGINES
+from schoolroom.agents.engines.factory import spec_of
 from schoolroom.config import AgentConfig, RuntimeConfig, declared
 
 A = TypeVar("A", bound=Agent)
@@ -48,8 +48,7 @@ class AgentHandle:
         # what the agent's answers depend on besides the arguments: its config but for where it runs and how
         # fast (a changed model, sampling setting or endpoint is asked again)
         self.settings = {k: v for k, v in msgspec.to_builtins(config).items() if k in KEYED}
-        spec = ENGINES.get(config.engine)
-        self.whole = spec is not None and spec.whole  # batches best with a call whole: cut only to feed replicas
+        self.whole = spec_of(config.engine).whole  # batches best with a call whole: cut only to feed replicas
         self.replicas = config.replicas
 
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from schoolroom import hub, models
 from schoolroom.agents.base import ROLES
-from schoolroom.agents.engines.factory import ENGINES, EngineSpec
+from schoolroom.agents.engines.factory import spec_of
 from schoolroom.classroom import problemsets
 from schoolroom.config import Config
 from schoolroom.errors import NotStarted, one_line
@@ -55,7 +55,7 @@ def _data(cfg: Config) -> list[str]:
 def _agents(cfg: Config) -> list[str]:
     out = []
     for name, a in cfg.agents.items():
-        at, spec = f"agents.{name}", ENGINES.get(a.engine) or EngineSpec(fn=None)
+        at, spec = f"agents.{name}", spec_of(a.engine)
         if spec.package and importlib.util.find_spec(spec.package) is None:
             out.append(f"{at}: engine {a.engine!r} needs the {spec.package} package, which is not installed"
                        + (f" ({spec.install})" if spec.install else ""))
@@ -78,7 +78,7 @@ def _devices(cfg: Config) -> list[str]:
         return []
     out = []
     for name, a in cfg.agents.items():
-        spec = ENGINES.get(a.engine) or EngineSpec(fn=None)
+        spec = spec_of(a.engine)
         if not spec.local_model and a.role != "trainer":
             continue
         at, gpus = f"agents.{name}", a.resources.num_gpus

@@ -52,10 +52,15 @@ def make_engine(c: AgentConfig) -> Engine:
     return ENGINES[c.engine].fn(c)
 
 
+def spec_of(name: str) -> EngineSpec:
+    """What engine ``name`` registered; an unknown one (refused before a run starts) as an engine that declared
+    nothing."""
+    return ENGINES.get(name) or EngineSpec(fn=make_engine)
+
+
 def describe(c: AgentConfig) -> str:
     """How an agent generates, for reports: ``hf smollm2-135m-instruct``, ``gold solutions (reference)``."""
-    spec = ENGINES.get(c.engine)
-    return spec.label if spec is not None and spec.label else f"{c.engine} {c.model}"
+    return spec_of(c.engine).label or f"{c.engine} {c.model}"
 
 
 @engine("hf")
