@@ -15,7 +15,7 @@ training kinds and engines; a config names the file (``[protocol] file = "hint.p
 from schoolroom.agents.base import Agent, batched, effect, role
 from schoolroom.agents.engines import Completion, Engine, Params, Prompt
 from schoolroom.agents.engines.factory import engine
-from schoolroom.agents.explorer import Explorer, dedupe_pairs
+from schoolroom.agents.explorer import Explorer, Search, Unmeasured, dedupe_pairs
 from schoolroom.agents.student import Student, solve_prompt
 from schoolroom.agents.teacher import Teacher
 from schoolroom.agents.trainer import Trainer, training_kind
@@ -50,6 +50,7 @@ __all__ = [
     # roles, engines, training kinds, scorers
     "Agent", "role", "batched", "effect", "Student", "Teacher", "Explorer", "Verifier", "Trainer", "engine",
     "Engine", "Completion", "Params", "Prompt", "training_kind", "scorer", "Settings", "DPOSettings", "LoraSettings",
+    "Search", "Unmeasured",
     # training settings with their defaults
     "SFTConfig", "DPOConfig", "ReflectionConfig", "RewardModelConfig", "PPOConfig", "GRPOConfig", "LoRAConfig",
     # for a role's methods: prompts and answers

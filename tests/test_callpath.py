@@ -10,7 +10,7 @@ from typing import Annotated
 import pytest
 
 from schoolroom.agents.base import Agent, batched, effect, role
-from schoolroom.classroom.callpath import NotInLog
+from schoolroom.classroom.callpath import NotInLog, Replaying
 from schoolroom.classroom.handles import AgentHandle
 from schoolroom.classroom.keys import call_key
 from schoolroom.classroom.room import Classroom
@@ -43,7 +43,7 @@ class Echo(Agent):
         self.loaded = version
 
 
-def room(previous: list = (), replaying: str | None = None, chunk: int = 2) -> Classroom:
+def room(previous: list = (), replaying: Replaying | None = None, chunk: int = 2) -> Classroom:
     cfg = Config(agents={"echo": AgentConfig(role="echo")}, runtime=RuntimeConfig(address="inline", chunk_size=chunk))
     return Classroom(cfg, Memory(), "run-1", previous=list(previous), replaying=replaying)
 
@@ -116,7 +116,7 @@ def test_replay_asks_no_agent_and_names_the_first_call_the_log_lacks():
     first = room()
     first.agent("echo", Echo).count(PROBLEMS)
     ASKED.clear()
-    replay = room(previous=first.calls.log.messages, replaying="the log was written by another version")
+    replay = room(previous=first.calls.log.messages, replaying=Replaying("the log was written by another version"))
     assert replay.agent("echo", Echo).count(PROBLEMS) == 5 and ASKED == []
     with pytest.raises(NotInLog, match=r"echo.count \(round 0\).*after 1 calls answered from it: the log was"):
         replay.agent("echo", Echo).count(PROBLEMS[:2])

@@ -3,10 +3,12 @@ attempt's rollout (the authors') and the departures from it, and its pair and dr
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
 from schoolroom.agents.engines import Completion
-from schoolroom.agents.explorer import UNMEASURED, Explorer, _Search, dedupe_pairs, prefix_of, reaches
+from schoolroom.agents.explorer import Explorer, Unmeasured, _Search, one_of, dedupe_pairs, prefix_of, reaches
 from schoolroom.config import AgentConfig
 from schoolroom.messages import Attempt, PreferencePair, Problem, StepRewards
 
@@ -85,7 +87,7 @@ def test_search_order_and_pits(rates, unmeasured, linear, binary):
 def test_the_whole_attempt_is_rolled_out_unless_a_departure_is_asked_for():
     attempt = Attempt(problem_id="test/pens", text="", steps=STEPS[:3], answer="1")
     runs = {}
-    for unmeasured in UNMEASURED:
+    for unmeasured in get_args(Unmeasured):
         s = _Search(attempt, PROBLEM, "linear", unmeasured)
         while (t := s.next()) is not None:
             fake({1: 1, 2: .5, 3: 0})(s, t)
@@ -99,7 +101,7 @@ def test_the_whole_attempt_is_rolled_out_unless_a_departure_is_asked_for():
     assert rewards.first_pit == 2 and rewards.rewards == (1.0, 0.5, None), "deduced, still not a measured number"
     assert pair.rejected == "step 2" and pair.prefix == "step 0\nstep 1\n"
     with pytest.raises(ValueError, match="unmeasured must be one of rollout, drop, last_step"):
-        _Search(attempt, PROBLEM, "linear", "deduce")
+        one_of("unmeasured", "deduce", Unmeasured)  # what explore() checks first
 
 
 def test_a_rollout_counts_only_where_its_own_text_states_the_answer():

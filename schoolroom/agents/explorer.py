@@ -37,6 +37,7 @@ only falls along the steps.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import msgspec
 
@@ -46,7 +47,14 @@ from schoolroom.agents.student import Student, solve_prompt
 from schoolroom.environment import answers_match, extract_answer
 from schoolroom.messages import Attempt, Message, PreferencePair, Problem, StepRewards
 
-UNMEASURED = ("rollout", "drop", "last_step")  # the first: the authors'; the others: departures (module doc)
+Search = Literal["linear", "binary"]  # the first: the paper's
+Unmeasured = Literal["rollout", "drop", "last_step"]  # the first: the authors'; the others: departures (module doc)
+
+
+def one_of(name: str, value: str, choices) -> None:
+    """The Explorer's methods are called by protocols whose configs check these already, and by a user directly."""
+    if value not in get_args(choices):
+        raise ValueError(f"{name} must be one of {', '.join(get_args(choices))}, not {value!r}")
 
 
 def prefix_of(steps: tuple[str, ...], t: int) -> str:
@@ -63,8 +71,8 @@ def reaches(completion: str, gold: str) -> bool:
 class _Search:
     attempt: Attempt
     problem: Problem
-    how: str
-    unmeasured: str = "rollout"
+    how: Search
+    unmeasured: Unmeasured = "rollout"
     r: dict[int, float] = field(default_factory=dict)  # prefix length t -> fraction correct
     correct: dict[int, list[str]] = field(default_factory=dict)  # t -> the correct completions from prefix t
     lo: int = 0  # the longest prefix known to reach the answer (0: the question)
@@ -73,8 +81,6 @@ class _Search:
     rollouts: int = 0
 
     def __post_init__(self):
-        if self.unmeasured not in UNMEASURED:
-            raise ValueError(f"unmeasured must be one of {', '.join(UNMEASURED)}, not {self.unmeasured!r}")
         self.n = len(self.attempt.steps)
         self.last = self.n if self.unmeasured == "rollout" else self.n - 1  # the longest prefix rolled out from
         self.hi = self.last + 1
@@ -152,9 +158,9 @@ class Explorer(Student):
 
 
     @batched("attempts", "partners")
-    def explore(self, attempts: list[Attempt], problems: list[Problem], k: int = 4, search: str = "linear",
+    def explore(self, attempts: list[Attempt], problems: list[Problem], k: int = 4, search: Search = "linear",
                 temperature: float = 0.7, max_tokens: int | None = None,
-                partners: list[Attempt | None] | None = None, unmeasured: str = "drop") -> list[Message]:
+                partners: list[Attempt | None] | None = None, unmeasured: Unmeasured = "drop") -> list[Message]:
         """StepRewards for every attempt, and a step-level PreferencePair wherever a first pit was found.
 
         ``partners[i]``: a correct attempt of the same problem as ``attempts[i]`` (the chosen side when the pit
@@ -163,10 +169,8 @@ class Explorer(Student):
         here, a departure from Self-Explore: the answer check, not a rollout, grades the last step, as PRM
         labelling wants) and "last_step" do not (module docstring).
         """
-        if search not in ("linear", "binary"):
-            raise ValueError(f"search must be linear or binary, not {search!r}")
-        if unmeasured not in UNMEASURED:
-            raise ValueError(f"unmeasured must be one of {', '.join(UNMEASURED)}, not {unmeasured!r}")
+        one_of("search", search, Search)
+        one_of("unmeasured", unmeasured, Unmeasured)
         partners = partners or [None] * len(attempts)
         if len(partners) != len(attempts):
             raise ValueError(f"{len(partners)} partners for {len(attempts)} attempts")

@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -37,14 +38,22 @@ class NotInLog(RuntimeError):
     """Replay: the protocol asked a call its log does not answer."""
 
 
+@dataclass(frozen=True)
+class Replaying:
+    """A room that asks no agent: every call is answered from the run's log. ``missing`` says, in NotInLog's
+    message, why a call the log lacks may be missing and what to do."""
+
+    missing: str
+
+
 class CallPath:
     """What happens to a call the protocol asks through a handle: keyed, answered from the memo or sent, logged
     in the order asked; what it cost counted."""
 
     def __init__(self, config: Config, log: Writer, run_id: str, previous: list[Message] = (),
                  reuse: dict[str, list[Message]] | None = None, journal: Journal | None = None,
-                 replaying: str | None = None, progress: Callable[[str, int, int], None] | None = None):
-        """``replaying``: no agent is asked; a call the log lacks is NotInLog, with this hint. ``journal``: where
+                 replaying: Replaying | None = None, progress: Callable[[str, int, int], None] | None = None):
+        """``replaying``: no agent is asked; a call the log lacks is NotInLog. ``journal``: where
         each answer goes the moment it comes (and the answers a crashed part left there)."""
         self.config, self.log, self.run_id, self.journal, self.replaying = config, log, run_id, journal, replaying
         self.progress = progress or (lambda label, done, total: None)
@@ -184,7 +193,7 @@ class CallPath:
                 self._inflight[key] = x
             elif self.replaying:
                 raise NotInLog(f"{handle.name}.{method} (round {p.round}) {brief(piece, kw)} is not in the log, "
-                               f"after {self.answered} calls answered from it: {self.replaying}")
+                               f"after {self.answered} calls answered from it: {self.replaying.missing}")
             else:
                 x.inputs = []
                 piece, kw = self.stamp_inputs(piece, p.round, x.inputs), self.stamp_inputs(kw, p.round, x.inputs)

@@ -13,6 +13,7 @@ import msgspec
 from schoolroom import config as configlib
 from schoolroom import log as loglib
 from schoolroom.classroom import loading
+from schoolroom.classroom.callpath import Replaying
 from schoolroom.classroom.room import Classroom
 from schoolroom.classroom.runner import last_code, protocol_of
 from schoolroom.errors import command
@@ -54,7 +55,7 @@ def replay(run_dir: str | Path, out: str | Path) -> Replayed:
         hint = (f"the run stopped before this call (`{command()} resume {run_dir}` finishes it), or the log was "
                 f"written by another version of protocol {p.name!r}")
     memory = loglib.Memory()
-    room = Classroom(cfg, memory, run_id, previous=messages, workdir=str(run_dir), replaying=hint)
+    room = Classroom(cfg, memory, run_id, previous=messages, workdir=str(run_dir), replaying=Replaying(hint))
     t0 = time.perf_counter()
     try:
         with sequential_ids(run_id):

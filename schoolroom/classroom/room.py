@@ -24,7 +24,7 @@ from schoolroom.agents.teacher import Teacher
 from schoolroom.agents.trainer import Trainer
 from schoolroom.agents.verifier import Verifier
 from schoolroom.classroom import handles, problemsets
-from schoolroom.classroom.callpath import CallPath
+from schoolroom.classroom.callpath import CallPath, Replaying
 from schoolroom.classroom.handles import AgentHandle
 from schoolroom.classroom.journal import Journal
 from schoolroom.config import Config
@@ -41,9 +41,10 @@ class Classroom:
     def __init__(self, config: Config, log: Writer, run_id: str, previous: list[Message] = (),
                  reuse: dict[str, list[Message]] | None = None,
                  progress: Callable[[str, int, int], None] | None = None, workdir: str = ".",
-                 plugins: tuple[str, ...] = (), replaying: str | None = None, journal: Journal | None = None):
+                 plugins: tuple[str, ...] = (), replaying: Replaying | None = None,
+                 journal: Journal | None = None):
         """``replaying``: start no agent; every call is answered from ``previous`` (the run's log), and a call
-        it lacks raises NotInLog with this hint. ``journal``: where each answer goes the moment it comes (and
+        it lacks raises NotInLog saying why it may be missing. ``journal``: where each answer goes the moment it comes (and
         the answers a crashed part left there, which a resumed run does not ask again)."""
         self.config, self.run_id, self.workdir = config, run_id, workdir
         self.progress = progress or (lambda label, done, total: None)

@@ -29,8 +29,9 @@ from typing import Any, Literal
 import msgspec
 
 from schoolroom.api import (Classroom, Config, DPOConfig, Explorer, Figure, LoRAConfig, Note, Pending, PreferencePair,
-                            Problem, Report, SFTConfig, Series, StepRewards, Student, Table, Teacher, TrainRequest,
-                            TrainResult, compare, dedupe_pairs, gold_rationale, protocol, training_table)
+                            Problem, Report, Search, SFTConfig, Series, StepRewards, Student, Table, Teacher,
+                            TrainRequest, TrainResult, Unmeasured, compare, dedupe_pairs, gold_rationale, protocol,
+                            training_table)
 from schoolroom.protocols.self_explore_data import (  # noqa: F401
     as_rationale,
     equations,
@@ -49,11 +50,11 @@ class SelfExploreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     check_equations: bool = True  # drop correct samples whose written equations are false (the authors' is_eq_correct)
     temperature: float = 0.7  # for sampling attempts and rollouts
     k: int = 4  # rollouts per step prefix
-    search: Literal["linear", "binary"] = "linear"  # linear (the paper) | binary
+    search: Search = "linear"  # linear (the paper) | binary
     # the last step (the whole wrong attempt): rollout = roll out from it too, its pit measured (the authors) |
     # drop = not rolled out, an attempt whose earlier prefixes all reach the answer dropped (departure) |
     # last_step = not rolled out, that attempt's pit put at its last step (departure: deduced, not measured)
-    unmeasured: Literal["rollout", "drop", "last_step"] = "rollout"
+    unmeasured: Unmeasured = "rollout"
     # student: the explorer runs the start's adapter; teacher: a teacher's model (oracle)
     completer: Literal["student", "teacher"] = "student"
     teacher: str | None = None  # completer = teacher: which teacher agent (default: the only one)
