@@ -169,6 +169,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
     from schoolroom.analysis.compare import compare_markdown
     from schoolroom.classroom import replay
     from schoolroom.classroom.callpath import NotInLog
+    from schoolroom.classroom.memo import RemadeDiffers
     from schoolroom.errors import command
 
     for given in args.runs:
@@ -209,7 +210,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
     out = Path(args.out or run_dir / "replay")
     try:
         done = replay.replay(run_dir, out)
-    except (NotInLog, configlib.ConfigError, FileNotFoundError, ValueError) as e:
+    except (NotInLog, RemadeDiffers, configlib.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"replay stopped: {e}", file=sys.stderr)
         status = 2
     except Exception as e:

@@ -8,16 +8,18 @@ from __future__ import annotations
 from typing import Annotated
 
 import pytest
+from msgspec.structs import replace
 
 from schoolroom.agents.base import Agent, batched, effect, role
 from schoolroom.classroom.callpath import NotInLog, Replaying
 from schoolroom.classroom.handles import AgentHandle
 from schoolroom.classroom.keys import call_key
+from schoolroom.classroom.memo import RemadeDiffers, differs
 from schoolroom.classroom.room import Classroom
 from schoolroom.config import KEY, AgentConfig, Config, RuntimeConfig, declared
 from schoolroom.environment import synthetic
 from schoolroom.log import Memory
-from schoolroom.messages import Call, Note
+from schoolroom.messages import Call, Note, TrainRequest
 
 PROBLEMS = synthetic(5, steps=1, seed=0)
 ASKED: list[tuple[str, list[str]]] = []  # (method, problem ids) of every call the echo agent really answered
@@ -94,6 +96,21 @@ def test_a_resumed_run_asks_only_the_piece_the_crash_lost():
     out = resumed.agent("echo", Echo).shout(PROBLEMS)
     assert ASKED == [("shout", [p.problem_id for p in PROBLEMS[2:4]])]
     assert [n.problem_id for n in out] == [p.problem_id for p in PROBLEMS] and resumed.answered == 2
+
+
+def test_a_message_remade_with_other_content_under_a_logged_id_is_refused_not_swapped_for_the_logs():
+    first = room()
+    first.agent("echo", Echo).count(PROBLEMS)
+    log = first.calls.log.messages
+    changed = [replace(PROBLEMS[0], question="What is 2 + 2?"), *PROBLEMS[1:]]  # the same id, other content
+    with pytest.raises(RemadeDiffers, match=rf"Problem {PROBLEMS[0].id} again .*question \"What is 2 \+ 2\?\""):
+        room(previous=log).agent("echo", Echo).count(changed)
+    ASKED.clear()
+    assert room(previous=log).agent("echo", Echo).count(PROBLEMS) == 5 and ASKED == [], "remade alike: answered"
+    request = TrainRequest(kind="sft", name="a", hyper={"max_steps": 8})
+    assert differs(request, replace(request, hyper={"max_steps": 8, "lr": 1e-4})) is None, "defaults filled in since"
+    assert differs(request, replace(request, kind="grpo")) == 'kind "grpo", the log\'s "sft"'
+    assert differs(request, replace(request, hyper={})) is not None
 
 
 def test_side_by_side_items_take_turns_in_a_fixed_order():

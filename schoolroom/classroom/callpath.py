@@ -29,7 +29,7 @@ from schoolroom.config import Config
 from schoolroom.errors import AgentCallError
 from schoolroom.log import Writer
 from schoolroom.messages import Call, Message, sequential_ids
-from schoolroom.nested import each
+from schoolroom.nested import each, leaves
 
 JOURNALED = "journal"  # a piece's ``sent`` when its answer came from the journal: nothing to wait for
 
@@ -110,8 +110,8 @@ class CallPath:
         def stamped(m: Any) -> Any:
             if not isinstance(m, Message):
                 return m
-            if m.id in self.memo.logged:
-                return self.memo.logged[m.id]
+            if (logged := self.memo.as_logged(m)) is not None:
+                return logged
             m = self._stamp(m, "protocol", round)
             new.append(m)
             return m
@@ -179,6 +179,9 @@ class CallPath:
                 x.same = self._inflight[key]  # asked already and not yet logged: one answer serves both
             elif (not p.effect or self.replaying) and key in self.memo.answers:
                 x.result, x.logged_before = self.memo.answers[key]
+                for m in leaves((piece, kw)):  # keyed by ids: a message remade otherwise would get the old answer
+                    if isinstance(m, Message):
+                        self.memo.as_logged(m)
                 x.done = True
                 self.answered += 1
                 if not x.logged_before:  # another run's answer: logged in this run once

@@ -6,9 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from schoolroom.classroom.journal import Answer, Journal
+from schoolroom.errors import Explained
 from schoolroom.log import live
 from schoolroom.messages import Call, Message, Note, Problem, Unknown, Usage
+
+ENVELOPE = ("run_id", "round", "sender", "time")  # what the call path stamps on a message, not what the protocol made
+
+
+class RemadeDiffers(Explained):
+    """A resumed run's protocol made a message under an id its log holds, with other content: the config or the
+    protocol changed since the run was started, and the agent would be handed the log's message, not this one."""
 
 
 class Memo:
@@ -47,6 +57,37 @@ class Memo:
             elif logged and isinstance(m, Note) and m.kind == "problem_set":
                 self.sets[m.data["name"]] = [by_id[i] for i in m.data["ids"]]
 
+    def as_logged(self, made: Message) -> Message | None:
+        """The log's message with ``made``'s id (a resumed protocol remakes its messages, unstamped), None when
+        the log has none. Raises RemadeDiffers when the two say different things."""
+        logged = self.logged.get(made.id)
+        if logged is None or isinstance(logged, Unknown):
+            return logged
+        if (why := differs(logged, made)) is not None:
+            raise RemadeDiffers(
+                f"the protocol made {type(made).__name__} {made.id} again with other content than its log holds "
+                f"({why}): its config or code changed since the run started. Resume or replay it with the config.toml "
+                "and the code that started it, or start a new run")
+        return logged
+
     def add(self, messages: list[Message]) -> None:
         """Messages just logged."""
         self.logged.update((m.id, m) for m in messages)
+
+
+def differs(logged: Message, made: Message) -> str | None:
+    """The first field where ``made`` says other than ``logged``, in words; None when they say the same. A dict
+    field may hold keys the logged one lacks: a TrainRequest's ``hyper`` carries every default since runs made
+    before that."""
+    if type(logged) is not type(made):
+        return f"a {type(made).__name__} where the log has a {type(logged).__name__}"
+    for name in made.__struct_fields__:
+        if name in ENVELOPE:
+            continue
+        was, now = getattr(logged, name), getattr(made, name)
+        if isinstance(was, dict) and isinstance(now, dict):
+            now = {k: now[k] for k in was if k in now}
+        was, now = msgspec.json.encode(was), msgspec.json.encode(now)  # as logged: tuples as lists, NaN as null
+        if was != now:
+            return f"{name} {now.decode()[:80]}, the log's {was.decode()[:80]}"
+    return None
