@@ -178,54 +178,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Katan:
-    """Starts llm-katan servers bound to loopback (their logs in ``folder``) and stops them all."""
+@pytest.fixture
+def katan(tmp_path, monkeypatch):
+    """start(*flags, backend=..., model=...) -> base URL of a fresh llm-katan bound to loopback."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    exe = shutil.which("llm-katan") or str(Path(sys.executable).with_name("llm-katan"))
+    procs = []
 
-    def __init__(self, folder: Path):
-        self.folder, self.procs = folder, []
-        self.exe = shutil.which("llm-katan") or str(Path(sys.executable).with_name("llm-katan"))
-
-    def start(self, *flags: str, backend: str = "echo", model: str = "echo-model", wait_s: float = 180) -> str:
-        """The base URL of a fresh server."""
+    def start(*flags: str, backend: str = "echo", model: str = "echo-model", wait_s: float = 180) -> str:
         port = _free_port()
-        out = open(self.folder / f"katan-{port}.log", "w")
-        cmd = [self.exe, "--model", model, "--backend", backend, "--host", "127.0.0.1", "--port", str(port),
-               "--disable-dashboard", "--stats-file", str(self.folder / f"stats-{port}.json"), *flags]
+        out = open(tmp_path / f"katan-{port}.log", "w")
+        cmd = [exe, "--model", model, "--backend", backend, "--host", "127.0.0.1", "--port", str(port),
+               "--disable-dashboard", "--stats-file", str(tmp_path / f"stats-{port}.json"), *flags]
         if backend == "transformers":
             cmd += ["--device", "cpu", "--no-quantize"]
-        self.procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
         deadline = time.time() + wait_s
         while time.time() < deadline:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
                 return f"http://127.0.0.1:{port}/v1"
             except OSError:
-                if self.procs[-1].poll() is not None:
+                if procs[-1].poll() is not None:
                     break
                 time.sleep(0.5)
-        raise RuntimeError("llm-katan did not start:\n" + (self.folder / f"katan-{port}.log").read_text()[-3000:])
+        raise RuntimeError("llm-katan did not start:\n" + (tmp_path / f"katan-{port}.log").read_text()[-3000:])
 
-    def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-            p.wait(timeout=30)
-
-
-@pytest.fixture
-def katan(tmp_path, monkeypatch):
-    """start(*flags, backend=..., model=...) -> base URL of a fresh llm-katan bound to loopback."""
-    monkeypatch.setenv(KEY_ENV, SECRET)
-    servers = Katan(tmp_path)
-    yield servers.start
-    servers.stop()
-
-
-@pytest.fixture(scope="module")
-def served_smollm(tmp_path_factory):
-    """(base URL, model folder) of one llm-katan serving the real SmolLM2-135M, shared by a module's tests."""
-    from schoolroom import models
-
-    folder = models.resolve("smollm2-135m-instruct").path
-    servers = Katan(tmp_path_factory.mktemp("katan"))
-    yield servers.start(backend="transformers", model=folder), folder
-    servers.stop()
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=30)

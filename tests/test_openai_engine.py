@@ -13,7 +13,7 @@ import pytest
 from conftest import KEY_ENV, SECRET, tiny_config
 
 from schoolroom import config as configlib
-from schoolroom import log
+from schoolroom import log, models
 from schoolroom.agents.engines import Params, Prompt
 from schoolroom.agents.engines.openai import EngineError, OpenAIEngine
 from schoolroom.classroom import runner
@@ -135,8 +135,9 @@ def test_first_step_run_on_ray_completes_through_injected_500s(katan, tmp_path, 
 
 
 @pytest.mark.slow
-def test_teacher_on_a_real_model_behind_the_server(katan, served_smollm, tmp_path):
-    url, folder = served_smollm
+def test_teacher_on_a_real_model_behind_the_server(katan, tmp_path):
+    folder = models.resolve("smollm2-135m-instruct").path
+    url = katan(backend="transformers", model=folder)
     raw = api_teacher_config(url, "inline")
     raw["agents"]["api"]["model"] = folder
     run_dir = runner.run(configlib.decode(raw), out=str(tmp_path))
@@ -150,13 +151,14 @@ def test_teacher_on_a_real_model_behind_the_server(katan, served_smollm, tmp_pat
 
 
 @pytest.mark.slow
-def test_teacher_writing_methods_through_the_server(katan, served_smollm):
+def test_teacher_writing_methods_through_the_server(katan):
     from schoolroom.agents.teacher import Teacher
     from schoolroom.config import AgentConfig
     from schoolroom.environment import synthetic
     from schoolroom.messages import Mistake, Note, Rationale
 
-    url, folder = served_smollm
+    folder = models.resolve("smollm2-135m-instruct").path
+    url = katan(backend="transformers", model=folder)
     cfg = AgentConfig(role="teacher", engine="openai", model=folder, base_url=url, api_key_env=KEY_ENV,
                       max_tokens=96, concurrency=2)
     from conftest import Recording, check_parsed
