@@ -76,18 +76,28 @@ class Memo:
 
 
 def differs(logged: Message, made: Message) -> str | None:
-    """The first field where ``made`` says other than ``logged``, in words; None when they say the same. A dict
-    field may hold keys the logged one lacks: a TrainRequest's ``hyper`` carries every default since runs made
-    before that."""
+    """The first field where ``made`` says other than ``logged``, in words; None when they say the same. Values
+    are compared as the log holds them: numbers by value (a config's ``32`` comes back as ``32.0``), NaN as the
+    null the log writes for it, tuples as lists. A dict field may hold keys the logged one lacks: a
+    TrainRequest's ``hyper`` carries every default since runs made before that."""
     if type(logged) is not type(made):
         return f"a {type(made).__name__} where the log has a {type(logged).__name__}"
     for name in made.__struct_fields__:
         if name in ENVELOPE:
             continue
-        was, now = getattr(logged, name), getattr(made, name)
+        was, now = msgspec.to_builtins(getattr(logged, name)), msgspec.to_builtins(getattr(made, name))
         if isinstance(was, dict) and isinstance(now, dict):
             now = {k: now[k] for k in was if k in now}
-        was, now = msgspec.json.encode(was), msgspec.json.encode(now)  # as logged: tuples as lists, NaN as null
-        if was != now:
-            return f"{name} {now.decode()[:80]}, the log's {was.decode()[:80]}"
+        if not _same(was, now):
+            said = [msgspec.json.encode(x).decode()[:80] for x in (now, was)]
+            return f"{name} {said[0]}, the log's {said[1]}"
     return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    a, b = (None if isinstance(x, float) and x != x else x for x in (a, b))  # the log writes NaN as null
+    return a == b

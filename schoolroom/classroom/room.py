@@ -44,8 +44,8 @@ class Classroom:
                  plugins: tuple[str, ...] = (), replaying: Replaying | None = None,
                  journal: Journal | None = None):
         """``replaying``: start no agent; every call is answered from ``previous`` (the run's log), and a call
-        it lacks raises NotInLog saying why it may be missing. ``journal``: where each answer goes the moment it comes (and
-        the answers a crashed part left there, which a resumed run does not ask again)."""
+        it lacks raises NotInLog saying why it may be missing. ``journal``: where each answer goes the moment it
+        comes (and the answers a crashed part left there, which a resumed run does not ask again)."""
         self.config, self.run_id, self.workdir = config, run_id, workdir
         self.progress = progress or (lambda label, done, total: None)
         self.calls = CallPath(config, log, run_id, previous, reuse, journal, replaying, self.progress)
