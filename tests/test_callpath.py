@@ -111,10 +111,11 @@ def test_a_message_remade_with_other_content_under_a_logged_id_is_refused_not_sw
     assert differs(request, replace(request, hyper={"max_steps": 8, "lr": 1e-4})) is None, "defaults filled in since"
     assert differs(request, replace(request, kind="grpo")) == 'kind "grpo", the log\'s "sft"'
     assert differs(request, replace(request, hyper={})) is not None
-    logged = TrainRequest(kind="sft", name="a", hyper={"alpha": 32, "loss": None, "ids": [1, 2]})
-    assert differs(logged, replace(logged, hyper={"alpha": 32.0, "loss": float("nan"), "ids": (1, 2)})) is None, \
-        "as the log holds them: numbers by value, NaN as null, tuples as lists"
-    assert differs(logged, replace(logged, hyper={"alpha": 32.5, "loss": None, "ids": [1, 2]})) is not None
+    logged = TrainRequest(kind="sft", name="a", hyper={"alpha": 32, "loss": None, "norm": None, "ids": [1, 2]})
+    remade = {"alpha": 32.0, "loss": float("nan"), "norm": float("inf"), "ids": (1, 2)}
+    assert differs(logged, replace(logged, hyper=remade)) is None, \
+        "as the log holds them: numbers by value, NaN and infinities as null, tuples as lists"
+    assert differs(logged, replace(logged, hyper=remade | {"alpha": 32.5})) is not None
 
 
 def test_side_by_side_items_take_turns_in_a_fixed_order():

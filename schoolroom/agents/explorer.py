@@ -52,7 +52,8 @@ Unmeasured = Literal["rollout", "drop", "last_step"]  # the first: the authors';
 
 
 def one_of(name: str, value: str, choices) -> None:
-    """The Explorer's methods are called by protocols whose configs check these already, and by a user directly."""
+    """ValueError unless ``value`` is one of the Literal ``choices``: for a direct call (a protocol's config
+    checks its own fields when it is decoded)."""
     if value not in get_args(choices):
         raise ValueError(f"{name} must be one of {', '.join(get_args(choices))}, not {value!r}")
 

@@ -4,6 +4,7 @@ left in the journal, and the calls of other runs it reuses (``--reuse AGENT=RUN`
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -77,8 +78,8 @@ class Memo:
 
 def differs(logged: Message, made: Message) -> str | None:
     """The first field where ``made`` says other than ``logged``, in words; None when they say the same. Values
-    are compared as the log holds them: numbers by value (a config's ``32`` comes back as ``32.0``), NaN as the
-    null the log writes for it, tuples as lists. A dict field may hold keys the logged one lacks: a
+    are compared as the log holds them: numbers by value (a config's ``32`` comes back as ``32.0``), NaN and
+    infinities as the null the log writes for them, tuples as lists. A dict field may hold keys the logged one lacks: a
     TrainRequest's ``hyper`` carries every default since runs made before that."""
     if type(logged) is not type(made):
         return f"a {type(made).__name__} where the log has a {type(logged).__name__}"
@@ -99,5 +100,5 @@ def _same(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    a, b = (None if isinstance(x, float) and x != x else x for x in (a, b))  # the log writes NaN as null
+    a, b = (None if isinstance(x, float) and not math.isfinite(x) else x for x in (a, b))  # the log: null
     return a == b
