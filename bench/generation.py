@@ -1,13 +1,15 @@
-"""Generation speed against the machine's roofline: the hf engine at batch 1, 16 and 64, and vLLM where installed.
+"""Generation speed as model-FLOPs utilisation: the hf engine at batch 1, 16 and 64, and vLLM where installed.
 
     python bench/generation.py [--prompts 64] [--single 8] [--max-tokens 96] [--dtype float32] [--no-vllm]
+                               [--baseline COMMIT]
 
-First a plain matmul measured right here (fp32 and bf16 GFLOP/s, best of a few 2048^3 products) and what it
-allows for the model: tok/s = GFLOP/s / (2 x the parameters every generated token multiplies, the tied
-embedding counted once as the output layer). Then real tok/s of each engine (completion tokens, no padding,
-per wall second) on the student's real request (``stop_after = "####"``, greedy) over synthetic problems,
-each as a percentage of the roofline of the dtype it ran in, and batched / single. Batch 1 runs on the first
-``--single`` prompts (it is slow); batches on all ``--prompts``.
+First a plain matmul measured right here (fp32 and bf16 GFLOP/s, best of a few 2048^3 products): the roofline.
+Then each engine on the student's real request (``stop_after = "####"``, greedy) over synthetic problems: its MFU,
+the model FLOPs of every token it read (prompt) or wrote (completion), 2 x the matrix weights each token
+multiplies (the tied embedding counted once, as the output layer), per wall second, over the roofline of the
+dtype it ran in; and beside it the generated tok/s (completion tokens, no padding, per wall second). Batch 1
+runs on the first ``--single`` prompts (it is slow); batches on all ``--prompts``. ``--baseline COMMIT`` runs the
+hf engine of that commit too (a git worktree, in this process) on the same request, for a before/after.
 """
 
 from __future__ import annotations
@@ -41,19 +43,50 @@ def _timed(fn) -> float:
 
 
 def flops_per_token(lm) -> int:
-    """2 x the weights a generated token goes through: every matrix once (a tied embedding is the output layer)."""
-    seen, n = set(), 0
-    for p in lm.parameters():
-        if p.dim() == 2 and id(p) not in seen:
-            seen.add(id(p))
-            n += p.numel()
-    return 2 * n
+    """2 x the weights a token goes through: every matrix once (a tied embedding is the output layer)."""
+    from schoolroom.training.common import matrix_weights
+
+    return 2 * matrix_weights(lm)
 
 
-def run(engine, prompts: list[Prompt], params: Params) -> tuple[int, float]:
+def run(engine, prompts: list[Prompt], params: Params) -> tuple[int, int, float]:
+    """(prompt tokens read, completion tokens written, seconds) of one call."""
     t = time.perf_counter()
     outs = engine.generate(prompts, params)
-    return sum(c.completion_tokens for o in outs for c in o), time.perf_counter() - t
+    dt = time.perf_counter() - t
+    return sum(c.prompt_tokens for o in outs for c in o), sum(c.completion_tokens for o in outs for c in o), dt
+
+
+BASELINE = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from schoolroom.agents.engines import Params, Prompt
+from schoolroom.agents.engines.hf import HFEngine
+from schoolroom.environment import synthetic
+from schoolroom.environment.prompts import chat, render
+n, max_tokens, batch, dtype = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+engine = HFEngine("smollm2-135m-instruct", dtype=dtype, batch_size=batch)
+prompts = [Prompt(messages=chat(render("student_solve", question=p.question))) for p in synthetic(n, steps=[2, 3], seed=0)]
+engine.generate(prompts[:2], Params(max_tokens=4))
+t = time.perf_counter()
+outs = engine.generate(prompts, Params(max_tokens=max_tokens, stop_after="####"))
+dt = time.perf_counter() - t
+print(json.dumps([sum(c.prompt_tokens for o in outs for c in o), sum(c.completion_tokens for o in outs for c in o), dt,
+                  [o[0].text for o in outs]]))
+"""
+
+
+def baseline(commit: str, prompts: int, max_tokens: int, batch: int, dtype: str):
+    """The hf engine of ``commit`` on the same request: (prompt tokens, completion tokens, seconds, texts)."""
+    import json
+    import subprocess
+    import sys
+
+    from bench_worktree import worktree
+
+    out = subprocess.run([sys.executable, "-c", BASELINE, str(worktree(commit)), str(prompts), str(max_tokens),
+                          str(batch), dtype], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -65,6 +98,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", help="the hf engine's dtype (float32, bfloat16)")
     ap.add_argument("--batches", type=int, nargs="*", default=[1, 16, 64])
     ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--baseline", metavar="COMMIT", help="also the hf engine of this commit at the largest batch")
     args = ap.parse_args()
     import torch
 
@@ -72,22 +106,30 @@ def main() -> None:
     roof = {"float32": gflops(torch.float32), "bfloat16": gflops(torch.bfloat16)}
     engine = HFEngine(args.model, dtype=args.dtype)
     per_token = flops_per_token(engine.lm)
-    tok_roof = {d: g * 1e9 / per_token for d, g in roof.items()}
-    console.print(f"{torch.get_num_threads()} torch threads; {per_token / 1e6:.0f} MFLOP per generated token")
+    console.print(f"{torch.get_num_threads()} torch threads; {per_token / 1e6:.0f} MFLOP per token read or written")
     for d in roof:
-        console.print(f"matmul roofline {d}: {roof[d]:.0f} GFLOP/s = {tok_roof[d]:.0f} tok/s for the model")
+        console.print(f"matmul roofline {d}: {roof[d]:.0f} GFLOP/s = {roof[d] * 1e9 / per_token:.0f} tok/s for the model")
 
     prompts = [Prompt(messages=chat(render("student_solve", question=p.question)))
                for p in synthetic(args.prompts, steps=[2, 3], seed=0)]
     params = Params(max_tokens=args.max_tokens, stop_after="####")
     engine.generate(prompts[:2], Params(max_tokens=4))  # warm up
-    rows = []
+    rows, texts = [], {}
     for b in args.batches:
         engine.batch_size = b
         these = prompts[:args.single] if b == 1 else prompts
-        tokens, dt = run(engine, these, params)
-        rows.append((f"hf {args.dtype}", b, len(these), tokens, dt, tokens / dt / tok_roof[args.dtype]))
+        outs_t = time.perf_counter()
+        outs = engine.generate(these, params)
+        dt = time.perf_counter() - outs_t
+        texts[b] = [o[0].text for o in outs]
+        read, wrote = sum(c.prompt_tokens for o in outs for c in o), sum(c.completion_tokens for o in outs for c in o)
+        rows.append((f"hf {args.dtype}", b, len(these), read, wrote, dt, args.dtype))
     del engine
+    if args.baseline:
+        b = max(args.batches)
+        read, wrote, dt, old_texts = baseline(args.baseline, args.prompts, args.max_tokens, b, args.dtype)
+        rows.append((f"hf {args.dtype} @ {args.baseline[:7]}", b, args.prompts, read, wrote, dt, args.dtype))
+        console.print(f"the baseline's text equals this version's at batch {b}: {old_texts == texts.get(b)}")
     if not args.no_vllm:
         try:
             from schoolroom.agents.engines.vllm import VLLMEngine
@@ -96,26 +138,35 @@ def main() -> None:
             v = VLLMEngine(args.model)
             console.print(f"vllm engine started in {time.perf_counter() - t:.0f} s")
             v.generate(prompts[:2], Params(max_tokens=4))
-            tokens, dt = run(v, prompts, params)
-            rows.append(("vllm bfloat16", len(prompts), len(prompts), tokens, dt, tokens / dt / tok_roof["bfloat16"]))
+            read, wrote, dt = run(v, prompts, params)
+            rows.append(("vllm bfloat16", len(prompts), len(prompts), read, wrote, dt, "bfloat16"))
             v.close()
         except ImportError as e:
             console.print(f"vllm not installed: {e}")
 
-    table = Table(title=f"real tok/s, {args.max_tokens} new tokens at most, greedy")
-    for col in ("engine", "batch", "prompts", "tokens", "seconds", "tok/s", "% of roofline"):
+    def mfu(r) -> float:
+        return (r[3] + r[4]) * per_token / r[5] / (roof[r[6]] * 1e9)
+
+    table = Table(title=f"the student's request, {args.max_tokens} new tokens at most, greedy")
+    for col in ("engine", "batch", "prompts", "prompt tokens", "completion tokens", "seconds", "generated tok/s",
+                "MFU"):
         table.add_column(col, justify="right")
-    for name, b, n, tokens, dt, frac in rows:
-        table.add_row(name, str(b), str(n), str(tokens), f"{dt:.1f}", f"{tokens / dt:.1f}", f"{100 * frac:.0f}%")
+    for r in rows:
+        table.add_row(r[0], str(r[1]), str(r[2]), str(r[3]), str(r[4]), f"{r[5]:.1f}", f"{r[4] / r[5]:.1f}",
+                      f"{100 * mfu(r):.0f}%")
     console.print(table)
+    console.print("MFU: 2 x matrix weights x (prompt + completion tokens) / seconds / the matmul roofline of the dtype")
     single = next((r for r in rows if r[1] == 1), None)
     for r in rows:
         if single and r is not single:
-            console.print(f"{r[0]} batch {r[1]} / hf batch 1: {r[3] / r[4] / (single[3] / single[4]):.1f}x")
-    if not rows:
-        return
-    best = max(rows, key=lambda r: r[3] / r[4])
-    console.print(f"best: {best[0]} at batch {best[1]}, {best[3] / best[4]:.0f} tok/s = {100 * best[5]:.0f}% of its roofline")
+            console.print(f"{r[0]} batch {r[1]} / hf batch 1, generated tok/s: {r[4] / r[5] / (single[4] / single[5]):.1f}x")
+    if args.baseline:
+        new = next(r for r in rows if r[1] == max(args.batches) and "@" not in r[0])
+        old = rows[-1] if "@" in rows[-1][0] else next(r for r in rows if "@" in r[0])
+        console.print(f"hf batch {new[1]}, this version / {args.baseline[:7]}: MFU {100 * mfu(new):.0f}% / "
+                      f"{100 * mfu(old):.0f}%, seconds {new[5] / old[5]:.2f}")
+    best = max(rows, key=mfu)
+    console.print(f"best: {best[0]} at batch {best[1]}, MFU {100 * mfu(best):.0f}%, {best[4] / best[5]:.0f} generated tok/s")
 
 
 if __name__ == "__main__":

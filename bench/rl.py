@@ -1,12 +1,19 @@
-"""Seconds per RL iteration, split into generate / score / train / adapter hand-off, for PPO and GRPO.
+"""Seconds per RL iteration, split into generate / score / train / adapter hand-off, for PPO and GRPO, with MFU.
 
     python bench/rl.py [--iterations 2] [--batch 8] [--n 4] [--reward prm|orm|answer] [--inline]
+                       [--baseline COMMIT]
 
 Runs the reinforce protocol's iteration through a Classroom (agents as local Ray actors, or in this process
 with --inline): student.solve -> verifier.score -> trainer.train -> student.load, timing each call. PPO and
 GRPO start from the base model and see the same prompts. With --reward prm or orm, a reward model is first
 trained for one step (its quality does not matter here, only what scoring with it costs). Prints the mean
-seconds of each stage, the share of generation in the whole, and GRPO's iteration time over PPO's.
+seconds of each stage, the share of generation and of training in the whole, and GRPO's iteration time over
+PPO's. MFU, against this machine's matmul rate in the dtype used: generation counts 2 x the matrix weights
+for every prompt token read (once per problem: its samples share the prefill) and completion token written;
+training counts what the trainer reports (``model_flops``: 2N per token of its forward-only passes, 4N per token
+it trains on), over the train call's seconds. ``--baseline COMMIT`` first runs this same benchmark as that
+commit has it (a git worktree, inline, in its own process) and prints seconds per iteration, this version over
+that one.
 """
 
 from __future__ import annotations
@@ -34,6 +41,29 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t
 
 
+def gflops(dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of a ``size``-cube matmul in ``dtype`` on this machine's torch threads."""
+    import torch
+
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    return max(2 * size ** 3 / timed(lambda: a @ b)[1] / 1e9 for _ in range(repeats))
+
+
+def baseline(commit: str, argv: list[str]) -> dict[str, float]:
+    """Seconds per iteration of each algorithm, as ``commit``'s own bench/rl.py measures them (inline)."""
+    import re
+    import subprocess
+
+    from bench_worktree import worktree
+
+    path = worktree(commit)
+    out = subprocess.run([sys.executable, str(path / "bench" / "rl.py"), *argv, "--inline"], capture_output=True,
+                         text=True, check=True, cwd=path).stdout
+    print(f"--- {commit[:7]}'s bench/rl.py ---\n{out.strip()}\n---")
+    return {m[1].lower(): float(m[2]) for m in re.finditer(r"^(PPO|GRPO)\s+s/iteration:.*total ([\d.]+)", out, re.M)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iterations", type=int, default=2)
@@ -43,7 +73,24 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0, help="passes over the rollouts per update")
     ap.add_argument("--reward", choices=["prm", "orm", "answer"], default="prm")
     ap.add_argument("--inline", action="store_true", help="agents in this process instead of Ray actors")
+    ap.add_argument("--baseline", metavar="COMMIT", help="first run this benchmark as COMMIT has it, to compare")
     args = ap.parse_args()
+    before = None
+    if args.baseline:
+        argv = [f"--iterations={args.iterations}", f"--batch={args.batch}", f"--n={args.n}",
+                f"--max-tokens={args.max_tokens}", f"--epochs={args.epochs}", f"--reward={args.reward}"]
+        before = baseline(args.baseline, argv)
+    import torch
+
+    from schoolroom import models
+    from schoolroom.agents.engines.base import render_prompt
+    from schoolroom.agents.student import solve_prompt
+    from schoolroom.training.common import matrix_weights
+
+    roof = {"float32": gflops(torch.float32), "bfloat16": gflops(torch.bfloat16)}
+    tok, lm, _ = models.load("smollm2-135m-instruct")
+    per_token = 2 * matrix_weights(lm)
+    del lm
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     agent = {"threads": 2, "resources": {"num_cpus": 0.5}}
@@ -75,32 +122,54 @@ def main() -> None:
             room.verifier.load(rm)
             scorer = None
         stages: dict[str, dict[str, list[float]]] = {}
+        flops: dict[str, dict[str, float]] = {}
         for offset, algo in ((0, "ppo"), (100, "grpo")):
             times = stages[algo] = {"generate": [], "score": [], "train": [], "hand-off": []}
+            flops[algo] = {"generate": 0.0, "train": 0.0, "bf16": 0.0}
             adapter = None
             room.student.load(None)  # both start from the base model
             for it in room.rounds(args.iterations, start=offset + 1):
                 batch = problems[(it - offset - 1) * args.batch:(it - offset) * args.batch]
                 rollouts, t = timed(room.student.solve, batch, n=args.n, temperature=1.0)
                 times["generate"].append(t)
+                read = sum(len(tok(render_prompt(tok, solve_prompt(p)), add_special_tokens=False)["input_ids"])
+                           for p in batch)
+                flops[algo]["generate"] += per_token * (read + sum(a.tokens for a in rollouts))
                 rewards, t = timed(room.verifier.score, rollouts, batch, scorer=scorer)
                 times["score"].append(t)
                 request = TrainRequest(kind=algo, name=algo, data=tuple(m.id for m in rollouts + rewards),
                                        base_adapter=adapter.adapter if adapter else None, hyper=hyper)
                 adapter, t = timed(room.trainer.train, request, rollouts + rewards, batch)
                 times["train"].append(t)
+                flops[algo]["train"] += adapter.metrics.get("model_flops", 0.0)
+                flops[algo]["bf16"] = adapter.metrics.get("bf16", 0.0)
                 _, t = timed(room.student.load, adapter)
                 times["hand-off"].append(t)
         room.close()
     print(f"{args.iterations} iterations of {args.batch} problems x {args.n} rollouts (<= {args.max_tokens} tokens), "
           f"reward: {args.reward}, {'inline' if args.inline else 'Ray actors'}, {os.cpu_count()} CPUs")
+    print(f"matmul roofline: float32 {roof['float32']:.0f} GFLOP/s, bfloat16 {roof['bfloat16']:.0f} GFLOP/s; "
+          f"{per_token / 1e6:.0f} MFLOP per token")
     totals = {}
     for algo, times in stages.items():
         mean = {k: statistics.fmean(v) for k, v in times.items()}
         totals[algo] = sum(mean.values())
+        f = flops[algo]
+        gen_mfu = f["generate"] / sum(times["generate"]) / (roof["float32"] * 1e9)  # the hf engine: float32
+        train_roof = roof["bfloat16" if f["bf16"] else "float32"]
+        train_mfu = f["train"] / sum(times["train"]) / (train_roof * 1e9) if f["train"] else None
         print(f"{algo.upper():4} s/iteration: " + " | ".join(f"{k} {v:.1f}" for k, v in mean.items())
-              + f" | total {totals[algo]:.1f} | generation share {mean['generate'] / totals[algo]:.0%}")
+              + f" | total {totals[algo]:.1f} | generation share {mean['generate'] / totals[algo]:.0%}"
+              + f" | training share {mean['train'] / totals[algo]:.0%}")
+        print(f"     MFU: generation {gen_mfu:.0%} (float32), training "
+              + (f"{train_mfu:.0%} ({'bf16 autocast' if f['bf16'] else 'float32'})" if train_mfu is not None
+                 else "not measured (this version's trainer reports no model_flops)"))
     print(f"ratio GRPO / PPO seconds per iteration: {totals['grpo'] / totals['ppo']:.2f}")
+    if before:
+        for algo in ("ppo", "grpo"):
+            if algo in before:
+                print(f"{algo.upper()} seconds per iteration, {args.baseline[:7]} / this version: "
+                      f"{before[algo]:.1f} / {totals[algo]:.1f} = {before[algo] / totals[algo]:.2f}x faster")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -69,7 +69,9 @@ class AgentConfig(_Strict):
     model: Annotated[str, KEY] = "smollm2-135m-instruct"
     # hf / vllm
     device: Annotated[str, KEY] = "cpu"
-    dtype: Annotated[str, KEY] = "float32"
+    # auto: training in bf16 where the device has it natively (schoolroom.training.precision), else float32; the
+    # hf engine in float32 (bf16 greedy text depends on the batch); vllm in bf16
+    dtype: Annotated[Literal["auto", "float32", "bfloat16", "float16"], KEY] = "auto"
     batch_size: Annotated[int, PLUMBING] = 16
     # torch threads; default: Ray's (= num_cpus). Agents that take turns may share cores
     threads: Annotated[int | None, PLUMBING] = None

@@ -120,6 +120,36 @@ def check(spec: str) -> str | None:
     return None
 
 
+ATTENTION = "sdpa_gqa"
+
+
+def attention() -> str:
+    """The attention every model here loads with (``attn_implementation``), registered on first use: transformers'
+    SDPA, except that on a CPU grouped-query heads read the keys and values as they are (``enable_gqa``) instead of
+    through a copy repeated for every query head, which transformers makes on every call when there is a mask
+    (measured: a third of a decoding step's time at batch 64; the same outputs, bit for bit, at every real position)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, _sdpa_gqa)  # idempotent: the same function under the same name
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # SDPA's masks (an unknown name gets none: no padding)
+    return ATTENTION
+
+
+def _sdpa_gqa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None, **kwargs):
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.device.type != "cpu" or getattr(module, "num_key_value_groups", 1) == 1 or kwargs.get("cache") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    is_causal = query.shape[2] > 1 and attention_mask is None and is_causal
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
+                                                           scale=scaling, is_causal=is_causal, enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
+
 def load_tokenizer(source: ModelSource | str):
     from transformers import AutoTokenizer
 
@@ -138,7 +168,7 @@ def load(spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "float32")
 
     src = resolve(spec)
     tok = load_tokenizer(src)
-    model = AutoModelForCausalLM.from_pretrained(src.path, dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(src.path, dtype=getattr(torch, dtype), attn_implementation=attention())
     model.to(device).eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id

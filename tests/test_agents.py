@@ -141,7 +141,8 @@ def test_sampled_attempts_carry_the_ids_and_logprobs_the_trainer_recomputes(hf_e
     rows = encode_rollouts(tok, [Rollout(prompt=render_prompt(tok, solve_prompt(by_id[a.problem_id])), completion=a.text,
                                          completion_ids=list(a.token_ids), logprobs=list(a.logprobs), reward=0.0)
                                  for a in attempts], max_length=512)
-    for r, (logp, _, _) in zip(rows, forward_rows(hf_engine.lm, rows, tok.pad_token_id, 0.8, batch_size=4)):
+    for r, (logp, _, _) in zip(rows, forward_rows(hf_engine.lm, rows, tok.pad_token_id,
+                                                       {"temperature": 0.8, "batch_size": 4, "logprob_chunk": 1024})):
         assert torch.allclose(logp, torch.tensor(r.engine_logp), atol=2e-3), (logp, r.engine_logp)
     from schoolroom.agents.engines import Params, Prompt
 

@@ -83,8 +83,9 @@ def test_one_ppo_and_one_grpo_iteration_through_ray(rl_run):
     for name in ("answer", "grpo-answer", "orm", "prm-min"):
         m = results[name].metrics
         assert m["rollouts"] == 4 and m["steps"] == 1 and "entropy" in m and "reward_mean" in m
-        # trained on the sampled ids: the trainer's old log-probs are the engine's (to its 4 logged decimals)
-        assert m["retokenized_rollouts"] == 0 and m["logprob_gap"] < 1e-3, m
+        # trained on the sampled ids: the trainer's old log-probs are the engine's (to its 4 logged decimals; the
+        # engine samples in float32, so a trainer in bf16 autocast, where the CPU has it, is further off)
+        assert m["retokenized_rollouts"] == 0 and m["logprob_gap"] < (0.1 if m["bf16"] else 1e-3), m
         assert (Path(results[name].path) / "adapter_model.safetensors").exists()
     assert (Path(results["answer"].path) / "value_head.safetensors").exists()
     evals = {m.name for m in messages if isinstance(m, EvalReport)}

@@ -61,6 +61,7 @@ class Trainer(Agent):
     def fit_args(self, request: TrainRequest) -> dict[str, Any]:
         """The arguments every training function takes besides its model, examples and output folder."""
         return dict(lora=request.lora, settings=request.hyper, seed=request.seed, device=self.config.device,
+                    dtype=self.config.dtype,
                     init_adapter=self.adapter_path(request.base_adapter), tokenizer=self.tokenizer_for(request.base_model))
 
     def model_path(self, request: TrainRequest) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -9,7 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from schoolroom.training.precision import Precision, cpu_has_bf16, resolve
 from schoolroom.training.settings import LoRAConfig, SFTConfig
+
+__all__ = ["cpu_has_bf16", "resolve"]  # re-exported: the precision of a training
 
 
 class TrainingDiverged(ValueError):
@@ -44,12 +48,17 @@ def hyper(settings: dict[str, Any], kind: type[SFTConfig] = SFTConfig) -> dict[s
     return kind.of(settings)
 
 
-def load_policy(model_path: str, device: str = "cpu", adapter: str | None = None, trainable: bool = True):
-    """The base model, with ``adapter`` loaded (trainable, to continue it) when given."""
+def load_policy(model_path: str, device: str = "cpu", adapter: str | None = None, trainable: bool = True,
+                precision: Precision | None = None):
+    """The base model (in ``precision.weights``: bf16 on a GPU that has it, float32 on a CPU), with ``adapter``
+    loaded (trainable, to continue it) when given."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    from schoolroom.models import attention
+
+    weights = precision.weights if precision else "float32"
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, weights), attn_implementation=attention())
     if adapter:
         from peft import PeftModel
 
@@ -57,30 +66,38 @@ def load_policy(model_path: str, device: str = "cpu", adapter: str | None = None
     return model.to(device)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): measured on a CPU without it (AVX2 only),
-    a bf16 matmul ran at 0.9 GFLOP/s against 160 in fp32, and a 3-step SFT took 162 s."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return True  # not Linux: TRL's default
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+def wants_checkpointing(h: dict[str, Any], device: str) -> bool:
+    on = h.get("gradient_checkpointing")
+    return device.startswith("cuda") if on is None else bool(on)
 
 
-def trainer_args(cls, h: dict[str, Any], out_dir: str, seed: int, device: str, **extra):
-    """A TRL config (SFTConfig, DPOConfig) for small LoRA runs: no checkpoints, no reports, CPU when asked."""
+def checkpointing(model, h: dict[str, Any], device: str) -> bool:
+    """Turn on gradient checkpointing when ``h["gradient_checkpointing"]`` says so (None: on a GPU only); whether
+    it is on. Activations are recomputed in the backward pass instead of kept: memory for time."""
+    on = wants_checkpointing(h, device)
+    if on:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.config.use_cache = False
+    return on
+
+
+def trainer_args(cls, h: dict[str, Any], out_dir: str, seed: int, device: str, precision: Precision | None = None,
+                 **extra):
+    """A TRL config (SFTConfig, DPOConfig) for small LoRA runs: no checkpoints, no reports, CPU when asked, in
+    ``precision`` (bf16 autocast where it is bf16; None: what ``dtype = "auto"`` resolves to)."""
+    precision = precision or resolve("auto", device)
     kwargs = dict(output_dir=out_dir, per_device_train_batch_size=int(h["batch_size"]),
                   gradient_accumulation_steps=int(h["grad_accum"]), learning_rate=float(h["learning_rate"]),
                   num_train_epochs=float(h["epochs"]), max_steps=int(h["max_steps"]), warmup_steps=int(h["warmup_steps"]),
                   logging_steps=1, save_strategy="no", report_to=[], seed=seed, data_seed=seed,
-                  gradient_checkpointing=False, disable_tqdm=True, dataloader_num_workers=0,
+                  gradient_checkpointing=wants_checkpointing(h, device),
+                  bf16=precision.compute == "bfloat16", fp16=precision.compute == "float16", disable_tqdm=True, dataloader_num_workers=0,
                   logging_nan_inf_filter=False,  # a NaN loss is logged as NaN (and stops the training), not hidden
                   max_length=int(h["max_length"]), lr_scheduler_type="linear",
                   max_grad_norm=float(h.get("max_grad_norm", 1.0)))
     if device == "cpu":
-        kwargs["use_cpu"] = True  # TRL defaults to bf16, which needs this on CPU (autocast; faster than fp32) ...
-        kwargs["bf16"] = cpu_has_bf16()  # ... where the CPU does bf16 natively; elsewhere it is ~100x slower
+        kwargs["use_cpu"] = True  # bf16 on a CPU is autocast (faster than fp32 where the CPU has it natively)
     kwargs.update(extra)
     return cls(**kwargs)
 
@@ -122,15 +139,36 @@ def _Divergence(h: dict[str, Any]):
     return Divergence()
 
 
+def micro_batches(batch: list, size: Callable[[Any], int] | None, budget: int) -> list[list]:
+    """``batch`` cut into micro-batches of at most ``budget`` padded tokens (rows x the longest row's ``size``),
+    each sorted by length to cut padding; the whole batch as one when there is no budget (``budget <= 0``)."""
+    if size is None or budget <= 0:
+        return [batch]
+    out: list[list] = []
+    for x in sorted(batch, key=size):
+        if out and (len(out[-1]) + 1) * size(x) <= budget:  # sorted: x is the longest so far
+            out[-1].append(x)
+        else:
+            out.append([x])
+    return out
+
+
 def fit(model, examples: list, step: Callable[[list], tuple[Any, dict[str, float]]], h: dict[str, Any], seed: int,
-        schedule: str = "linear", dropout: bool = True) -> list[dict[str, float]]:
+        schedule: str = "linear", dropout: bool = True, precision: Precision | None = None,
+        size: Callable[[Any], int] | None = None, weight: Callable[[Any], float] = lambda x: 1.0
+        ) -> list[dict[str, float]]:
     """A small training loop for losses TRL has no trainer for (reflection, reward models, PPO, GRPO).
 
     Shuffled batches of ``h["batch_size"]`` examples for ``h["max_steps"]`` steps (or ``h["epochs"]`` passes),
     AdamW on the trainable parameters, gradients clipped at ``h["max_grad_norm"]`` (default 1.0), the learning rate
     decaying linearly to 0 (``schedule="linear"``) or ``"constant"``; ``dropout=False`` keeps dropout off (RL:
     the probabilities trained are the ones sampled). ``step(batch)`` returns the loss and the numbers to log;
-    returns one log per step: ``{"loss": ..., **numbers}``.
+    returns one log per step: ``{"loss": ..., **numbers}``. Forward passes run in ``precision`` (autocast).
+
+    Gradient accumulation: with ``size`` (an example's tokens) and ``h["micro_tokens"]`` > 0, a batch is cut into
+    micro-batches of at most that many padded tokens; each one's loss, which ``step`` gives as a mean over the
+    micro-batch, is weighted by its share of the batch's ``weight`` (1 per example: a mean over examples; the
+    actions of a rollout: a mean over tokens), so the summed gradient is the whole batch's.
     """
     import torch
 
@@ -146,24 +184,67 @@ def fit(model, examples: list, step: Callable[[list], tuple[Any, dict[str, float
     rng = random.Random(seed)
     order: list[int] = []
     logs = []
-    model.train(dropout)
+    cast = precision.autocast if precision else contextlib.nullcontext
+    model.train()  # train mode (gradient checkpointing needs it) ...
+    if not dropout:  # ... with dropout off: the same numbers as eval mode
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.eval()
     for _ in range(steps):
         if len(order) < bs:
             more = list(range(len(examples)))
             rng.shuffle(more)
             order += more
         batch, order = [examples[i] for i in order[:bs]], order[bs:]
-        loss, numbers = step(batch)
-        check_finite(len(logs) + 1, h, loss=float(loss.detach()))
         opt.zero_grad()
-        loss.backward()
+        loss_sum, numbers = accumulate(batch, step, h, cast, size, weight, step_no=len(logs) + 1)
         norm = torch.nn.utils.clip_grad_norm_(params, float(h.get("max_grad_norm", 1.0)))
         check_finite(len(logs) + 1, h, gradient_norm=float(norm))
         opt.step()
         sched.step()
-        logs.append({"loss": float(loss.detach()), **numbers})
+        logs.append({"loss": loss_sum, **numbers} | ({"tokens": float(sum(map(size, batch)))} if size else {}))
     model.eval()
     return logs
+
+
+def accumulate(batch: list, step: Callable, h: dict[str, Any], cast=contextlib.nullcontext,
+               size: Callable[[Any], int] | None = None, weight: Callable[[Any], float] = lambda x: 1.0,
+               step_no: int = 1) -> tuple[float, dict[str, float]]:
+    """Add ``batch``'s gradient to the parameters' ``.grad``, one micro-batch at a time (``micro_batches`` by
+    ``h["micro_tokens"]``), each micro-batch's loss weighted by its share of the batch's ``weight``; the batch's
+    loss and numbers (the same weighted sums)."""
+    total = sum(weight(x) for x in batch)
+    loss_sum, numbers = 0.0, {}
+    for micro in micro_batches(batch, size, int(h.get("micro_tokens") or 0)):
+        share = sum(weight(x) for x in micro) / total
+        with cast():
+            loss, these = step(micro)
+        check_finite(step_no, h, loss=float(loss.detach()))
+        (loss * share).backward()
+        loss_sum += float(loss.detach()) * share
+        for k, v in these.items():
+            numbers[k] = numbers.get(k, 0.0) + v * share
+    return loss_sum, numbers
+
+
+def matrix_weights(model) -> int:
+    """The weights a token's forward pass multiplies: every 2-D parameter once (a tied embedding counted once, as
+    the output layer), the adapters' small matrices included. A forward pass costs 2 x this in FLOPs per token."""
+    seen, n = set(), 0
+    for p in model.parameters():
+        if p.dim() == 2 and id(p) not in seen:
+            seen.add(id(p))
+            n += p.numel()
+    return n
+
+
+def model_flops(model, forward_tokens: float, logs: list[dict[str, float]]) -> dict[str, float]:
+    """The model FLOPs a training did, for its MFU: 2N per token of each forward-only pass (``forward_tokens``:
+    tokens x passes), and 4N per token an update trains on (``logs``' ``tokens``): its forward, and a backward
+    that computes the activations' gradients (2N) but not the frozen weights' (LoRA; full fine-tuning is 6N)."""
+    n = matrix_weights(model)
+    trained = sum(x.get("tokens", 0.0) for x in logs)
+    return {"model_flops": float(2 * n * forward_tokens + 4 * n * trained), "trained_tokens": trained}
 
 
 def mean_of(logs: list[dict[str, float]], key: str) -> float:

@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from schoolroom.training.common import fit, mean_of
+from schoolroom.training.common import fit, mean_of, model_flops
 from schoolroom.training.rl import (Experience, Rollout, acting, action_forward, clipped_policy_loss, forward_rows,
-                                    kl_k3, masked_mean, prepare, reference_logprobs, stack, start_stats)
+                                    forward_tokens, kl_k3, masked_mean, prepare, reference_logprobs, separate_reference,
+                                    stack, start_stats)
 from schoolroom.training.settings import GRPOConfig
 
 
@@ -50,29 +51,31 @@ def advantage_rows(everyone: list[Experience], scale: bool = True) -> list[Exper
 
 def train_grpo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dict[str, Any] = {},
                settings: dict[str, Any] = {}, seed: int = 0, device: str = "cpu", init_adapter: str | None = None,
-               tokenizer=None, reference_adapter: str | None = None) -> dict[str, float]:
+               tokenizer=None, reference_adapter: str | None = None, dtype: str = "auto") -> dict[str, float]:
     """One GRPO iteration on ``rollouts`` (grouped by their ``group``); the adapter to ``out_dir``."""
     t0 = time.perf_counter()
-    h, everyone, policy = prepare(model_path, rollouts, GRPOConfig, settings, seed, device, init_adapter, lora,
-                                  tokenizer)
+    h, everyone, policy, precision = prepare(model_path, rollouts, GRPOConfig, settings, seed, device, init_adapter,
+                                             lora, tokenizer, dtype)
     rows = advantage_rows(everyone, bool(h["scale_rewards"]))
-    pad_id, temp, bs, beta = tokenizer.pad_token_id, float(h["temperature"]), int(h["batch_size"]), float(h["beta"])
-    current = forward_rows(policy, rows, pad_id, temp, bs)
-    ref = reference_logprobs(policy, rows, pad_id, h, init_adapter, reference_adapter, current) if beta else None
+    pad_id, temp, chunk, beta = tokenizer.pad_token_id, float(h["temperature"]), int(h["logprob_chunk"]), float(h["beta"])
+    passes = 1 + bool(beta and separate_reference(policy, init_adapter, reference_adapter))  # forward-only passes
+    current = forward_rows(policy, rows, pad_id, h, precision)
+    ref = reference_logprobs(policy, rows, pad_id, h, init_adapter, reference_adapter, current, precision) if beta else None
     for i, (r, (logp, ent, _)) in enumerate(zip(rows, current)):
         r.old_logp, r.entropy, r.advantages = logp, ent, torch.full_like(logp, r.group_advantage)
         r.ref_logp = ref[i] if ref is not None else logp
     dev = rows[0].old_logp.device
 
     def step(batch):
-        logp, _, _, m = action_forward(policy, batch, pad_id, temp)
+        logp, _, _, m = action_forward(policy, batch, pad_id, temp, chunk=chunk)
         loss, clipfrac, approx_kl = clipped_policy_loss(logp, stack(batch, "old_logp", dev),
                                                         stack(batch, "advantages", dev), m, float(h["clip"]))
         kl = kl_k3(logp, stack(batch, "ref_logp", dev))
         per_rollout = masked_mean(loss + beta * kl, m, dim=1)
         return per_rollout.mean(), {"clipfrac": clipfrac, "approx_kl": approx_kl}
 
-    logs = fit(policy, rows, step, h, seed, schedule="constant", dropout=False)
+    logs = fit(policy, rows, step, h, seed, schedule="constant", dropout=False, precision=precision,
+               size=lambda r: len(r.ids))  # the loss is a mean over the batch's rollouts
     os.makedirs(out_dir, exist_ok=True)
     policy.save_pretrained(out_dir, selected_adapters=["default"])
     groups: dict[Any, list[float]] = defaultdict(list)
@@ -85,4 +88,5 @@ def train_grpo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dic
     return stats | {
         "groups": float(len(groups)), "flat_groups": float(flat), "clipfrac": mean_of(logs, "clipfrac"),
         "approx_kl": mean_of(logs, "approx_kl"), "first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],
-        "steps": float(len(logs)), "seconds": time.perf_counter() - t0}
+        "steps": float(len(logs)), "seconds": time.perf_counter() - t0} | precision.metrics() | model_flops(
+        policy, forward_tokens(rows, passes), logs)

@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from schoolroom.training.common import fit, mean_of
+from schoolroom.training.common import fit, mean_of, model_flops
 from schoolroom.training.rl import (Experience, Rollout, acting, action_forward, action_mask, clipped_policy_loss,
-                                    forward_rows, masked_mean, prepare, reference_logprobs, stack, start_stats)
+                                    forward_rows, forward_tokens, masked_mean, prepare,
+                                    separate_reference, reference_logprobs, stack, start_stats)
 from schoolroom.training.settings import PPOConfig
 
 VALUE_HEAD = "value_head.safetensors"
@@ -95,20 +96,12 @@ def value_head(policy, init_adapter: str | None):
     return head
 
 
-def train_ppo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dict[str, Any] = {},
-              settings: dict[str, Any] = {}, seed: int = 0, device: str = "cpu", init_adapter: str | None = None,
-              tokenizer=None, reference_adapter: str | None = None) -> dict[str, float]:
-    """One PPO iteration on ``rollouts`` (see ``schoolroom.training.rl``); the adapter and value head to ``out_dir``."""
-    from safetensors.torch import save_file
-
-    t0 = time.perf_counter()
-    h, everyone, policy = prepare(model_path, rollouts, PPOConfig, settings, seed, device, init_adapter, lora,
-                                  tokenizer)
-    rows = acting(everyone)  # a rollout with no action has no token to put its reward on
-    head = value_head(policy, init_adapter)
-    pad_id, temp, bs = tokenizer.pad_token_id, float(h["temperature"]), int(h["batch_size"])
-    current = forward_rows(policy, rows, pad_id, temp, bs)
-    ref = reference_logprobs(policy, rows, pad_id, h, init_adapter, reference_adapter, current)
+def before_update(policy, head, rows: list[Experience], h: dict[str, Any], pad_id: int, precision,
+                  init_adapter: str | None, reference_adapter: str | None):
+    """Steps 1-3 on ``rows``: old log-probabilities, entropy and values (one forward), the reference's, per-token
+    rewards, GAE advantages and returns; each row gets its tensors. Returns (values, returns, mask), batched."""
+    current = forward_rows(policy, rows, pad_id, h, precision)
+    ref = reference_logprobs(policy, rows, pad_id, h, init_adapter, reference_adapter, current, precision)
     with torch.no_grad():
         for r, (logp, ent, hid), ref_logp in zip(rows, current, ref):
             r.old_logp, r.entropy, r.old_values, r.ref_logp = logp, ent, head(hid).squeeze(-1), ref_logp
@@ -121,22 +114,47 @@ def train_ppo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dict
         advantages = whiten(advantages, mask)
     for i, r in enumerate(rows):
         r.advantages, r.returns = advantages[i, : r.actions], returns[i, : r.actions]
+    return values, returns, mask
 
-    both = PolicyWithValue(policy, head)
+
+def ppo_step(policy, head, h: dict[str, Any], pad_id: int):
+    """Step 4's loss on a (micro-)batch of rows: the clipped policy objective plus ``vf_coef`` times the clipped
+    value loss, each a mean over the batch's actions; with the numbers to log."""
+    temp, chunk, clip, clip_value, vf_coef = (float(h["temperature"]), int(h["logprob_chunk"]), float(h["clip"]),
+                                              float(h["clip_value"]), float(h["vf_coef"]))
 
     def step(batch):
-        logp, _, hid, m = action_forward(policy, batch, pad_id, temp)
+        logp, _, hid, m = action_forward(policy, batch, pad_id, temp, chunk=chunk)
+        dev = logp.device
         v = head(hid).squeeze(-1)
         old, adv = stack(batch, "old_logp", dev), stack(batch, "advantages", dev)
-        pg, clipfrac, approx_kl = clipped_policy_loss(logp, old, adv, m, float(h["clip"]))
+        pg, clipfrac, approx_kl = clipped_policy_loss(logp, old, adv, m, clip)
         vl, vclipfrac = clipped_value_loss(v, stack(batch, "old_values", dev), stack(batch, "returns", dev), m,
-                                           float(h["clip_value"]))
+                                           clip_value)
         pg, vl = masked_mean(pg, m), masked_mean(vl, m)
-        return pg + float(h["vf_coef"]) * vl, {"policy_loss": float(pg.detach()), "value_loss": float(vl.detach()),
-                                                 "clipfrac": clipfrac, "approx_kl": approx_kl,
-                                                 "value_clipfrac": vclipfrac}
+        return pg + vf_coef * vl, {"policy_loss": float(pg.detach()), "value_loss": float(vl.detach()),
+                                   "clipfrac": clipfrac, "approx_kl": approx_kl, "value_clipfrac": vclipfrac}
 
-    logs = fit(both, rows, step, h, seed, schedule="constant", dropout=False)
+    return step
+
+
+def train_ppo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dict[str, Any] = {},
+              settings: dict[str, Any] = {}, seed: int = 0, device: str = "cpu", init_adapter: str | None = None,
+              tokenizer=None, reference_adapter: str | None = None, dtype: str = "auto") -> dict[str, float]:
+    """One PPO iteration on ``rollouts`` (see ``schoolroom.training.rl``); the adapter and value head to ``out_dir``."""
+    from safetensors.torch import save_file
+
+    t0 = time.perf_counter()
+    h, everyone, policy, precision = prepare(model_path, rollouts, PPOConfig, settings, seed, device, init_adapter,
+                                             lora, tokenizer, dtype)
+    rows = acting(everyone)  # a rollout with no action has no token to put its reward on
+    head = value_head(policy, init_adapter)
+    passes = 1 + separate_reference(policy, init_adapter, reference_adapter)  # forward-only passes over the rows
+    values, returns, mask = before_update(policy, head, rows, h, tokenizer.pad_token_id, precision, init_adapter,
+                                          reference_adapter)
+    logs = fit(PolicyWithValue(policy, head), rows, ppo_step(policy, head, h, tokenizer.pad_token_id), h, seed,
+               schedule="constant", dropout=False, precision=precision, size=lambda r: len(r.ids),
+               weight=lambda r: r.actions)  # the loss is a mean over the batch's tokens
     os.makedirs(out_dir, exist_ok=True)
     policy.save_pretrained(out_dir, selected_adapters=["default"])
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, os.path.join(out_dir, VALUE_HEAD))
@@ -145,4 +163,5 @@ def train_ppo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dict
         "clipfrac": mean_of(logs, "clipfrac"), "approx_kl": mean_of(logs, "approx_kl"),
         "value_clipfrac": mean_of(logs, "value_clipfrac"), "first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],
         "returns_mean": float(masked_mean(returns, mask)), "values_mean": float(masked_mean(values, mask)),
-        "steps": float(len(logs)), "seconds": time.perf_counter() - t0}
+        "steps": float(len(logs)), "seconds": time.perf_counter() - t0} | precision.metrics() | model_flops(
+        policy, forward_tokens(rows, passes), logs)

@@ -22,7 +22,7 @@ import os
 import time
 from typing import Any
 
-from schoolroom.training.common import fit, hyper, load_policy, lora_config, mean_of
+from schoolroom.training.common import checkpointing, fit, hyper, load_policy, lora_config, mean_of, resolve
 from schoolroom.training.settings import ReflectionConfig
 
 
@@ -116,7 +116,7 @@ def reflection_loss(model, tokenizer, batch: list[dict[str, str]], weight: float
 
 def train_reflection(model_path: str, examples: list[dict[str, str]], out_dir: str, lora: dict[str, Any] = {},
                      settings: dict[str, Any] = {}, seed: int = 0, device: str = "cpu",
-                     init_adapter: str | None = None, tokenizer=None) -> dict[str, float]:
+                     init_adapter: str | None = None, tokenizer=None, dtype: str = "auto") -> dict[str, float]:
     """Train a LoRA adapter on ``examples`` (``{"prompt", "completion", "negative", "positive"}``; negative and
     positive may be empty).
 
@@ -133,7 +133,8 @@ def train_reflection(model_path: str, examples: list[dict[str, str]], out_dir: s
     weight, margin, anchor, pool = float(h["reflection_weight"]), float(h["margin"]), h["anchor"], h["pool"]
     if anchor not in ANCHORS or pool not in POOLS:
         raise ValueError(f"anchor is {' or '.join(ANCHORS)} and pool {' or '.join(POOLS)}, not {anchor!r}, {pool!r}")
-    model = load_policy(model_path, device, adapter=init_adapter)
+    precision = resolve(dtype, device)
+    model = load_policy(model_path, device, adapter=init_adapter, precision=precision)
     if not init_adapter:
         model = get_peft_model(model, lora_config(lora))
 
@@ -142,7 +143,8 @@ def train_reflection(model_path: str, examples: list[dict[str, str]], out_dir: s
         return loss, {"sft": float(sft), "term": float(term)}
 
     t0 = time.perf_counter()
-    logs = fit(model, examples, step, h, seed)
+    checkpointing(model, h, device)
+    logs = fit(model, examples, step, h, seed, precision=precision)
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
     return {"train_loss": mean_of(logs, "loss"), "sft_loss": mean_of(logs, "sft"),
@@ -152,4 +154,4 @@ def train_reflection(model_path: str, examples: list[dict[str, str]], out_dir: s
             "with_negative": float(sum(bool(x.get("negative")) for x in examples)),
             "with_triplet": float(sum(bool(x.get("negative")) and (anchor == "question" or bool(x.get("positive")))
                                       for x in examples)),
-            "seconds": time.perf_counter() - t0, "reflection_weight": weight, "margin": margin}
+            "seconds": time.perf_counter() - t0, "reflection_weight": weight, "margin": margin} | precision.metrics()

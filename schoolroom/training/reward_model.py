@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from schoolroom.training.common import fit, hyper, lora_config, mean_of
+from schoolroom.training.common import checkpointing, fit, hyper, lora_config, mean_of, resolve
 from schoolroom.training.settings import RewardModelConfig
 
 KINDS = ("orm", "prm")
@@ -93,7 +93,10 @@ def load_reward_model(model_path: str, device: str = "cpu", adapter: str | None 
     level = logging.get_verbosity()
     logging.set_verbosity_error()  # "score.weight newly initialized": the head is ours to train
     try:
-        model = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=1, dtype=torch.float32)
+        from schoolroom.models import attention
+
+        model = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=1, dtype=torch.float32,
+                                                                attn_implementation=attention())
     finally:
         logging.set_verbosity(level)
     if pad_token_id is not None:
@@ -276,7 +279,8 @@ def shared_logits(model, tokenizer, rows: list[tuple[list[int], list[int]]], bat
 
 def train_reward_model(model_path: str, examples: list[dict[str, Any]], out_dir: str, kind: str,
                        lora: dict[str, Any] = {}, settings: dict[str, Any] = {}, seed: int = 0, device: str = "cpu",
-                       init_adapter: str | None = None, tokenizer=None, base_model: str = "") -> dict[str, float]:
+                       init_adapter: str | None = None, tokenizer=None, base_model: str = "", dtype: str = "auto"
+                       ) -> dict[str, float]:
     """Train an ORM or PRM on ``examples``: ``{"prompt", "text", "steps", "labels"}`` with ``labels`` one per step
     (PRM; None = not labelled, left out of the loss) or one for the whole solution (ORM), each in [0, 1].
 
@@ -374,7 +378,9 @@ def train_reward_model(model_path: str, examples: list[dict[str, Any]], out_dir:
         return loss, {"accuracy": float(right)}
 
     t0 = time.perf_counter()
-    logs = fit(model, units, step, h, seed)
+    precision = resolve(dtype, device)  # the forward passes under autocast; the backbone stays float32 (it scores)
+    checkpointing(model, h, device)
+    logs = fit(model, units, step, h, seed, precision=precision)
     after = measure([state["first"]] + state["more"])
     before = state["before"]
     checked = state["first"] + [u for b in state["more"] for u in b]
@@ -390,7 +396,7 @@ def train_reward_model(model_path: str, examples: list[dict[str, Any]], out_dir:
             "loss_before": before[0] / before[2], "loss_after": after[0] / after[2], "loss_base_rate": base,
             "accuracy_before": before[1] / before[2], "accuracy_after": after[1] / after[2],
             "loss_check_examples": float(sum(len(u) for u in checked)), "loss_check_labels": before[2],
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0} | precision.metrics()
 
 
 def read_info(path: str) -> dict[str, str]:

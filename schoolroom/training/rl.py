@@ -162,21 +162,55 @@ def start_stats(rows: list[Experience], everyone: list[Experience]) -> dict[str,
 
 
 def action_forward(model, rows: list[Experience], pad_id: int, temperature: float = 1.0,
-                   entropy: bool = False):
+                   entropy: bool = False, chunk: int = 1024):
     """One forward pass over ``rows``: for each completion token, its log-probability given what precedes it (the
     logits divided by the sampling temperature, as the rollouts were sampled), the entropy there (``entropy``),
     and the last hidden state that predicted it; ``[b, actions]`` with the mask. The output layer runs on the
-    completion positions only: the prompt's logits are never needed."""
+    completion positions only (the prompt's logits are never needed), ``chunk`` tokens at a time
+    (``chosen_logprobs``)."""
     device = next(model.parameters()).device
     ids, attn = pad(rows, pad_id, device)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = base.get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state
     h, mask = to_actions(hidden[:, :-1], rows)
     targets, _ = to_actions(ids[:, 1:], rows)
-    logp_all = torch.log_softmax(base.get_output_embeddings()(h).float() / temperature, dim=-1)
-    logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)
-    ent = -(logp_all.exp() * logp_all).sum(-1) if entropy else None
+    real = mask.bool()
+    logp, ent = (torch.zeros(mask.shape, device=device) for _ in range(2))
+    flat_logp, flat_ent = chosen_logprobs(base.get_output_embeddings(), h[real], targets[real], temperature, chunk,
+                                          entropy)
+    logp = logp.masked_scatter(real, flat_logp)
+    ent = ent.masked_scatter(real, flat_ent) if entropy else None
     return logp, ent, h, mask
+
+
+def chosen_logprobs(head, hidden, targets, temperature: float = 1.0, chunk: int = 1024, entropy: bool = False):
+    """``log p(targets[i] | hidden[i])`` for ``[tokens, hidden]`` states under the output layer ``head`` at
+    ``temperature``, and the entropy of each distribution (``entropy``; else None): the vocabulary-wide
+    log-softmax (float32) of ``chunk`` tokens at a time, never the whole ``[tokens, vocabulary]``. With gradients,
+    each chunk's logits are recomputed in the backward pass instead of kept (activation checkpointing) when there
+    are several chunks, so memory holds one chunk's logits at a time."""
+    def piece(h, t):
+        logits = head(h).float() / temperature
+        lse = torch.logsumexp(logits, -1)
+        lp = logits.gather(-1, t[:, None]).squeeze(-1) - lse
+        ent = lse - (logits.softmax(-1) * logits).sum(-1) if entropy else lp.new_zeros(())
+        return lp, ent
+
+    chunk = max(1, int(chunk))
+    several = hidden.shape[0] > chunk  # one chunk: nothing to save by recomputing it
+    outs = []
+    for i in range(0, hidden.shape[0], chunk):
+        h, t = hidden[i:i + chunk], targets[i:i + chunk]
+        if several and torch.is_grad_enabled() and h.requires_grad:
+            from torch.utils.checkpoint import checkpoint
+
+            outs.append(checkpoint(piece, h, t, use_reentrant=False))
+        else:
+            outs.append(piece(h, t))
+    if not outs:
+        return hidden.new_zeros(0), hidden.new_zeros(0) if entropy else None
+    logp = torch.cat([o[0] for o in outs])
+    return logp, torch.cat([o[1] for o in outs]) if entropy else None
 
 
 def masked_mean(x, mask, dim=None):
@@ -202,51 +236,74 @@ def kl_k3(logp, ref_logp):
     return torch.exp(d) - d - 1
 
 
-def forward_rows(model, rows: list[Experience], pad_id: int, temperature: float, batch_size: int):
-    """Per row, without gradients: (log-probabilities, entropy, hidden states) of its completion tokens."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
-            logp, ent, hid, _ = action_forward(model, chunk, pad_id, temperature, entropy=True)
-            out += [(logp[j, : r.actions], ent[j, : r.actions], hid[j, : r.actions])
-                    for j, r in enumerate(chunk)]
+def forward_rows(model, rows: list[Experience], pad_id: int, h: dict[str, Any], precision=None):
+    """Per row, without gradients: (log-probabilities, entropy, hidden states) of its completion tokens, float32.
+    Rows are taken by length (less padding), ``h["batch_size"]`` at a time, in ``precision`` (autocast)."""
+    import contextlib
+
+    temperature, batch_size, chunk = float(h["temperature"]), int(h["batch_size"]), int(h["logprob_chunk"])
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
+    out: list = [None] * len(rows)
+    with torch.no_grad(), (precision.autocast() if precision else contextlib.nullcontext()):
+        for k in range(0, len(order), batch_size):
+            index = order[k:k + batch_size]
+            chunk_rows = [rows[i] for i in index]
+            logp, ent, hid, _ = action_forward(model, chunk_rows, pad_id, temperature, entropy=True, chunk=chunk)
+            for j, (i, r) in enumerate(zip(index, chunk_rows)):
+                out[i] = (logp[j, : r.actions].float(), ent[j, : r.actions].float(), hid[j, : r.actions].float())
     return out
 
 
+def separate_reference(policy, init_adapter: str | None, reference_adapter: str | None) -> bool:
+    """Whether the reference's log-probabilities take their own forward pass: not when the reference is the adapter
+    continued, nor when it is the base model and the adapter a fresh LoRA that changes nothing yet (every B = 0)."""
+    if reference_adapter is not None:
+        return reference_adapter != init_adapter
+    return init_adapter is not None or any(bool(p.any()) for n, p in policy.named_parameters() if "lora_B" in n)
+
+
+def forward_tokens(rows: list[Experience], passes: int) -> float:
+    """Tokens read by ``passes`` forward passes over ``rows`` (what a training's model FLOPs count)."""
+    return float(passes * sum(len(r.ids) for r in rows))
+
+
 def reference_logprobs(policy, rows, pad_id: int, h: dict[str, Any], init_adapter: str | None,
-                       reference_adapter: str | None, current: list):
+                       reference_adapter: str | None, current: list, precision=None):
     """Log-probabilities under the reference policy: the start adapter (``reference_adapter``, loaded beside the
     trained one and removed after), or the base model with the adapter disabled when there is none. When the
-    reference is the adapter being continued (the first iteration), they are the current ones."""
-    if reference_adapter is not None and reference_adapter == init_adapter:
+    reference is the adapter being continued (the first iteration), or the base model under a fresh LoRA that is
+    still a no-op, they are the current ones."""
+    if not separate_reference(policy, init_adapter, reference_adapter):
         return [c[0] for c in current]
     if reference_adapter is None:
         with policy.disable_adapter():
-            return [c[0] for c in forward_rows(policy, rows, pad_id, float(h["temperature"]), int(h["batch_size"]))]
+            return [c[0] for c in forward_rows(policy, rows, pad_id, h, precision)]
     policy.load_adapter(reference_adapter, adapter_name="reference", is_trainable=False)
     policy.set_adapter("reference")
     try:
-        return [c[0] for c in forward_rows(policy, rows, pad_id, float(h["temperature"]), int(h["batch_size"]))]
+        return [c[0] for c in forward_rows(policy, rows, pad_id, h, precision)]
     finally:
         policy.set_adapter("default")  # trainable again
         policy.delete_adapter("reference")
 
 
 def prepare(model_path: str, rollouts: list[Rollout], kind: type, settings: dict[str, Any],
-            seed: int, device: str, init_adapter: str | None, lora: dict[str, Any], tokenizer):
-    """The settings (``kind``'s config: its defaults under ``settings``), the rollouts as rows (every one: see ``acting``), and the policy with a trainable adapter
-    (``init_adapter`` continued, or a fresh LoRA) in eval mode: what an RL iteration starts from."""
+            seed: int, device: str, init_adapter: str | None, lora: dict[str, Any], tokenizer, dtype: str = "auto"):
+    """The settings (``kind``'s config: its defaults under ``settings``), the rollouts as rows (every one: see
+    ``acting``), the policy with a trainable adapter (``init_adapter`` continued, or a fresh LoRA) in eval mode,
+    and the precision it computes in (``dtype`` resolved on ``device``): what an RL iteration starts from."""
     from peft import get_peft_model
     from transformers import set_seed
 
-    from schoolroom.training.common import hyper, load_policy, lora_config
+    from schoolroom.training.common import checkpointing, hyper, load_policy, lora_config, resolve
 
     set_seed(seed)
     h = hyper(settings, kind)
     rows = encode_rollouts(tokenizer, rollouts, int(h["max_length"]))
     if not acting(rows):
         raise ValueError("no rollout with a completion to train on")
-    policy = load_policy(model_path, device, adapter=init_adapter)
+    precision = resolve(dtype, device)
+    policy = load_policy(model_path, device, adapter=init_adapter, precision=precision)
     policy = policy if init_adapter else get_peft_model(policy, lora_config(lora))
-    return h, rows, policy.eval()
+    checkpointing(policy, h, device)
+    return h, rows, policy.eval(), precision

@@ -48,6 +48,9 @@ class SFTConfig(_Config, frozen=True):
     max_grad_norm: Annotated[float, doc("gradients are clipped to this norm")] = 1.0
     max_loss: Annotated[float, doc("a loss above it (or NaN, infinite) stops the training; the adapter it "
                                    "started from is kept")] = 1e4
+    gradient_checkpointing: Annotated[bool | None, doc(
+        "recompute activations in the backward pass instead of keeping them (memory for ~30% more time); "
+        "None: on a GPU, off on a CPU")] = None
 
 
 class DPOConfig(SFTConfig, frozen=True):
@@ -96,6 +99,12 @@ class RLConfig(SFTConfig, frozen=True):
                                   "aggregation")] = "min"
     step_rewards: Annotated[bool, doc("PPO with a PRM: each step's score at the token that ends it")] = False
     empty_reward: Annotated[float, doc("the reward of a rollout with no completion")] = 0.0
+    micro_tokens: Annotated[int, doc(
+        "gradient accumulation: a minibatch is cut into micro-batches of at most this many padded tokens (rows "
+        "sorted by length), their gradients summed to the minibatch's; 0: the minibatch in one pass")] = 8192
+    logprob_chunk: Annotated[int, doc(
+        "completion tokens whose vocabulary-wide log-softmax is computed at once (the chosen token's log-prob "
+        "kept, the logits recomputed in the backward pass)")] = 1024
 
 
 class PPOConfig(RLConfig, frozen=True):

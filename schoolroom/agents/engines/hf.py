@@ -10,8 +10,10 @@ from schoolroom.agents.engines.base import Completion, Engine, Params, Prompt, c
 class HFEngine(Engine):
     name = "hf"
 
-    def __init__(self, model: str = "smollm2-135m-instruct", device: str = "cpu", dtype: str = "float32",
+    def __init__(self, model: str = "smollm2-135m-instruct", device: str = "cpu", dtype: str = "auto",
                  batch_size: int = 16, threads: int | None = None):
+        """``dtype="auto"`` is float32: greedy text in bf16 changes with the batch it was decoded in, which resume and
+        replay must not see; name ``bfloat16`` for speed where that does not matter (a GPU sampling rollouts)."""
         import torch
 
         from schoolroom import models
@@ -22,7 +24,8 @@ class HFEngine(Engine):
         self.device = device
         self.batch_size = batch_size  # rows decoded together (a prompt's n samples are n rows)
         self.share_prefix = True  # n samples of a prompt share its prefill (False: each reads it; to compare)
-        self.tokenizer, self.lm, self.source = models.load(model, device=device, dtype=dtype)
+        self.dtype = "float32" if dtype == "auto" else dtype
+        self.tokenizer, self.lm, self.source = models.load(model, device=device, dtype=self.dtype)
         self.base = self.lm
         self.adapter = None
 
