@@ -158,3 +158,27 @@ def test_the_dtype_in_an_agent_config_reaches_the_training(monkeypatch, tmp_path
     assert asked == ["bfloat16"], asked
     assert result.metrics["bf16"] == float(precision.cpu_has_bf16())
     assert result.metrics["model_flops"] > 0 and result.metrics["trained_tokens"] > 0
+
+
+def test_the_gqa_attention_gives_sdpa_s_outputs_bit_for_bit(hf_engine):
+    """Every model loads with ``models.attention()``: SDPA reading grouped-query keys and values without a repeated
+    copy. On a left- and a right-padded batch it gives transformers' own SDPA's logits at every real position."""
+    from schoolroom import models
+
+    lm = hf_engine.lm
+    assert lm.config._attn_implementation == models.ATTENTION
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 40000, (3, 24), generator=g)
+    left, right = torch.ones(3, 24, dtype=torch.long), torch.ones(3, 24, dtype=torch.long)
+    left[0, :9], left[1, :2], right[0, 15:], right[1, 20:] = 0, 0, 0, 0
+    try:
+        for mask in (left, right):
+            out = {}
+            for impl in ("sdpa", models.ATTENTION):
+                lm.set_attn_implementation(impl)
+                with torch.no_grad():
+                    out[impl] = lm(input_ids=ids, attention_mask=mask).logits
+            real = mask.bool()
+            assert torch.equal(out["sdpa"][real], out[models.ATTENTION][real])
+    finally:
+        lm.set_attn_implementation(models.ATTENTION)
