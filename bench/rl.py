@@ -11,9 +11,10 @@ seconds of each stage, the share of generation and of training in the whole, and
 PPO's. MFU, against this machine's matmul rate in the dtype used: generation counts 2 x the matrix weights
 for every prompt token read (once per problem: its samples share the prefill) and completion token written;
 training counts what the trainer reports (``model_flops``: 2N per token of its forward-only passes, 4N per token
-it trains on), over the train call's seconds. ``--baseline COMMIT`` first runs this same benchmark as that
-commit has it (a git worktree, inline, in its own process) and prints seconds per iteration, this version over
-that one.
+it trains on), over the train call's seconds. With ``--baseline COMMIT``, that
+commit's code (a git worktree) and this checkout's take turns on the same rollouts instead (``paired``), each
+step in a fresh process, and the medians give seconds per iteration before and after (a machine whose speed
+drifts by 30% between minutes, as these do, slows both sides alike).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from roofline import gflops  # noqa: E402
+
 from schoolroom import config as configlib  # noqa: E402
 from schoolroom.classroom.room import Classroom  # noqa: E402
 from schoolroom.log import Writer  # noqa: E402
@@ -41,27 +44,94 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t
 
 
-def gflops(dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Best GFLOP/s of a ``size``-cube matmul in ``dtype`` on this machine's torch threads."""
-    import torch
+PAIRED = """
+import json, sys, tempfile, time
+sys.path.insert(0, sys.argv[1])
+what, batch, n, max_tokens, epochs = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+from schoolroom import models
+from schoolroom.agents.engines import Params
+from schoolroom.agents.engines.base import render_prompt
+from schoolroom.agents.student import solve_prompt
+from schoolroom.environment import synthetic
+problems = synthetic(batch, steps=[1, 2, 3], seed=7)
+if what == "generate":
+    from schoolroom.agents.engines.hf import HFEngine
+    engine = HFEngine(batch_size=16)
+    engine.generate([solve_prompt(problems[0])], Params(max_tokens=4))
+    t = time.perf_counter()
+    outs = engine.generate([solve_prompt(p) for p in problems], Params(max_tokens=max_tokens, temperature=1.0, n=n,
+                                                                       stop_after="####"))
+    seconds = time.perf_counter() - t
+    tok = engine.tokenizer
+    rollouts = [dict(prompt=render_prompt(tok, solve_prompt(p)), completion=c.text, reward=float(p.answer in c.text),
+                     group=p.problem_id, completion_ids=list(c.token_ids), logprobs=list(c.logprobs))
+                for p, cs in zip(problems, outs) for c in cs]
+    print(json.dumps({"seconds": seconds, "rollouts": rollouts}))
+else:
+    from schoolroom.training.rl import Rollout
+    rollouts = [Rollout(**r) for r in json.load(open(sys.argv[7]))]
+    if what == "ppo":
+        from schoolroom.training.ppo import train_ppo as train
+    else:
+        from schoolroom.training.grpo import train_grpo as train
+    tok = models.load_tokenizer("smollm2-135m-instruct")
+    t = time.perf_counter()
+    m = train(models.resolve("smollm2-135m-instruct").path, rollouts, tempfile.mkdtemp(), tokenizer=tok,
+              settings={"epochs": epochs, "batch_size": 8, "learning_rate": 1e-4, "temperature": 1.0},
+              lora={"init_lora_weights": False})  # an adapter unlike its reference, as after the first iteration
+    print(json.dumps({"seconds": time.perf_counter() - t, "metrics": m}))
+"""
 
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    a @ b
-    return max(2 * size ** 3 / timed(lambda: a @ b)[1] / 1e9 for _ in range(repeats))
 
-
-def baseline(commit: str, argv: list[str]) -> dict[str, float]:
-    """Seconds per iteration of each algorithm, as ``commit``'s own bench/rl.py measures them (inline)."""
-    import re
+def paired(commit: str, args) -> None:
+    """Before/after on the same rollouts and settings, in one run: ``commit``'s code and this checkout's take turns
+    (``--reps`` rounds, each in a fresh process: generating the student's sampled request, then a PPO and a GRPO
+    training call on the same rollouts, which the first generation wrote), so a busy machine slows both alike;
+    medians, and an iteration = generate + train. The adapter trained starts unlike the base model (random LoRA
+    weights), as every iteration after the first: the reference's log-probabilities take their own pass."""
+    import json
     import subprocess
 
     from bench_worktree import worktree
 
-    path = worktree(commit)
-    out = subprocess.run([sys.executable, str(path / "bench" / "rl.py"), *argv, "--inline"], capture_output=True,
-                         text=True, check=True, cwd=path).stdout
-    print(f"--- {commit[:7]}'s bench/rl.py ---\n{out.strip()}\n---")
-    return {m[1].lower(): float(m[2]) for m in re.finditer(r"^(PPO|GRPO)\s+s/iteration:.*total ([\d.]+)", out, re.M)}
+    sides = {commit[:7]: worktree(commit), "this": Path(__file__).resolve().parents[1]}
+    common = [str(args.batch), str(args.n), str(args.max_tokens), str(args.epochs)]
+    data = Path(tempfile.mkdtemp(prefix="bench-rl-")) / "rollouts.json"
+
+    def run(side: str, what: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", PAIRED, str(sides[side]), what, *common, str(data)],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    times: dict[str, dict[str, list[float]]] = {side: {"generate": [], "ppo": [], "grpo": []} for side in sides}
+    flops: dict[str, float] = {}
+    for rep in range(args.reps):
+        for side in (sides if rep % 2 == 0 else reversed(list(sides))):
+            g = run(side, "generate")
+            times[side]["generate"].append(g["seconds"])
+            if not data.exists():
+                data.write_text(json.dumps(g["rollouts"]))
+            for algo in ("ppo", "grpo"):
+                r = run(side, algo)
+                times[side][algo].append(r["seconds"])
+                if side == "this":
+                    flops[algo] = r["metrics"].get("model_flops", 0.0)
+            print(f"round {rep + 1} {side}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times[side].items()),
+                  flush=True)
+    med = {side: {k: statistics.median(v) for k, v in t.items()} for side, t in times.items()}
+    roof = gflops(__import__("torch").float32)
+    old, new = med[commit[:7]], med["this"]
+    print(f"{args.reps} rounds, medians (s); the same {args.batch} x {args.n} rollouts (<= {args.max_tokens} tokens) "
+          f"for every training call; epochs {args.epochs}; float32 roofline {roof:.0f} GFLOP/s")
+    print(f"generate: {commit[:7]} {old['generate']:.1f} | this {new['generate']:.1f} | "
+          f"{old['generate'] / new['generate']:.2f}x faster")
+    for algo in ("ppo", "grpo"):
+        it_old, it_new = old["generate"] + old[algo], new["generate"] + new[algo]
+        mfu = flops[algo] / new[algo] / (roof * 1e9) if flops.get(algo) else None
+        print(f"{algo.upper()} train: {commit[:7]} {old[algo]:.1f} | this {new[algo]:.1f} | "
+              f"{old[algo] / new[algo]:.2f}x faster" + (f" (MFU {mfu:.0%})" if mfu else ""))
+        print(f"{algo.upper()} iteration (generate + train): {commit[:7]} {it_old:.1f} | this {it_new:.1f} | "
+              f"{it_old / it_new:.2f}x faster; training share {new[algo] / it_new:.0%} (was {old[algo] / it_old:.0%})")
 
 
 def main() -> None:
@@ -73,13 +143,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0, help="passes over the rollouts per update")
     ap.add_argument("--reward", choices=["prm", "orm", "answer"], default="prm")
     ap.add_argument("--inline", action="store_true", help="agents in this process instead of Ray actors")
-    ap.add_argument("--baseline", metavar="COMMIT", help="first run this benchmark as COMMIT has it, to compare")
+    ap.add_argument("--baseline", metavar="COMMIT", help="instead: this version against COMMIT's, taking turns on "
+                    "the same rollouts (generate, PPO train, GRPO train), --reps rounds")
+    ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    before = None
     if args.baseline:
-        argv = [f"--iterations={args.iterations}", f"--batch={args.batch}", f"--n={args.n}",
-                f"--max-tokens={args.max_tokens}", f"--epochs={args.epochs}", f"--reward={args.reward}"]
-        before = baseline(args.baseline, argv)
+        return paired(args.baseline, args)
     import torch
 
     from schoolroom import models
@@ -165,11 +234,6 @@ def main() -> None:
               + (f"{train_mfu:.0%} ({'bf16 autocast' if f['bf16'] else 'float32'})" if train_mfu is not None
                  else "not measured (this version's trainer reports no model_flops)"))
     print(f"ratio GRPO / PPO seconds per iteration: {totals['grpo'] / totals['ppo']:.2f}")
-    if before:
-        for algo in ("ppo", "grpo"):
-            if algo in before:
-                print(f"{algo.upper()} seconds per iteration, {args.baseline[:7]} / this version: "
-                      f"{before[algo]:.1f} / {totals[algo]:.1f} = {before[algo] / totals[algo]:.2f}x faster")
 
 
 if __name__ == "__main__":

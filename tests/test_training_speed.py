@@ -182,3 +182,13 @@ def test_the_gqa_attention_gives_sdpa_s_outputs_bit_for_bit(hf_engine):
             assert torch.equal(out["sdpa"][real], out[models.ATTENTION][real])
     finally:
         lm.set_attn_implementation(models.ATTENTION)
+
+
+def test_the_report_says_what_precision_the_trainings_ran_in():
+    from schoolroom.messages import TrainResult
+    from schoolroom.reporting.sections import precision_line
+
+    results = [TrainResult(request_id=f"r{i}", adapter=f"a{i}", path="", metrics={"bf16": float(i == 0)})
+               for i in range(3)]
+    assert "bf16 autocast in 1 of 3 trainings, float32 in 2" in precision_line(results)
+    assert precision_line([TrainResult(request_id="r", adapter="a", path="", metrics={})]) == ""

@@ -11,7 +11,7 @@ from typing import Any
 from schoolroom import log as loglib
 from schoolroom.messages import Message, Note
 from schoolroom.reporting.report import Report, draw, render
-from schoolroom.reporting.sections import faults_markdown, usage_markdown, usage_rows
+from schoolroom.reporting.sections import faults_markdown, precision_line, usage_markdown, usage_rows
 
 
 def _finite(x: Any) -> Any:
@@ -60,7 +60,8 @@ def write_report(run_dir: Path, report: Report, wall_s: float, resumed: bool = F
     for name, text in report.files.items():
         _write(run_dir / name, text)
     _write(run_dir / "report.md",
-           render(report) + faults_markdown(messages) + "\n## Cost\n\n" + usage_markdown(messages) +
+           render(report) + faults_markdown(messages) + "\n## Cost\n\n" + precision_line(messages) +
+           usage_markdown(messages) +
            f"\n\n{_wall(parts)}; {len(messages)} messages in `messages.jsonl`; {os.cpu_count()} CPUs.\n")
 
 

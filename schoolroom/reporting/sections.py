@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from schoolroom.log import live
-from schoolroom.messages import Message, Note, Usage
+from schoolroom.messages import Message, Note, TrainResult, Usage
 
 
 def usage_rows(messages: list[Message]) -> list[dict]:
@@ -30,6 +30,18 @@ def usage_markdown(messages: list[Message]) -> str:
     out += [f"| {r['agent']} | {r['engine']} | {r['model']} | {r['calls']} | {r['prompt_tokens']} | "
             f"{r['completion_tokens']} | {r['latency_s']:.1f} | {r['errors']} |" for r in rows]
     return "\n".join(out)
+
+
+def precision_line(messages: list[Message]) -> str:
+    """What precision the trainings ran in (their ``bf16`` metric; ``dtype = "auto"`` picks bf16 only where the
+    device computes it natively), as a sentence; empty when no training says (none ran, or an older log)."""
+    said = [m.metrics["bf16"] for m in live(messages) if isinstance(m, TrainResult) and "bf16" in m.metrics]
+    if not said:
+        return ""
+    low = sum(1 for x in said if x)
+    return (f"Training precision: bf16 autocast in {low} of {len(said)} trainings, float32 in {len(said) - low} "
+            "(`dtype`: `auto` takes bf16 only where the device computes it natively; float32 weights and optimizer "
+            "state on a CPU).\n\n")
 
 
 def faults_markdown(messages: list[Message]) -> str:
