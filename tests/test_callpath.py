@@ -146,8 +146,9 @@ def test_replay_asks_no_agent_and_names_the_first_call_the_log_lacks():
 
 def test_call_keys_are_what_they_were():
     """A change to how keys are made (arguments, settings that count, the state) would make every old run ask its
-    calls again on resume, and fail to replay: these keys were computed before the call path was split."""
-    handle = AgentHandle(None, "student", AgentConfig(role="student"), None)
+    calls again on resume, and fail to replay: these keys were computed before the call path was split. (``dtype``
+    was then float32 by default, as every run's resolved config.toml of that time says; now it is ``auto``.)"""
+    handle = AgentHandle(None, "student", AgentConfig(role="student", dtype="float32"), None)
     assert call_key("student", "solve", 1, (PROBLEMS[:2],), {"n": 4}, [handle.settings, None]) == \
         KEY_SOLVE
     assert call_key("student", "load", 0, ("sft-r0-842d47",), {}, [handle.settings, ["load", [None], {}]]) == \
