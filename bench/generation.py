@@ -35,12 +35,13 @@ def flops_per_token(lm) -> int:
     return 2 * matrix_weights(lm)
 
 
-def run(engine, prompts: list[Prompt], params: Params) -> tuple[int, int, float]:
-    """(prompt tokens read, completion tokens written, seconds) of one call."""
+def run(engine, prompts: list[Prompt], params: Params) -> tuple[int, int, float, list[str]]:
+    """(prompt tokens read, completion tokens written, seconds, each prompt's first text) of one call."""
     t = time.perf_counter()
     outs = engine.generate(prompts, params)
     dt = time.perf_counter() - t
-    return sum(c.prompt_tokens for o in outs for c in o), sum(c.completion_tokens for o in outs for c in o), dt
+    return (sum(c.prompt_tokens for o in outs for c in o), sum(c.completion_tokens for o in outs for c in o), dt,
+            [o[0].text for o in outs])
 
 
 BASELINE = """
@@ -104,11 +105,7 @@ def main() -> None:
     for b in args.batches:
         engine.batch_size = b
         these = prompts[:args.single] if b == 1 else prompts
-        outs_t = time.perf_counter()
-        outs = engine.generate(these, params)
-        dt = time.perf_counter() - outs_t
-        texts[b] = [o[0].text for o in outs]
-        read, wrote = sum(c.prompt_tokens for o in outs for c in o), sum(c.completion_tokens for o in outs for c in o)
+        read, wrote, dt, texts[b] = run(engine, these, params)
         rows.append((f"hf {args.dtype}", b, len(these), read, wrote, dt, args.dtype))
     del engine
     if args.baseline:
@@ -129,7 +126,7 @@ def main() -> None:
             v = VLLMEngine(args.model)
             console.print(f"vllm engine started in {time.perf_counter() - t:.0f} s")
             v.generate(prompts[:2], Params(max_tokens=4))
-            read, wrote, dt = run(v, prompts, params)
+            read, wrote, dt, _ = run(v, prompts, params)
             rows.append(("vllm bfloat16", len(prompts), len(prompts), read, wrote, dt, "bfloat16"))
             v.close()
         except ImportError as e:

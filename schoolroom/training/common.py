@@ -10,10 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from schoolroom.training.precision import Precision, cpu_has_bf16, resolve
+from schoolroom.training.precision import Precision, resolve
 from schoolroom.training.settings import LoRAConfig, SFTConfig
-
-__all__ = ["cpu_has_bf16", "resolve"]  # re-exported: the precision of a training
 
 
 class TrainingDiverged(ValueError):
