@@ -192,3 +192,68 @@ def test_the_report_says_what_precision_the_trainings_ran_in():
                for i in range(3)]
     assert "bf16 autocast in 1 of 3 trainings, float32 in 2" in precision_line(results)
     assert precision_line([TrainResult(request_id="r", adapter="a", path="", metrics={})]) == ""
+
+
+def _shared_rollouts(tok, problems: int = 2, n: int = 3):
+    """``n`` rollouts of each of ``problems`` prompts, completions of different lengths."""
+    from schoolroom.agents.engines.base import render_prompt
+    from schoolroom.agents.student import solve_prompt
+    from schoolroom.training.rl import Rollout
+
+    return [Rollout(prompt=render_prompt(tok, solve_prompt(p)), reward=float(j % 2), group=p.problem_id,
+                    completion=" ".join(p.gold_steps[: 1 + j]) + f"\n#### {p.answer}")
+            for p in synthetic(problems, steps=[3], seed=9) for j in range(n)]
+
+
+@pytest.mark.slow
+def test_rollouts_of_one_prompt_read_it_once_with_the_numbers_of_reading_each_whole():
+    """Two prompts' three rollouts each: one sequence per prompt (the prompt, then every completion under a tree
+    mask) gives each rollout's log-probs, entropy and gradient as padding every rollout whole does."""
+    from schoolroom import models
+    from schoolroom.training.rl import acting, action_forward, packed_batch, prepare, read_tokens
+    from schoolroom.training.settings import GRPOConfig
+
+    tok = models.load_tokenizer("smollm2-135m-instruct")
+    path = models.resolve("smollm2-135m-instruct").path
+    h, rows, policy, _ = prepare(path, _shared_rollouts(tok), GRPOConfig, {}, 0, "cpu", None,
+                                 {"init_lora_weights": False}, tok, "float32")
+    rows = acting(rows)
+    ids, _, _, _ = packed_batch(rows, tok.pad_token_id)
+    assert ids.shape[0] == 2 and read_tokens(rows) == rows[0].start + rows[3].start + sum(
+        len(r.ids) - r.start for r in rows) < read_tokens(rows, share=False)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    out, grads = {}, {}
+    for share in (False, True):
+        logp, ent, hid, mask = action_forward(policy, rows, tok.pad_token_id, 0.8, entropy=True, share=share)
+        out[share] = (logp, ent, hid, mask)
+        grads[share] = torch.cat([g.flatten() for g in torch.autograd.grad((logp * mask).sum(), params)])
+    for whole, shared in zip(out[False], out[True]):
+        torch.testing.assert_close(shared, whole, rtol=1e-4, atol=1e-4)
+    assert grads[False].abs().sum() > 0  # float32 sums in another order: equal to about 1e-6 of the gradient's norm
+    assert float((grads[True] - grads[False]).norm() / grads[False].norm()) < 1e-4
+
+
+@pytest.mark.slow
+def test_group_minibatches_hold_whole_groups_and_count_the_tokens_they_read(tmp_path):
+    """``minibatches = "groups"``: every minibatch is whole groups, batch_size rollouts' worth; a GRPO step on it
+    reports the tokens it read (each prompt once)."""
+    from schoolroom import models
+    from schoolroom.training.common import fit
+    from schoolroom.training.grpo import train_grpo
+    from schoolroom.training.rl import encode_rollouts, minibatching, read_tokens
+    from schoolroom.training.settings import GRPOConfig
+
+    tok = models.load_tokenizer("smollm2-135m-instruct")
+    rollouts = _shared_rollouts(tok, problems=4, n=3)
+    rows = encode_rollouts(tok, rollouts, 1024)
+    h = GRPOConfig.of({"batch_size": 6, "minibatches": "groups", "max_steps": 4})
+    seen = []
+    model = torch.nn.Linear(1, 1)
+    updates = minibatching(rows, h, lambda batch: seen.append(batch) or ((model.weight * 0).sum(), {}))
+    fit(model, seed=0, **updates)
+    assert len(seen) == 4 and all(len(b) == 6 and len({r.group for r in b}) == 2 for b in seen)
+    assert all(sum(r.group == b[0].group for r in b) == 3 for b in seen)
+    path = models.resolve("smollm2-135m-instruct").path
+    metrics = train_grpo(path, rollouts[:6], str(tmp_path), settings={"batch_size": 6, "minibatches": "groups",
+                                                                       "max_steps": 1}, tokenizer=tok, dtype="float32")
+    assert metrics["trained_tokens"] == read_tokens(rows[:6])

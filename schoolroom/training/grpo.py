@@ -26,8 +26,8 @@ import torch
 
 from schoolroom.training.common import fit, mean_of, model_flops
 from schoolroom.training.rl import (Experience, Rollout, acting, action_forward, clipped_policy_loss, forward_rows,
-                                    forward_tokens, kl_k3, masked_mean, prepare, reference_logprobs, separate_reference,
-                                    stack, start_stats)
+                                    forward_tokens, kl_k3, masked_mean, minibatching, prepare, reference_logprobs,
+                                    separate_reference, shares_in_updates, stack, start_stats)
 from schoolroom.training.settings import GRPOConfig
 
 
@@ -64,18 +64,18 @@ def train_grpo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dic
     for i, (r, (logp, ent, _)) in enumerate(zip(rows, current)):
         r.old_logp, r.entropy, r.advantages = logp, ent, torch.full_like(logp, r.group_advantage)
         r.ref_logp = ref[i] if ref is not None else logp
-    dev = rows[0].old_logp.device
+    dev, share = rows[0].old_logp.device, shares_in_updates(h)
 
     def step(batch):
-        logp, _, _, m = action_forward(policy, batch, pad_id, temp, chunk=chunk)
+        logp, _, _, m = action_forward(policy, batch, pad_id, temp, chunk=chunk, share=share)
         loss, clipfrac, approx_kl = clipped_policy_loss(logp, stack(batch, "old_logp", dev),
                                                         stack(batch, "advantages", dev), m, float(h["clip"]))
         kl = kl_k3(logp, stack(batch, "ref_logp", dev))
         per_rollout = masked_mean(loss + beta * kl, m, dim=1)
         return per_rollout.mean(), {"clipfrac": clipfrac, "approx_kl": approx_kl}
 
-    logs = fit(policy, rows, step, h, seed, schedule="constant", dropout=False, precision=precision,
-               size=lambda r: len(r.ids))  # the loss is a mean over the batch's rollouts
+    logs = fit(policy, seed=seed, schedule="constant", dropout=False, precision=precision,
+               **minibatching(rows, h, step))  # the loss is a mean over the batch's rollouts
     os.makedirs(out_dir, exist_ok=True)
     policy.save_pretrained(out_dir, selected_adapters=["default"])
     groups: dict[Any, list[float]] = defaultdict(list)
@@ -89,4 +89,4 @@ def train_grpo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dic
         "groups": float(len(groups)), "flat_groups": float(flat), "clipfrac": mean_of(logs, "clipfrac"),
         "approx_kl": mean_of(logs, "approx_kl"), "first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],
         "steps": float(len(logs)), "seconds": time.perf_counter() - t0} | precision.metrics() | model_flops(
-        policy, forward_tokens(rows, passes), logs)
+        policy, forward_tokens(rows, passes, bool(h["share_prompts"])), logs)

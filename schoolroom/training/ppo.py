@@ -26,8 +26,8 @@ import torch
 
 from schoolroom.training.common import fit, mean_of, model_flops
 from schoolroom.training.rl import (Experience, Rollout, acting, action_forward, action_mask, clipped_policy_loss,
-                                    forward_rows, forward_tokens, masked_mean, prepare,
-                                    separate_reference, reference_logprobs, stack, start_stats)
+                                    forward_rows, forward_tokens, masked_mean, minibatching, prepare,
+                                    separate_reference, reference_logprobs, shares_in_updates, stack, start_stats)
 from schoolroom.training.settings import PPOConfig
 
 VALUE_HEAD = "value_head.safetensors"
@@ -122,9 +122,10 @@ def ppo_step(policy, head, h: dict[str, Any], pad_id: int):
     value loss, each a mean over the batch's actions; with the numbers to log."""
     temp, chunk, clip, clip_value, vf_coef = (float(h["temperature"]), int(h["logprob_chunk"]), float(h["clip"]),
                                               float(h["clip_value"]), float(h["vf_coef"]))
+    share = shares_in_updates(h)
 
     def step(batch):
-        logp, _, hid, m = action_forward(policy, batch, pad_id, temp, chunk=chunk)
+        logp, _, hid, m = action_forward(policy, batch, pad_id, temp, chunk=chunk, share=share)
         dev = logp.device
         v = head(hid).squeeze(-1)
         old, adv = stack(batch, "old_logp", dev), stack(batch, "advantages", dev)
@@ -152,9 +153,10 @@ def train_ppo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dict
     passes = 1 + separate_reference(policy, init_adapter, reference_adapter)  # forward-only passes over the rows
     values, returns, mask = before_update(policy, head, rows, h, tokenizer.pad_token_id, precision, init_adapter,
                                           reference_adapter)
-    logs = fit(PolicyWithValue(policy, head), rows, ppo_step(policy, head, h, tokenizer.pad_token_id), h, seed,
-               schedule="constant", dropout=False, precision=precision, size=lambda r: len(r.ids),
-               weight=lambda r: r.actions)  # the loss is a mean over the batch's tokens
+    updates = minibatching(rows, h, ppo_step(policy, head, h, tokenizer.pad_token_id),
+                           weight=lambda r: r.actions)  # the loss is a mean over the batch's tokens
+    logs = fit(PolicyWithValue(policy, head), seed=seed, schedule="constant", dropout=False, precision=precision,
+               **updates)
     os.makedirs(out_dir, exist_ok=True)
     policy.save_pretrained(out_dir, selected_adapters=["default"])
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, os.path.join(out_dir, VALUE_HEAD))
@@ -164,4 +166,4 @@ def train_ppo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dict
         "value_clipfrac": mean_of(logs, "value_clipfrac"), "first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],
         "returns_mean": float(masked_mean(returns, mask)), "values_mean": float(masked_mean(values, mask)),
         "steps": float(len(logs)), "seconds": time.perf_counter() - t0} | precision.metrics() | model_flops(
-        policy, forward_tokens(rows, passes), logs)
+        policy, forward_tokens(rows, passes, bool(h["share_prompts"])), logs)

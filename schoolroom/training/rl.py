@@ -108,24 +108,47 @@ def logprob_gap(rows: list[Experience]) -> float | None:
     return float(torch.cat(gaps).mean()) if gaps else None
 
 
-def pad(rows: list[Experience], pad_id: int, device):
-    """Right-padded ids and attention mask for whole sequences."""
-    width = max(len(r.ids) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
+def prompts(rows: list[Experience]) -> list[list[int]]:
+    """The rows' indices grouped by their prompt's token ids, in order of first appearance."""
+    by: dict[tuple[int, ...], list[int]] = {}
     for i, r in enumerate(rows):
-        ids[i, : len(r.ids)] = torch.tensor(r.ids)
-        attn[i, : len(r.ids)] = 1
-    return ids.to(device), attn.to(device)
+        by.setdefault(tuple(r.ids[: r.start]), []).append(i)
+    return list(by.values())
 
 
-def to_actions(x, rows: list[Experience]):
-    """``x[b, t]`` about the token after position t (logits shifted by one) -> ``[b, actions]`` of each row's
-    completion tokens, left-aligned, and the mask of real actions."""
-    out = x.new_zeros((len(rows), max(r.actions for r in rows)) + tuple(x.shape[2:]))
-    for i, r in enumerate(rows):
-        out[i, : r.actions] = x[i, r.start - 1 : r.start - 1 + r.actions]
-    return out, action_mask(rows, x.device)
+def packed_length(rows: list[Experience]) -> int:
+    """Tokens of one sequence holding ``rows`` (one prompt's): the prompt once, then every completion."""
+    return rows[0].start + sum(len(r.ids) - r.start for r in rows)
+
+
+def packed_batch(rows: list[Experience], pad_id: int, share: bool = True):
+    """The rows as one batch of sequences: each prompt's rows (``prompts``; each row alone without ``share``) as one
+    sequence, the prompt then every completion, right-padded. Returns the ids, the positions (a completion's
+    count on from its prompt's end), the attention mask ``[sequences, 1, width, width]`` (a completion sees the
+    prompt and its own earlier tokens; padding sees itself), and per row the (sequence, position) of the hidden
+    state that predicts each of its actions: the prompt's last token, then its own completion tokens."""
+    groups = prompts(rows) if share else [[i] for i in range(len(rows))]
+    width = max(packed_length([rows[i] for i in g]) for g in groups)
+    ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(groups), width), dtype=torch.long)
+    mask = torch.eye(width, dtype=torch.bool).repeat(len(groups), 1, 1, 1)
+    where: list[tuple[int, list[int]]] = [(0, [])] * len(rows)
+    for b, g in enumerate(groups):
+        p = rows[g[0]].start
+        ids[b, :p] = torch.tensor(rows[g[0]].ids[:p])
+        positions[b, :p] = torch.arange(p)
+        mask[b, 0, :p, :p] = torch.ones(p, p, dtype=torch.bool).tril()
+        lo = p
+        for i in g:
+            c = rows[i].ids[p:]
+            hi = lo + len(c)
+            ids[b, lo:hi] = torch.tensor(c, dtype=torch.long)
+            positions[b, lo:hi] = p + torch.arange(len(c))
+            mask[b, 0, lo:hi, :p] = True
+            mask[b, 0, lo:hi, lo:hi] = torch.ones(hi - lo, hi - lo, dtype=torch.bool).tril()
+            where[i] = (b, [p - 1] + list(range(lo, lo + rows[i].actions - 1)))
+            lo = hi
+    return ids, positions, mask, where
 
 
 def stack(rows: list[Experience], key: str, device):
@@ -162,24 +185,29 @@ def start_stats(rows: list[Experience], everyone: list[Experience]) -> dict[str,
 
 
 def action_forward(model, rows: list[Experience], pad_id: int, temperature: float = 1.0,
-                   entropy: bool = False, chunk: int = 1024):
+                   entropy: bool = False, chunk: int = 1024, share: bool = True):
     """One forward pass over ``rows``: for each completion token, its log-probability given what precedes it (the
     logits divided by the sampling temperature, as the rollouts were sampled), the entropy there (``entropy``),
-    and the last hidden state that predicted it; ``[b, actions]`` with the mask. The output layer runs on the
-    completion positions only (the prompt's logits are never needed), ``chunk`` tokens at a time
-    (``chosen_logprobs``)."""
+    and the last hidden state that predicted it; ``[b, actions]`` with the mask. Rows of one prompt read it once
+    (``packed_batch``; ``share``). The output layer runs on the completion positions only (the prompt's logits are
+    never needed), ``chunk`` tokens at a time (``chosen_logprobs``)."""
     device = next(model.parameters()).device
-    ids, attn = pad(rows, pad_id, device)
+    ids, positions, attn, where = packed_batch(rows, pad_id, share)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state
-    h, mask = to_actions(hidden[:, :-1], rows)
-    targets, _ = to_actions(ids[:, 1:], rows)
+    hidden = base.get_decoder()(input_ids=ids.to(device), attention_mask=attn.to(device),
+                                position_ids=positions.to(device)).last_hidden_state
+    seq = torch.tensor([b for b, at in where for _ in at], dtype=torch.long, device=device)
+    pos = torch.tensor([p for _, at in where for p in at], dtype=torch.long, device=device)
+    targets = torch.tensor([t for r in rows for t in r.ids[r.start: r.start + r.actions]], dtype=torch.long,
+                           device=device)
+    flat_h = hidden[seq, pos]  # [actions of every row, hidden], row by row
+    mask = action_mask(rows, device)
     real = mask.bool()
-    logp, ent = (torch.zeros(mask.shape, device=device) for _ in range(2))
-    flat_logp, flat_ent = chosen_logprobs(base.get_output_embeddings(), h[real], targets[real], temperature, chunk,
+    flat_logp, flat_ent = chosen_logprobs(base.get_output_embeddings(), flat_h, targets, temperature, chunk,
                                           entropy)
-    logp = logp.masked_scatter(real, flat_logp)
-    ent = ent.masked_scatter(real, flat_ent) if entropy else None
+    logp = torch.zeros(mask.shape, device=device).masked_scatter(real, flat_logp)
+    ent = torch.zeros(mask.shape, device=device).masked_scatter(real, flat_ent) if entropy else None
+    h = flat_h.new_zeros(mask.shape + flat_h.shape[-1:]).masked_scatter(real[..., None], flat_h)
     return logp, ent, h, mask
 
 
@@ -238,20 +266,50 @@ def kl_k3(logp, ref_logp):
 
 def forward_rows(model, rows: list[Experience], pad_id: int, h: dict[str, Any], precision=None):
     """Per row, without gradients: (log-probabilities, entropy, hidden states) of its completion tokens, float32.
-    Rows are taken by length (less padding), ``h["batch_size"]`` at a time, in ``precision`` (autocast)."""
+    Rows go about ``h["batch_size"]`` at a time, in ``precision`` (autocast): each prompt's rows together, reading
+    it once (``h["share_prompts"]``), shortest first (less padding)."""
     import contextlib
 
     temperature, batch_size, chunk = float(h["temperature"]), int(h["batch_size"]), int(h["logprob_chunk"])
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
+    share = bool(h.get("share_prompts", True))
+    units = sorted(prompts(rows) if share else [[i] for i in range(len(rows))],
+                   key=lambda u: packed_length([rows[i] for i in u]))
+    batches: list[list[int]] = []
+    for u in units:
+        if batches and len(batches[-1]) + len(u) <= batch_size:
+            batches[-1] += u
+        else:
+            batches.append(list(u))
     out: list = [None] * len(rows)
     with torch.no_grad(), (precision.autocast() if precision else contextlib.nullcontext()):
-        for k in range(0, len(order), batch_size):
-            index = order[k:k + batch_size]
+        for index in batches:
             chunk_rows = [rows[i] for i in index]
-            logp, ent, hid, _ = action_forward(model, chunk_rows, pad_id, temperature, entropy=True, chunk=chunk)
+            logp, ent, hid, _ = action_forward(model, chunk_rows, pad_id, temperature, entropy=True, chunk=chunk,
+                                               share=share)
             for j, (i, r) in enumerate(zip(index, chunk_rows)):
                 out[i] = (logp[j, : r.actions].float(), ent[j, : r.actions].float(), hid[j, : r.actions].float())
     return out
+
+
+def shares_in_updates(h: dict[str, Any]) -> bool:
+    """Whether an update's passes read each prompt once: its minibatches hold whole groups, prompts shared."""
+    return bool(h["share_prompts"]) and h["minibatches"] == "groups"
+
+
+def minibatching(rows: list[Experience], h: dict[str, Any], step, weight=lambda r: 1.0) -> dict[str, Any]:
+    """``fit``'s examples, settings, step, size and weight for ``h["minibatches"]``: the rollouts one by one, or
+    each prompt's rollouts as one example, ``batch_size // n`` of them per minibatch (n: the usual group size;
+    at least one group), their size the tokens of one sequence holding them (``shares_in_updates``)."""
+    if h["minibatches"] == "rollouts":
+        return dict(examples=rows, h=h, step=step, size=lambda r: len(r.ids), weight=weight)
+    groups = [[rows[i] for i in g] for g in prompts(rows)]
+    sizes = [len(g) for g in groups]
+    n = max(set(sizes), key=sizes.count)
+    share = shares_in_updates(h)
+    return dict(examples=groups, h=dict(h, batch_size=max(1, int(h["batch_size"]) // n)),
+                step=lambda batch: step([r for g in batch for r in g]),
+                size=packed_length if share else (lambda g: sum(len(r.ids) for r in g)),
+                weight=lambda g: sum(weight(r) for r in g))
 
 
 def separate_reference(policy, init_adapter: str | None, reference_adapter: str | None) -> bool:
@@ -262,9 +320,16 @@ def separate_reference(policy, init_adapter: str | None, reference_adapter: str 
     return init_adapter is not None or any(bool(p.any()) for n, p in policy.named_parameters() if "lora_B" in n)
 
 
-def forward_tokens(rows: list[Experience], passes: int) -> float:
+def read_tokens(rows: list[Experience], share: bool = True) -> int:
+    """Tokens a pass over ``rows`` reads: each prompt once with ``share``, else every rollout whole."""
+    if not share:
+        return sum(len(r.ids) for r in rows)
+    return sum(packed_length([rows[i] for i in g]) for g in prompts(rows))
+
+
+def forward_tokens(rows: list[Experience], passes: int, share: bool = True) -> float:
     """Tokens read by ``passes`` forward passes over ``rows`` (what a training's model FLOPs count)."""
-    return float(passes * sum(len(r.ids) for r in rows))
+    return float(passes * read_tokens(rows, share))
 
 
 def reference_logprobs(policy, rows, pad_id: int, h: dict[str, Any], init_adapter: str | None,

@@ -105,6 +105,15 @@ class RLConfig(SFTConfig, frozen=True):
     logprob_chunk: Annotated[int, doc(
         "completion tokens whose vocabulary-wide log-softmax is computed at once (the chosen token's log-prob "
         "kept, the logits recomputed in the backward pass)")] = 1024
+    share_prompts: Annotated[bool, doc(
+        "rollouts of one prompt in one pass read the prompt once: one sequence, the prompt then each completion, "
+        "each completion seeing the prompt and its own tokens (a tree attention mask); the same numbers as reading "
+        "each rollout whole. In the forward-only passes, and in the updates with minibatches = groups. false: "
+        "each rollout padded whole")] = True
+    minibatches: Annotated[Literal["rollouts", "groups"], doc(
+        "rollouts: each minibatch batch_size rollouts drawn at random (TRL's GRPOTrainer); groups: whole groups "
+        "(the rollouts of one prompt) drawn at random, batch_size rollouts' worth per minibatch (verl; the GRPO "
+        "paper's objective averages over questions), so an update reads each prompt once")] = "rollouts"
 
 
 class PPOConfig(RLConfig, frozen=True):
