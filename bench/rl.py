@@ -1,7 +1,7 @@
 """Seconds per RL iteration, split into generate / score / train / adapter hand-off, for PPO and GRPO, with MFU.
 
     python bench/rl.py [--iterations 2] [--batch 8] [--n 4] [--reward prm|orm|answer] [--inline]
-                       [--baseline COMMIT]
+                       [--baseline COMMIT [--reps 3] [--setting KEY=JSON ...]]
 
 Runs the reinforce protocol's iteration through a Classroom (agents as local Ray actors, or in this process
 with --inline): student.solve -> verifier.score -> trainer.train -> student.load, timing each call. PPO and
@@ -20,6 +20,7 @@ drifts by 30% between minutes, as these do, slows both sides alike).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import statistics
@@ -77,7 +78,8 @@ else:
     tok = models.load_tokenizer("smollm2-135m-instruct")
     t = time.perf_counter()
     m = train(models.resolve("smollm2-135m-instruct").path, rollouts, tempfile.mkdtemp(), tokenizer=tok,
-              settings={"epochs": epochs, "batch_size": 8, "learning_rate": 1e-4, "temperature": 1.0},
+              settings={"epochs": epochs, "batch_size": 8, "learning_rate": 1e-4, "temperature": 1.0,
+                        **json.loads(sys.argv[8])},
               lora={"init_lora_weights": False})  # an adapter unlike its reference, as after the first iteration
     print(json.dumps({"seconds": time.perf_counter() - t, "metrics": m}))
 """
@@ -88,50 +90,60 @@ def paired(commit: str, args) -> None:
     (``--reps`` rounds, each in a fresh process: generating the student's sampled request, then a PPO and a GRPO
     training call on the same rollouts, which the first generation wrote), so a busy machine slows both alike;
     medians, and an iteration = generate + train. The adapter trained starts unlike the base model (random LoRA
-    weights), as every iteration after the first: the reference's log-probabilities take their own pass."""
-    import json
+    weights), as every iteration after the first: the reference's log-probabilities take their own pass. With
+    ``--setting``, a third side trains this checkout's code with those settings (its generation is this side's)."""
     import subprocess
 
     from bench_worktree import worktree
 
-    sides = {commit[:7]: worktree(commit), "this": Path(__file__).resolve().parents[1]}
+    old_name = commit[:7]
+    code = {old_name: worktree(commit), "this": Path(__file__).resolve().parents[1]}
+    extra = {old_name: {}, "this": {}}
+    if args.setting:
+        code["this+"], extra["this+"] = code["this"], dict(args.setting)
     common = [str(args.batch), str(args.n), str(args.max_tokens), str(args.epochs)]
     data = Path(tempfile.mkdtemp(prefix="bench-rl-")) / "rollouts.json"
 
     def run(side: str, what: str) -> dict:
-        out = subprocess.run([sys.executable, "-c", PAIRED, str(sides[side]), what, *common, str(data)],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([sys.executable, "-c", PAIRED, str(code[side]), what, *common, str(data),
+                              json.dumps(extra[side])], capture_output=True, text=True, check=True).stdout
         return json.loads(out.strip().splitlines()[-1])
 
-    times: dict[str, dict[str, list[float]]] = {side: {"generate": [], "ppo": [], "grpo": []} for side in sides}
-    flops: dict[str, float] = {}
+    times: dict[str, dict[str, list[float]]] = {side: {"generate": [], "ppo": [], "grpo": []} for side in code}
+    flops: dict[str, dict[str, float]] = {side: {} for side in code}
     for rep in range(args.reps):
-        for side in (sides if rep % 2 == 0 else reversed(list(sides))):
-            g = run(side, "generate")
-            times[side]["generate"].append(g["seconds"])
-            if not data.exists():
-                data.write_text(json.dumps(g["rollouts"]))
+        for side in (list(code) if rep % 2 == 0 else list(reversed(code))):
+            if side != "this+":
+                g = run(side, "generate")
+                times[side]["generate"].append(g["seconds"])
+                if not data.exists():
+                    data.write_text(json.dumps(g["rollouts"]))
             for algo in ("ppo", "grpo"):
                 r = run(side, algo)
                 times[side][algo].append(r["seconds"])
-                if side == "this":
-                    flops[algo] = r["metrics"].get("model_flops", 0.0)
-            print(f"round {rep + 1} {side}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times[side].items()),
+                flops[side][algo] = r["metrics"].get("model_flops", 0.0)
+            print(f"round {rep + 1} {side}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times[side].items() if v),
                   flush=True)
+    if "this+" in times:
+        times["this+"]["generate"] = times["this"]["generate"]
     med = {side: {k: statistics.median(v) for k, v in t.items()} for side, t in times.items()}
     roof = gflops(__import__("torch").float32)
-    old, new = med[commit[:7]], med["this"]
+    old = med[old_name]
     print(f"{args.reps} rounds, medians (s); the same {args.batch} x {args.n} rollouts (<= {args.max_tokens} tokens) "
-          f"for every training call; epochs {args.epochs}; float32 roofline {roof:.0f} GFLOP/s")
-    print(f"generate: {commit[:7]} {old['generate']:.1f} | this {new['generate']:.1f} | "
-          f"{old['generate'] / new['generate']:.2f}x faster")
-    for algo in ("ppo", "grpo"):
-        it_old, it_new = old["generate"] + old[algo], new["generate"] + new[algo]
-        mfu = flops[algo] / new[algo] / (roof * 1e9) if flops.get(algo) else None
-        print(f"{algo.upper()} train: {commit[:7]} {old[algo]:.1f} | this {new[algo]:.1f} | "
-              f"{old[algo] / new[algo]:.2f}x faster" + (f" (MFU {mfu:.0%})" if mfu else ""))
-        print(f"{algo.upper()} iteration (generate + train): {commit[:7]} {it_old:.1f} | this {it_new:.1f} | "
-              f"{it_old / it_new:.2f}x faster; training share {new[algo] / it_new:.0%} (was {old[algo] / it_old:.0%})")
+          f"for every training call; epochs {args.epochs}; float32 roofline {roof:.0f} GFLOP/s"
+          + (f"; this+ = this with {json.dumps(extra['this+'])}" if "this+" in code else ""))
+    print(f"generate: {old_name} {old['generate']:.1f} | this {med['this']['generate']:.1f} | "
+          f"{old['generate'] / med['this']['generate']:.2f}x faster")
+    for side in [s for s in code if s != old_name]:
+        new = med[side]
+        for algo in ("ppo", "grpo"):
+            it_old, it_new = old["generate"] + old[algo], new["generate"] + new[algo]
+            mfu = flops[side][algo] / new[algo] / (roof * 1e9) if flops[side].get(algo) else None
+            print(f"{algo.upper()} train: {old_name} {old[algo]:.1f} | {side} {new[algo]:.1f} | "
+                  f"{old[algo] / new[algo]:.2f}x faster" + (f" (MFU {mfu:.0%})" if mfu else ""))
+            print(f"{algo.upper()} iteration (generate + train): {old_name} {it_old:.1f} | {side} {it_new:.1f} | "
+                  f"{it_old / it_new:.2f}x faster; training share {new[algo] / it_new:.0%} "
+                  f"(was {old[algo] / it_old:.0%})")
 
 
 def main() -> None:
@@ -146,6 +158,9 @@ def main() -> None:
     ap.add_argument("--baseline", metavar="COMMIT", help="instead: this version against COMMIT's, taking turns on "
                     "the same rollouts (generate, PPO train, GRPO train), --reps rounds")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--setting", action="append", type=lambda kv: (kv.split("=")[0], json.loads(kv.split("=", 1)[1])),
+                    metavar="KEY=JSON", help="with --baseline: a training setting for this checkout's side only "
+                    "(one the old code lacks), e.g. --setting 'minibatches=\"groups\"'")
     args = ap.parse_args()
     if args.baseline:
         return paired(args.baseline, args)
