@@ -1,6 +1,7 @@
 """Seconds per RL iteration, split into generate / score / train / adapter hand-off, for PPO and GRPO, with MFU.
 
-    python bench/rl.py [--iterations 2] [--batch 8] [--n 4] [--reward prm|orm|answer] [--inline]
+    python bench/rl.py [--iterations 2] [--batch 8] [--n 4] [--reward prm|orm|answer] [--inline] [--threads 2]
+                       [--overlap]
                        [--baseline COMMIT [--reps 3] [--setting KEY=JSON ...]]
 
 Runs the reinforce protocol's iteration through a Classroom (agents as local Ray actors, or in this process
@@ -155,6 +156,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0, help="passes over the rollouts per update")
     ap.add_argument("--reward", choices=["prm", "orm", "answer"], default="prm")
     ap.add_argument("--inline", action="store_true", help="agents in this process instead of Ray actors")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each agent")
+    ap.add_argument("--overlap", action="store_true", help="the student writes iteration i+1's rollouts while the "
+                    "trainer trains on i's (one step off-policy, as reinforce's overlap)")
     ap.add_argument("--baseline", metavar="COMMIT", help="instead: this version against COMMIT's, taking turns on "
                     "the same rollouts (generate, PPO train, GRPO train), --reps rounds")
     ap.add_argument("--reps", type=int, default=3)
@@ -177,7 +181,7 @@ def main() -> None:
     del lm
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    agent = {"threads": 2, "resources": {"num_cpus": 0.5}}
+    agent = {"threads": args.threads, "resources": {"num_cpus": 0.5}}
     cfg = configlib.decode({
         "runtime": {"address": "inline" if args.inline else "local"},
         "data": {"train": {"source": "synthetic", "n": args.batch * args.iterations, "steps": [1, 2, 3], "seed": 7}},
@@ -206,15 +210,20 @@ def main() -> None:
             room.verifier.load(rm)
             scorer = None
         stages: dict[str, dict[str, list[float]]] = {}
+        walls: dict[str, list[float]] = {"ppo": [], "grpo": []}
         flops: dict[str, dict[str, float]] = {}
         for offset, algo in ((0, "ppo"), (100, "grpo")):
             times = stages[algo] = {"generate": [], "score": [], "train": [], "hand-off": []}
             flops[algo] = {"generate": 0.0, "train": 0.0, "bf16": 0.0}
-            adapter = None
+            adapter, following = None, None
             room.student.load(None)  # both start from the base model
             for it in room.rounds(args.iterations, start=offset + 1):
+                begin = time.perf_counter()
                 batch = problems[(it - offset - 1) * args.batch:(it - offset) * args.batch]
-                rollouts, t = timed(room.student.solve, batch, n=args.n, temperature=1.0)
+                if following is None:
+                    rollouts, t = timed(room.student.solve, batch, n=args.n, temperature=1.0)
+                else:  # --overlap: written while the last update trained; what is left is waiting for it
+                    rollouts, t = timed(room.wait, following)
                 times["generate"].append(t)
                 read = sum(len(tok(render_prompt(tok, solve_prompt(p)), add_special_tokens=False)["input_ids"])
                            for p in batch)
@@ -222,16 +231,25 @@ def main() -> None:
                 rewards, t = timed(room.verifier.score, rollouts, batch, scorer=scorer)
                 times["score"].append(t)
                 request = TrainRequest(kind=algo, name=algo, data=tuple(m.id for m in rollouts + rewards),
-                                       base_adapter=adapter.adapter if adapter else None, hyper=hyper)
-                adapter, t = timed(room.trainer.train, request, rollouts + rewards, batch)
-                times["train"].append(t)
+                                       base_adapter=adapter.adapter if adapter else None,
+                                       hyper=hyper | ({"old_logprobs": "sampled"} if args.overlap else {}))
+                t = time.perf_counter()
+                training = room.trainer.train.submit(request, rollouts + rewards, batch)
+                if args.overlap and it - offset < args.iterations:
+                    following = room.student.solve.submit(problems[(it - offset) * args.batch:
+                                                                   (it - offset + 1) * args.batch], n=args.n,
+                                                          temperature=1.0)
+                adapter = room.wait(training)
+                times["train"].append(time.perf_counter() - t)
                 flops[algo]["train"] += adapter.metrics.get("model_flops", 0.0)
                 flops[algo]["bf16"] = adapter.metrics.get("bf16", 0.0)
                 _, t = timed(room.student.load, adapter)
                 times["hand-off"].append(t)
+                walls[algo].append(time.perf_counter() - begin)
         room.close()
     print(f"{args.iterations} iterations of {args.batch} problems x {args.n} rollouts (<= {args.max_tokens} tokens), "
-          f"reward: {args.reward}, {'inline' if args.inline else 'Ray actors'}, {os.cpu_count()} CPUs")
+          f"reward: {args.reward}, {'inline' if args.inline else 'Ray actors'}, {os.cpu_count()} CPUs, "
+          f"{args.threads} threads per agent" + (", overlap (one step off-policy)" if args.overlap else ""))
     print(f"matmul roofline: float32 {roof['float32']:.0f} GFLOP/s, bfloat16 {roof['bfloat16']:.0f} GFLOP/s; "
           f"{per_token / 1e6:.0f} MFLOP per token")
     totals = {}
@@ -242,9 +260,15 @@ def main() -> None:
         gen_mfu = f["generate"] / sum(times["generate"]) / (roof["float32"] * 1e9)  # the hf engine: float32
         train_roof = roof["bfloat16" if f["bf16"] else "float32"]
         train_mfu = f["train"] / sum(times["train"]) / (train_roof * 1e9) if f["train"] else None
+        wall = statistics.fmean(walls[algo])
         print(f"{algo.upper():4} s/iteration: " + " | ".join(f"{k} {v:.1f}" for k, v in mean.items())
               + f" | total {totals[algo]:.1f} | generation share {mean['generate'] / totals[algo]:.0%}"
-              + f" | training share {mean['train'] / totals[algo]:.0%}")
+              + f" | training share {mean['train'] / totals[algo]:.0%} | wall {wall:.1f}")
+        if not args.overlap:  # generation and training side by side on devices of their own: the longer one
+            g, t = mean["generate"], mean["train"]
+            print(f"     overlap where the student and the trainer have devices of their own (after the first "
+                  f"iteration): {totals[algo]:.1f} -> {totals[algo] - min(g, t):.1f} s, "
+                  f"{totals[algo] / (totals[algo] - min(g, t)):.2f}x (from this split)")
         print(f"     MFU: generation {gen_mfu:.0%} (float32), training "
               + (f"{train_mfu:.0%} ({'bf16 autocast' if f['bf16'] else 'float32'})" if train_mfu is not None
                  else "not measured (this version's trainer reports no model_flops)"))

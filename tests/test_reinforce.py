@@ -101,6 +101,50 @@ def test_one_ppo_and_one_grpo_iteration_through_ray(rl_run):
 
 
 @pytest.mark.slow
+def test_overlap_writes_the_next_rollouts_with_the_adapter_before_while_the_trainer_trains(tmp_path):
+    """``overlap``: iteration 2's rollouts are asked in round 1, after the update is started and before its adapter
+    is loaded, so the start adapter writes them; the update trains on them against their sampling log-probs."""
+    from conftest import ensure_ray
+
+    ensure_ray()
+    cfg = tiny("local", iterations=2, overlap=True, arms=[{"name": "answer"}, {"name": "grpo", "algorithm": "grpo"}],
+               ppo={"max_steps": 1, "batch_size": 4, "learning_rate": 1e-3},
+               grpo={"max_steps": 1, "batch_size": 4, "learning_rate": 1e-3})
+    run = runner.run(configlib.decode(cfg), out=str(tmp_path / "run"))
+    replays_alike(run)
+    messages = log.read_all(run / "messages.jsonl")
+    calls = [(c.agent, c.method, c.round) for c in messages if isinstance(c, Call) and c.agent != "verifier"
+             and c.round > 0]
+    assert calls[:6] == [("student", "solve", 1), ("trainer", "train", 1), ("student", "solve", 1),
+                         ("student", "load", 1), ("trainer", "train", 2), ("student", "load", 2)], calls
+    # (no solve in round 2 before its update: iteration 2's rollouts were asked in round 1)
+    requests = [m for m in messages if isinstance(m, TrainRequest)]
+    assert [r.hyper["old_logprobs"] for r in requests] == ["sampled"] * 4
+    by_id = {m.id: m for m in messages}
+    adapters = [{by_id[i].adapter for i in r.data if isinstance(by_id.get(i), Attempt)} for r in requests]
+    assert adapters[0] == adapters[1] == {None}, "iteration 2's rollouts come from the start, one step behind"
+    results = [m for m in messages if isinstance(m, TrainResult) and m.request_id]
+    assert all(r.metrics["steps"] == 1 for r in results)
+    assert "Overlap (one step off-policy" in (run / "report.md").read_text()
+
+
+def test_old_logprobs_sampled_refuses_rollouts_without_the_engines_log_probs():
+    import torch
+
+    from schoolroom.training.rl import Experience, behaviour
+
+    rows = [Experience(ids=[1, 2, 3], start=1, actions=2, rewards={}, score=0.0, group=0, sampled=True,
+                       engine_logp=[-0.5, -1.5], old_logp=torch.tensor([-1.0, -1.0]))]
+    behaviour(rows, {"old_logprobs": "policy"})
+    assert rows[0].behaviour_logp.tolist() == [-1.0, -1.0]
+    behaviour(rows, {"old_logprobs": "sampled"})
+    assert rows[0].behaviour_logp.tolist() == [-0.5, -1.5]
+    rows[0].engine_logp = None
+    with pytest.raises(ValueError, match="needs the engine's sampling log-probabilities"):
+        behaviour(rows, {"old_logprobs": "sampled"})
+
+
+@pytest.mark.slow
 def test_a_fresh_student_loads_the_rl_adapters(rl_run):
     messages = log.read_all(rl_run / "messages.jsonl")
     problems = [m for m in messages if type(m).__name__ == "Problem"][:1]

@@ -8,6 +8,9 @@
        adapter  = trainer.train(ppo | grpo, rollouts, rewards) # PRM step scores aggregated by the arm's rule
        student.load(adapter)
    held-out accuracy every ``eval_every`` iterations and at the end.
+   With ``overlap`` (one step off-policy, as AReaL's and verl's asynchronous modes): while the trainer trains on
+   iteration i's rollouts, the student already writes iteration i+1's with the adapter of i-1, and the update's
+   ratio is against the sampling log-probabilities the rollouts carry (``old_logprobs = "sampled"``).
 The arms are the paper's comparison: answer-check reward, ORM, PRM-avg, PRM-prod, PRM-max, PRM-min, and GRPO
 beside PPO. Every rollout, score and update is a message in the log.
 """
@@ -68,6 +71,7 @@ class ReinforceConfig(RewardModelSettings, kw_only=True):
     temperature: float = 0.7
     max_tokens: int | None = None  # per rollout (default: the student's max_tokens)
     eval_every: int = 4
+    overlap: bool = False  # generate iteration i+1 while training on i (one step off-policy); see the docstring
     ppo: PPOConfig = PPOConfig()  # the PPO arms' hyperparameters
     grpo: GRPOConfig = GRPOConfig()  # the GRPO arms'
 
@@ -93,13 +97,17 @@ def reinforce(room: Classroom, cfg: ReinforceConfig) -> Report:
         adapter = start
         room.set_round(0)
         room.student.load(start)  # every arm starts from the same policy
+        following = None  # overlap: the next iteration's rollouts, started while this one trains
         for it in room.rounds(cfg.iterations, stage=arm.name):
             batch = prompts(pools, cfg, it)
-            rollouts = room.student.solve(batch, n=cfg.n, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+            rollouts = room.wait(following) if following is not None else solve(room, cfg, batch)
             correct = [v.correct for v in room.agent(cfg.checker).check(rollouts, batch)]
             rewards = score(room, cfg, arm, rollouts, batch)
-            adapter = room.trainer.train(rl_request(cfg, arm, rollouts, rewards, adapter, start), rollouts + rewards,
-                                         batch)
+            training = room.trainer.train.submit(rl_request(cfg, arm, rollouts, rewards, adapter, start),
+                                                 rollouts + rewards, batch)
+            following = solve(room, cfg, prompts(pools, cfg, it + 1), started=True) \
+                if cfg.overlap and it < cfg.iterations else None
+            adapter = room.wait(training)
             room.student.load(adapter)
             history.append({"arm": arm.name, "iteration": it, "sample_accuracy": sum(correct) / len(correct),
                             "attempts": rollouts, "rewards": rewards, "correct": correct} | adapter.metrics)
@@ -107,6 +115,12 @@ def reinforce(room: Classroom, cfg: ReinforceConfig) -> Report:
                 evals[arm.name, it] = evaluate(room, f"{arm.name}/it{it}", tests, adapter)
     room.student.load(None)
     return reinforce_report(room, cfg, start, models, tests, evals, history)
+
+
+def solve(room: Classroom, cfg: ReinforceConfig, batch: list[Problem], started: bool = False):
+    """The student's rollouts of ``batch`` (``started``: the call started, its answer left for ``room.wait``)."""
+    ask = room.student.solve.submit if started else room.student.solve
+    return ask(batch, n=cfg.n, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
 
 
 def prompts(pools: dict[str, list[Problem]], cfg: ReinforceConfig, it: int) -> list[Problem]:
@@ -136,7 +150,8 @@ def rl_request(cfg: ReinforceConfig, arm: Arm, rollouts: list[Attempt], rewards:
                adapter: TrainResult | None, start: TrainResult | None) -> TrainRequest:
     base = {"ppo": cfg.ppo, "grpo": cfg.grpo}.get(arm.algorithm)  # another kind: the arm's own settings only
     hyper = (base.merged(arm.settings).asdict() if base else dict(arm.settings)) | {
-        "temperature": cfg.temperature, "aggregate": arm.aggregate, "step_rewards": arm.step_rewards}
+        "temperature": cfg.temperature, "aggregate": arm.aggregate, "step_rewards": arm.step_rewards} | (
+        {"old_logprobs": "sampled"} if cfg.overlap and base else {})  # the adapter before sampled them
     return TrainRequest(kind=arm.algorithm, name=arm.name, data=tuple(m.id for m in rollouts + rewards),
                         base_adapter=adapter.path if adapter else None,
                         reference_adapter=start.path if start else None, lora=cfg.lora.asdict(), hyper=hyper, seed=cfg.seed)

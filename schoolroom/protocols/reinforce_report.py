@@ -82,6 +82,13 @@ def reinforce_report(room: Classroom, cfg, start: TrainResult | None, models: di
                                   for a in cfg.arms) + ".",
              "", f"PPO's reward is the arm's reward at the last token minus the KL penalty at every token (kl_coef "
                  f"{cfg.ppo.kl_coef}); GRPO's KL weight is beta {cfg.grpo.beta}."]
+    if cfg.overlap:
+        lags = [h["logprob_gap"] for h in history if h.get("iteration", 0) > 1 and "logprob_gap" in h]
+        lines += ["", "Overlap (one step off-policy, not the paper's loop): iteration i+1's rollouts were written "
+                      "by the adapter of i-1 while the trainer trained on iteration i's, and each update's ratio is "
+                      "against their sampling log-probabilities. The policy's lag behind them, the mean absolute "
+                      "log-prob gap per token from iteration 2 on: "
+                      + (f"{sum(lags) / len(lags):.3f}." if lags else "not measured (no engine log-probabilities).")]
     rm_table, rm_metrics = reward_model_table(models, history, arms)
     tables: list[Table] = []
     metrics: dict[str, Any] = {"reward_models": rm_metrics, "accuracy": {}}

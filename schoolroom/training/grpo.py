@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from schoolroom.training.common import fit, mean_of, model_flops
-from schoolroom.training.rl import (Experience, Rollout, acting, action_forward, clipped_policy_loss, forward_rows,
-                                    forward_tokens, kl_k3, masked_mean, minibatching, prepare, reference_logprobs,
-                                    separate_reference, shares_in_updates, stack, start_stats)
+from schoolroom.training.rl import (Experience, Rollout, acting, action_forward, behaviour, clipped_policy_loss,
+                                    forward_rows, forward_tokens, kl_k3, masked_mean, minibatching, prepare,
+                                    reference_logprobs, separate_reference, shares_in_updates, stack, start_stats)
 from schoolroom.training.settings import GRPOConfig
 
 
@@ -64,11 +64,12 @@ def train_grpo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dic
     for i, (r, (logp, ent, _)) in enumerate(zip(rows, current)):
         r.old_logp, r.entropy, r.advantages = logp, ent, torch.full_like(logp, r.group_advantage)
         r.ref_logp = ref[i] if ref is not None else logp
+    behaviour(rows, h)
     dev, share = rows[0].old_logp.device, shares_in_updates(h)
 
     def step(batch):
         logp, _, _, m = action_forward(policy, batch, pad_id, temp, chunk=chunk, share=share)
-        loss, clipfrac, approx_kl = clipped_policy_loss(logp, stack(batch, "old_logp", dev),
+        loss, clipfrac, approx_kl = clipped_policy_loss(logp, stack(batch, "behaviour_logp", dev),
                                                         stack(batch, "advantages", dev), m, float(h["clip"]))
         kl = kl_k3(logp, stack(batch, "ref_logp", dev))
         per_rollout = masked_mean(loss + beta * kl, m, dim=1)

@@ -25,9 +25,10 @@ from typing import Any
 import torch
 
 from schoolroom.training.common import fit, mean_of, model_flops
-from schoolroom.training.rl import (Experience, Rollout, acting, action_forward, action_mask, clipped_policy_loss,
-                                    forward_rows, forward_tokens, masked_mean, minibatching, prepare,
-                                    separate_reference, reference_logprobs, shares_in_updates, stack, start_stats)
+from schoolroom.training.rl import (Experience, Rollout, acting, action_forward, action_mask, behaviour,
+                                    clipped_policy_loss, forward_rows, forward_tokens, masked_mean, minibatching,
+                                    prepare, separate_reference, reference_logprobs, shares_in_updates, stack,
+                                    start_stats)
 from schoolroom.training.settings import PPOConfig
 
 VALUE_HEAD = "value_head.safetensors"
@@ -105,6 +106,7 @@ def before_update(policy, head, rows: list[Experience], h: dict[str, Any], pad_i
     with torch.no_grad():
         for r, (logp, ent, hid), ref_logp in zip(rows, current, ref):
             r.old_logp, r.entropy, r.old_values, r.ref_logp = logp, ent, head(hid).squeeze(-1), ref_logp
+    behaviour(rows, h)
     kl_rewards(rows, float(h["kl_coef"]))
     dev = rows[0].old_logp.device
     token_rewards, values = stack(rows, "token_rewards", dev), stack(rows, "old_values", dev)
@@ -128,7 +130,7 @@ def ppo_step(policy, head, h: dict[str, Any], pad_id: int):
         logp, _, hid, m = action_forward(policy, batch, pad_id, temp, chunk=chunk, share=share)
         dev = logp.device
         v = head(hid).squeeze(-1)
-        old, adv = stack(batch, "old_logp", dev), stack(batch, "advantages", dev)
+        old, adv = stack(batch, "behaviour_logp", dev), stack(batch, "advantages", dev)
         pg, clipfrac, approx_kl = clipped_policy_loss(logp, old, adv, m, clip)
         vl, vclipfrac = clipped_value_loss(v, stack(batch, "old_values", dev), stack(batch, "returns", dev), m,
                                            clip_value)

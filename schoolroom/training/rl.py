@@ -53,6 +53,7 @@ class Experience:
     sampled: bool  # its actions are the engine's sampled ids (not text tokenized again)
     engine_logp: list[float] | None  # [A] the engine's sampling log-probabilities (None: it gave none)
     old_logp: torch.Tensor | None = None  # [A] the policy's log-probabilities before the update
+    behaviour_logp: torch.Tensor | None = None  # [A] what the update's ratio is against (``behaviour``)
     entropy: torch.Tensor | None = None  # [A] the policy's entropy at each action
     ref_logp: torch.Tensor | None = None  # [A] the reference policy's log-probabilities
     advantages: torch.Tensor | None = None  # [A] PPO: GAE (whitened); GRPO: the group advantage at every action
@@ -100,9 +101,25 @@ def acting(rows: list[Experience]) -> list[Experience]:
     return [r for r in rows if r.actions]
 
 
+def behaviour(rows: list[Experience], h: dict[str, Any]) -> None:
+    """Each row's ``behaviour_logp``, what the update's ratio is against (``h["old_logprobs"]``): the policy's
+    recomputed log-probabilities, or the engine's sampling ones (one step off-policy: the policy that sampled is
+    the adapter before the one trained)."""
+    for r in rows:
+        if h["old_logprobs"] == "policy":
+            r.behaviour_logp = r.old_logp
+        elif r.engine_logp is None:
+            raise ValueError("old_logprobs = \"sampled\" needs the engine's sampling log-probabilities, and a rollout "
+                             "has none (its engine gives none, e.g. openai or reference): sample with hf or vllm, or "
+                             "use old_logprobs = \"policy\"")
+        else:
+            r.behaviour_logp = torch.tensor(r.engine_logp, device=r.old_logp.device, dtype=r.old_logp.dtype)
+
+
 def logprob_gap(rows: list[Experience]) -> float | None:
     """Mean absolute difference, per token, between the recomputed old log-probabilities and the engine's
-    sampling ones; None when no rollout carried them."""
+    sampling ones (on-policy: their numerical agreement; one step off-policy: also the policy's lag); None when
+    no rollout carried them."""
     gaps = [(r.old_logp - torch.tensor(r.engine_logp, device=r.old_logp.device)).abs()
             for r in rows if r.engine_logp is not None]
     return float(torch.cat(gaps).mean()) if gaps else None

@@ -110,6 +110,11 @@ class RLConfig(SFTConfig, frozen=True):
         "each completion seeing the prompt and its own tokens (a tree attention mask); the same numbers as reading "
         "each rollout whole. In the forward-only passes, and in the updates with minibatches = groups. false: "
         "each rollout padded whole")] = True
+    old_logprobs: Annotated[Literal["policy", "sampled"], doc(
+        "what the update's ratio is against: policy: the log-probs recomputed under the adapter the training "
+        "starts from (on-policy, where that adapter sampled the rollouts); sampled: the engine's sampling "
+        "log-probs carried by the rollouts (one step off-policy: reinforce's overlap, where the adapter before "
+        "sampled them); rollouts without them are refused")] = "policy"
     minibatches: Annotated[Literal["rollouts", "groups"], doc(
         "rollouts: each minibatch batch_size rollouts drawn at random (TRL's GRPOTrainer); groups: whole groups "
         "(the rollouts of one prompt) drawn at random, batch_size rollouts' worth per minibatch (verl; the GRPO "
