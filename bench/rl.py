@@ -269,7 +269,8 @@ def main() -> None:
             print(f"     overlap where the student and the trainer have devices of their own (after the first "
                   f"iteration): {totals[algo]:.1f} -> {totals[algo] - min(g, t):.1f} s, "
                   f"{totals[algo] / (totals[algo] - min(g, t)):.2f}x (from this split)")
-        print(f"     MFU: generation {gen_mfu:.0%} (float32), training "
+        print("     MFU: generation " + ("not measured (its time overlaps training's)" if args.overlap else
+                                         f"{gen_mfu:.0%} (float32)") + ", training "
               + (f"{train_mfu:.0%} ({'bf16 autocast' if f['bf16'] else 'float32'})" if train_mfu is not None
                  else "not measured (this version's trainer reports no model_flops)"))
     print(f"ratio GRPO / PPO seconds per iteration: {totals['grpo'] / totals['ppo']:.2f}")
