@@ -152,6 +152,8 @@ def packed_batch(rows: list[Experience], pad_id: int, share: bool = True):
     where: list[tuple[int, list[int]]] = [(0, [])] * len(rows)
     for b, g in enumerate(groups):
         p = rows[g[0]].start
+        if p == 0:
+            raise ValueError("a rollout has an empty prompt: no token predicts its completion's first token")
         ids[b, :p] = torch.tensor(rows[g[0]].ids[:p])
         positions[b, :p] = torch.arange(p)
         mask[b, 0, :p, :p] = torch.ones(p, p, dtype=torch.bool).tril()
