@@ -10,20 +10,17 @@ def gflops(dtype, size: int = 2048, repeats: int = 5) -> float:
     native path for (bf16 on AVX2: 0.3 GFLOP/s) is measured on one 512-cube product instead of minutes of 2048s."""
     import torch
 
-    def rate(n: int) -> float:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    def seconds(a, b) -> float:
         t = time.perf_counter()
         a @ b
-        return 2 * n ** 3 / (time.perf_counter() - t) / 1e9
+        return time.perf_counter() - t
 
-    first = rate(512)
+    def pair(n: int):
+        return torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+
+    first = 2 * 512 ** 3 / seconds(*pair(512)) / 1e9
     if first < 10:
         return first
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    a @ b  # warm up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * size ** 3 / best / 1e9
+    a, b = pair(size)
+    seconds(a, b)  # warm up
+    return 2 * size ** 3 / min(seconds(a, b) for _ in range(repeats)) / 1e9

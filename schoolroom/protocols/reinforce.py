@@ -100,13 +100,12 @@ def reinforce(room: Classroom, cfg: ReinforceConfig) -> Report:
         following = None  # overlap: the next iteration's rollouts, started while this one trains
         for it in room.rounds(cfg.iterations, stage=arm.name):
             batch = prompts(pools, cfg, it)
-            rollouts = room.wait(following) if following is not None else solve(room, cfg, batch)
+            rollouts = room.wait(following if following is not None else solve(room, cfg, batch))
             correct = [v.correct for v in room.agent(cfg.checker).check(rollouts, batch)]
             rewards = score(room, cfg, arm, rollouts, batch)
             training = room.trainer.train.submit(rl_request(cfg, arm, rollouts, rewards, adapter, start),
                                                  rollouts + rewards, batch)
-            following = solve(room, cfg, prompts(pools, cfg, it + 1), started=True) \
-                if cfg.overlap and it < cfg.iterations else None
+            following = solve(room, cfg, prompts(pools, cfg, it + 1)) if cfg.overlap and it < cfg.iterations else None
             adapter = room.wait(training)
             room.student.load(adapter)
             history.append({"arm": arm.name, "iteration": it, "sample_accuracy": sum(correct) / len(correct),
@@ -117,10 +116,9 @@ def reinforce(room: Classroom, cfg: ReinforceConfig) -> Report:
     return reinforce_report(room, cfg, start, models, tests, evals, history)
 
 
-def solve(room: Classroom, cfg: ReinforceConfig, batch: list[Problem], started: bool = False):
-    """The student's rollouts of ``batch`` (``started``: the call started, its answer left for ``room.wait``)."""
-    ask = room.student.solve.submit if started else room.student.solve
-    return ask(batch, n=cfg.n, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+def solve(room: Classroom, cfg: ReinforceConfig, batch: list[Problem]):
+    """The student's rollouts of ``batch``, started: the answer is ``room.wait``'s."""
+    return room.student.solve.submit(batch, n=cfg.n, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
 
 
 def prompts(pools: dict[str, list[Problem]], cfg: ReinforceConfig, it: int) -> list[Problem]:

@@ -125,8 +125,11 @@ def logprob_gap(rows: list[Experience]) -> float | None:
     return float(torch.cat(gaps).mean()) if gaps else None
 
 
-def prompts(rows: list[Experience]) -> list[list[int]]:
-    """The rows' indices grouped by their prompt's token ids, in order of first appearance."""
+def prompts(rows: list[Experience], share: bool = True) -> list[list[int]]:
+    """The rows' indices grouped by their prompt's token ids, in order of first appearance; each row alone without
+    ``share``."""
+    if not share:
+        return [[i] for i in range(len(rows))]
     by: dict[tuple[int, ...], list[int]] = {}
     for i, r in enumerate(rows):
         by.setdefault(tuple(r.ids[: r.start]), []).append(i)
@@ -144,7 +147,7 @@ def packed_batch(rows: list[Experience], pad_id: int, share: bool = True):
     count on from its prompt's end), the attention mask ``[sequences, 1, width, width]`` (a completion sees the
     prompt and its own earlier tokens; padding sees itself), and per row the (sequence, position) of the hidden
     state that predicts each of its actions: the prompt's last token, then its own completion tokens."""
-    groups = prompts(rows) if share else [[i] for i in range(len(rows))]
+    groups = prompts(rows, share)
     width = max(packed_length([rows[i] for i in g]) for g in groups)
     ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
     positions = torch.zeros((len(groups), width), dtype=torch.long)
@@ -291,8 +294,7 @@ def forward_rows(model, rows: list[Experience], pad_id: int, h: dict[str, Any], 
 
     temperature, batch_size, chunk = float(h["temperature"]), int(h["batch_size"]), int(h["logprob_chunk"])
     share = bool(h.get("share_prompts", True))
-    units = sorted(prompts(rows) if share else [[i] for i in range(len(rows))],
-                   key=lambda u: packed_length([rows[i] for i in u]))
+    units = sorted(prompts(rows, share), key=lambda u: packed_length([rows[i] for i in u]))
     batches: list[list[int]] = []
     for u in units:
         if batches and len(batches[-1]) + len(u) <= batch_size:
@@ -326,8 +328,7 @@ def minibatching(rows: list[Experience], h: dict[str, Any], step, weight=lambda 
     n = max(set(sizes), key=sizes.count)
     share = shares_in_updates(h)
     return dict(examples=groups, h=dict(h, batch_size=max(1, int(h["batch_size"]) // n)),
-                step=lambda batch: step([r for g in batch for r in g]),
-                size=packed_length if share else (lambda g: sum(len(r.ids) for r in g)),
+                step=lambda batch: step([r for g in batch for r in g]), size=lambda g: read_tokens(g, share),
                 weight=lambda g: sum(weight(r) for r in g))
 
 
@@ -341,9 +342,7 @@ def separate_reference(policy, init_adapter: str | None, reference_adapter: str 
 
 def read_tokens(rows: list[Experience], share: bool = True) -> int:
     """Tokens a pass over ``rows`` reads: each prompt once with ``share``, else every rollout whole."""
-    if not share:
-        return sum(len(r.ids) for r in rows)
-    return sum(packed_length([rows[i] for i in g]) for g in prompts(rows))
+    return sum(packed_length([rows[i] for i in g]) for g in prompts(rows, share))
 
 
 def forward_tokens(rows: list[Experience], passes: int, share: bool = True) -> float:
