@@ -78,6 +78,9 @@ class AgentConfig(_Strict):
     max_model_len: Annotated[int, KEY] = 2048
     gpu_memory_utilization: Annotated[float, PLUMBING] = 0.85
     tensor_parallel_size: Annotated[int, KEY] = 1
+    # vllm: how its tensor-parallel workers start ("mp": processes; "ray": Ray actors; None: vLLM's choice). Inside a
+    # placement group only "mp" works with tensor_parallel_size > 1
+    distributed_executor_backend: Annotated[Literal["mp", "ray"] | None, PLUMBING] = None
     enable_lora: Annotated[bool, KEY] = True
     max_lora_rank: Annotated[int, KEY] = 16
     # openai

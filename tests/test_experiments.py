@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from schoolroom import config as configlib
-from schoolroom.classroom import preflight, runner
+from schoolroom.classroom import gpu_plan, preflight, runner
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.toml"))
 
@@ -15,9 +15,10 @@ EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob(
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_experiment_config_decodes(path):
     cfg, _ = configlib.load(path)
-    runner.protocol_of(cfg, str(path))
+    _, settings, _ = runner.protocol_of(cfg, str(path))
     assert any(a.role == "student" for a in cfg.agents.values())
     assert preflight._devices(cfg) == [], "each agent's device agrees with the GPUs it asks for"
+    assert gpu_plan.check(cfg, settings, {"GPU": 8.0, "CPU": 64.0}, {"H100": True}) == [], "on a node of 8 GPUs"
 
 
 def test_limit_is_written_into_the_problem_sets():

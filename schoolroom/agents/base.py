@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import time
 
 from schoolroom.agents.engines import Completion, Engine, Params, Prompt
@@ -67,6 +69,7 @@ class Agent:
         if self._engine is None:
             from schoolroom.agents.engines.factory import make_engine
 
+            os.environ["SCHOOLROOM_AGENT"] = self.name  # an engine may keep files of its own (vLLM's compile cache)
             self._engine = make_engine(self.config)
         return self._engine
 

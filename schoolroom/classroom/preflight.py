@@ -11,20 +11,22 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from schoolroom import hub, models
 from schoolroom.agents.base import ROLES
 from schoolroom.agents.engines.factory import spec_of
-from schoolroom.classroom import problemsets
+from schoolroom.classroom import gpu_plan, problemsets
 from schoolroom.config import Config
 from schoolroom.errors import NotStarted, one_line
 
 
-def check(cfg: Config, source: str = "<config>", resume: bool = False) -> None:
+def check(cfg: Config, source: str = "<config>", resume: bool = False, settings: Any = None) -> None:
     """Raise NotStarted listing every problem found (one line each). A resumed run reads its problem sets back
-    from its log: they are not loaded again."""
-    problems = ([] if resume else _data(cfg)) + _agents(cfg) + _devices(cfg) + _resources(cfg)  # resumed: sets
-    # come from the log
+    from its log: they are not loaded again. ``settings``: the protocol's, for the GPU checks of its adapter."""
+    have, bf16, problems = _capacity(cfg)
+    problems += ([] if resume else _data(cfg)) + _agents(cfg) + _devices(cfg) + _resources(cfg, have)
+    problems += gpu_plan.check(cfg, settings, have, bf16)
     problems += [f"run.reuse.{agent}: no message log at {path}" for agent, path in cfg.run.reuse.items()
                  if not Path(path).is_file()]
     if problems:
@@ -104,24 +106,35 @@ def _gpus() -> int:
         return 0
 
 
-def _resources(cfg: Config) -> list[str]:
-    """The agents' resources against what the local machine has (``local``, ``inline``) or the cluster has."""
+def _capacity(cfg: Config) -> tuple[dict[str, float], dict[str, bool], list[str]]:
+    """What the local machine (``local``, ``inline``) or the cluster has: Ray's resources, {GPU kind: computes bf16},
+    and a line if the cluster cannot be reached. GPUs are looked for only where an agent may use one."""
     rt, agents = cfg.runtime, cfg.agents
-    cuda = [n for n, a in agents.items() if a.device.startswith("cuda")]
-    gpus_asked = {n: a.resources.num_gpus for n, a in agents.items() if a.resources.num_gpus}
     ray = sys.modules.get("ray")
     if rt.address == "inline" or (rt.address == "local" and not (ray and ray.is_initialized())):
-        have = {"GPU": float(_gpus()) if cuda or gpus_asked else 0.0, "CPU": float(rt.num_cpus or os.cpu_count() or 1)}
-    else:
-        from schoolroom.agents.hosting.worker import start_ray
+        look = any(gpu_plan.uses_gpu(a) or a.resources.num_gpus for a in agents.values())
+        gpus = _gpus() if look else 0
+        return ({"GPU": float(gpus), "CPU": float(rt.num_cpus or os.cpu_count() or 1)},
+                gpu_plan.local_gpu_kinds() if gpus else {}, [])
+    from schoolroom.agents.hosting.worker import start_ray
 
-        try:
-            start_ray(rt)
-        except Exception as e:
-            return [f"runtime.address: cannot connect to the Ray cluster at {rt.address!r}: {one_line(e)}"]
-        import ray
+    try:
+        start_ray(rt)
+    except Exception as e:
+        return {}, {}, [f"runtime.address: cannot connect to the Ray cluster at {rt.address!r}: {one_line(e)}"]
+    import ray
 
-        have = {k: float(v) for k, v in ray.cluster_resources().items()}
+    have = {k: float(v) for k, v in ray.cluster_resources().items()}
+    return have, gpu_plan.gpu_kinds(have), []
+
+
+def _resources(cfg: Config, have: dict[str, float]) -> list[str]:
+    """The agents' resources against what the local machine has (``local``, ``inline``) or the cluster has."""
+    rt, agents = cfg.runtime, cfg.agents
+    if not have and rt.address != "inline":
+        return []  # the cluster could not be reached: said once
+    cuda = [n for n, a in agents.items() if a.device.startswith("cuda")]
+    gpus_asked = {n: a.resources.num_gpus for n, a in agents.items() if a.resources.num_gpus}
     out = []
     if cuda and not have.get("GPU") and rt.address == "inline":  # on Ray: the GPUs asked for are checked below
         out.append(f"agents.{cuda[0]}: device = {agents[cuda[0]].device!r}, but no GPU is visible here"

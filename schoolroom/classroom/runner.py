@@ -80,7 +80,7 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
         if finished(run_dir):  # nothing to do: no agent started, no model loaded
             say(f"{run_dir} has finished: its report is {run_dir / 'report.md'}")
             return run_dir
-        preflight.check(cfg, source, resume=True)
+        preflight.check(cfg, source, resume=True, settings=settings)
         say(f"resuming {run_dir}: reading its log")
         previous = loglib.read_all(run_dir / "messages.jsonl", on_torn="ignore")  # the Writer cuts it, and warns
         run_id = next((m.run_id for m in previous if m.run_id), run_dir.name)
@@ -93,7 +93,7 @@ def run(cfg: configlib.Config, source: str = "<config>", out: str | None = None,
             + ": they are not asked again"
             + (f"; {len(orphans)} messages of a call the crash cut short are set aside" if orphans else ""))
     else:
-        preflight.check(cfg, source)
+        preflight.check(cfg, source, settings=settings)
         run_id = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         run_dir = Path(out or cfg.run.out) / run_id
         run_dir.mkdir(parents=True, exist_ok=False)

