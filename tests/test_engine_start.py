@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -44,9 +45,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.ray
 def test_a_killed_actors_child_process_is_killed_too():
     """A vLLM engine runs in a process of its own beside the actor. An actor killed outright (out of memory, a
-    crash) runs no exit handler: the raylet kills its process group (or, as subreaper, its descendants), as
-    ``start_ray`` asks. With both settings off (RAY_process_group_cleanup_enabled=0,
-    RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper=false) the child was seen alive after 15 s."""
+    crash) runs no exit handler: the raylet kills its process group, as ``start_ray`` asks. With that off
+    (RAY_process_group_cleanup_enabled=0) the child was seen alive after 15 s."""
     import ray
 
     from schoolroom.agents.hosting.worker import start_ray
@@ -58,11 +58,10 @@ def test_a_killed_actors_child_process_is_killed_too():
     @ray.remote(num_cpus=0, max_restarts=0)
     class Engine:
         def start(self):
-            import subprocess
-
             return os.getpid(), subprocess.Popen(["sleep", "600"]).pid
 
     pid, child = ray.get(Engine.remote().start.remote())
+    assert subprocess.run(["false"]).returncode == 1, "this driver reaps its own children (Ray's subreaper setting)"
     assert _alive(child)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30  # Ray's documentation: within 10 seconds

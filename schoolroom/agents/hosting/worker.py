@@ -147,10 +147,10 @@ def start_ray(rt: RuntimeConfig) -> None:
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # what a dead actor started dies with it (a vLLM engine process holding GPU memory), so its restart finds the GPU
-    # free: Ray 2.60 kills the actor's process group (its default, said here), or as subreaper every descendant where
-    # that is off. Read when the raylet starts: on a cluster `ray start` needs them in its environment (README)
+    # free: Ray kills the actor's process group (Ray 2.60's default, asked for here). Not Ray's subreaper setting: it
+    # makes this driver reap every child it starts, so their exit codes read 0. Read when the raylet starts: on a
+    # cluster `ray start` needs it in its environment (README)
     os.environ.setdefault("RAY_process_group_cleanup_enabled", "1")
-    os.environ.setdefault("RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper", "true")
     # the CLI without --debug: the actors' output stays in Ray's session logs, out of the user's terminal
     chatty = os.environ.get("SCHOOLROOM_QUIET") != "1"
     level = "warning" if chatty else "error"
