@@ -104,6 +104,12 @@ class VLLMEngine(Engine):
     def unload_adapter(self) -> None:
         self._lora, self.adapter = None, None
 
+    def close(self) -> None:
+        """Shut down the engine's own process (vLLM runs its engine core beside this one), freeing its memory."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
     def _sampling(self, params: Params, n: int, max_tokens: int, stop: list[str], seed: int):
         from vllm import SamplingParams
 
