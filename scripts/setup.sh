@@ -12,16 +12,14 @@ if [ "${1:-}" = gpu ]; then MODE=gpu; shift; fi
 EXTRAS="${1:-}"
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "schoolroom needs Python >= 3.11" >&2; exit 1; }
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
-DRY=(); [ -n "${DRY_RUN:-}" ] && DRY=(--dry-run --report .venv/setup-dry-run.json)
-pip install --upgrade pip
-if [ "$MODE" = gpu ]; then
+if [ "$MODE" = gpu ]; then  # the driver first, before anything is made or downloaded
     # vLLM 0.33 pins torch 2.14.0, whose PyPI build is for CUDA 13.0: it needs driver 580 or newer
     MIN_DRIVER=580
     DRIVER=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1 || true)
     if [ -z "$DRIVER" ]; then
         WHY="no NVIDIA driver answers here (nvidia-smi): install driver >= $MIN_DRIVER, or set up for the CPU with scripts/setup.sh"
+    elif ! [[ "${DRIVER%%.*}" =~ ^[0-9]+$ ]]; then
+        WHY="nvidia-smi gave the driver version as '$DRIVER', which is not a number: is the driver loaded?"
     elif [ "${DRIVER%%.*}" -lt "$MIN_DRIVER" ]; then
         WHY="NVIDIA driver $DRIVER is older than $MIN_DRIVER, which torch 2.14.0 (CUDA 13.0, as vLLM 0.33 pins it) needs: update the driver"
     fi
@@ -29,6 +27,12 @@ if [ "$MODE" = gpu ]; then
         [ -n "${DRY_RUN:-}" ] || { echo "setup gpu: $WHY" >&2; exit 1; }
         echo "setup gpu (dry run, going on): $WHY" >&2
     fi
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+DRY=(); [ -n "${DRY_RUN:-}" ] && DRY=(--dry-run --report .venv/setup-dry-run.json)
+pip install --upgrade pip
+if [ "$MODE" = gpu ]; then
     # one resolve: CUDA torch comes with vLLM, torchvision/torchaudio stay (CUDA vLLM needs them)
     pip install "${DRY[@]}" -c constraints/gpu.txt -e ".[vllm${EXTRAS:+,$EXTRAS}]"
 else
