@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-
 import time
 
 from schoolroom.agents.engines import Completion, Engine, Params, Prompt
