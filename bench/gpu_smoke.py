@@ -48,8 +48,10 @@ class Skip(Exception):
 
 
 def one_line(e: BaseException | str) -> str:
-    text = e if isinstance(e, str) else f"{type(e).__name__}: {e}"
-    return " ".join(str(text).split())[:600]
+    """A failure or a log line on one line: an exception as schoolroom says one (Ray's wrappers unpacked)."""
+    from schoolroom.errors import one_line as said
+
+    return said(e, limit=600) if isinstance(e, BaseException) else " ".join(e.split())[:600]
 
 
 # ---------------------------------------------------------------- checks (each in its own process)

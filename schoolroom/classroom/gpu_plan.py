@@ -74,9 +74,11 @@ def _shares(cfg: Config) -> list[str]:
     for where, names in pools.items():
         gpus: list[list[str]] = []  # the agents on each GPU
         for n in names:
-            fit = next((g for g in gpus if sum(cfg.agents[m].resources.num_gpus for m in g)
-                        + cfg.agents[n].resources.num_gpus <= 1 + 1e-9), None)
-            fit = fit if fit is not None else gpus.append([]) or gpus[-1]
+            ask = cfg.agents[n].resources.num_gpus
+            fit = next((g for g in gpus if sum(cfg.agents[m].resources.num_gpus for m in g) + ask <= 1 + 1e-9), None)
+            if fit is None:
+                fit = []
+                gpus.append(fit)
             fit.append(n)
         for g in gpus:
             total = sum(_share(cfg.agents[m]) for m in g)
