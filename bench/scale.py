@@ -74,7 +74,7 @@ def config(url: str, problems: int, teachers: int = 1, replicas: int = 1, addres
             "agents": {"student": {"role": "student", "engine": "reference", "resources": {"num_cpus": 0}},
                        "verifier": {"role": "verifier", "resources": {"num_cpus": 0}},
                        **{n: teacher for n in names}},
-            "protocol": {"name": "first_step", "teachers": names, "ks": [1, 2]}}
+            "protocol": {"name": "first_step", "teachers": names, "ks": [1, 2], "start": "base"}}
 
 
 def timed(raw: dict, out: Path) -> tuple[float, float]:

@@ -94,7 +94,8 @@ class Mistake(Message, frozen=True, kw_only=True, tag="mistake"):
 
 
 class Guidance(Message, frozen=True, kw_only=True, tag="guidance"):
-    """What a teacher gives a student: the first ``k`` steps, a plan or a hint."""
+    """What a teacher gives a student: the first ``k`` steps, a plan or a hint. ``answer``: the final answer of the
+    whole solution the teacher wrote to take its steps from (None when it wrote only the steps): how strong it is."""
 
     problem_id: str
     kind: str = "first_steps"
@@ -102,6 +103,7 @@ class Guidance(Message, frozen=True, kw_only=True, tag="guidance"):
     steps: tuple[str, ...] = ()
     text: str = ""
     teacher: str = ""
+    answer: str | None = None
 
 
 class Rationale(Message, frozen=True, kw_only=True, tag="rationale"):

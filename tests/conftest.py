@@ -76,7 +76,7 @@ def tiny_config(address: str = "inline", n: int = 3, max_tokens: int = 24, **pro
             "reference": {"role": "teacher", "engine": "reference", "resources": {"num_cpus": 0}},
             "verifier": {"role": "verifier", "resources": {"num_cpus": 0}},
         },
-        "protocol": {"name": "first_step", "teachers": ["reference"], "ks": [0, 1], **protocol},
+        "protocol": {"name": "first_step", "teachers": ["reference"], "ks": [0, 1], "start": "base", **protocol},
     }
 
 

@@ -98,7 +98,7 @@ def test_teacher_on_a_model_writes_steps(hf_engine):
 def test_reference_engine_refuses_free_prompts():
     from schoolroom.agents.engines import Params, Prompt
 
-    with pytest.raises(ValueError, match="first_steps, solve and tailor"):
+    with pytest.raises(ValueError, match="first_steps, next_step, solve and tailor"):
         ReferenceEngine().generate([Prompt(messages=[], problem=synthetic(1)[0])], Params())
 
 

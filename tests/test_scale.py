@@ -33,7 +33,7 @@ def io_bound(url: str, concurrent: bool) -> dict:
             "agents": {"student": {"role": "student", "engine": "reference", "resources": {"num_cpus": 0}},
                        "t1": teacher, "t2": teacher,
                        "verifier": {"role": "verifier", "resources": {"num_cpus": 0}}},
-            "protocol": {"name": "first_step", "teachers": ["t1", "t2"], "ks": [1, 2]}}
+            "protocol": {"name": "first_step", "teachers": ["t1", "t2"], "ks": [1, 2], "start": "base"}}
 
 
 def echoed(messages, skip: set[str] = frozenset()) -> str:
@@ -123,7 +123,7 @@ def echo_student(url: str) -> dict:
                                    "resources": {"num_cpus": 0}},
                        "reference": {"role": "teacher", "engine": "reference", "resources": {"num_cpus": 0}},
                        "verifier": {"role": "verifier", "resources": {"num_cpus": 0}}},
-            "protocol": {"name": "first_step", "teachers": ["reference"], "ks": [0, 1]}}
+            "protocol": {"name": "first_step", "teachers": ["reference"], "ks": [0, 1], "start": "base"}}
 
 
 def test_a_student_killed_mid_round_is_restarted_and_the_run_ends_as_if_it_had_not_been(katan, tmp_path,

@@ -7,7 +7,7 @@ import time
 
 from schoolroom.agents.engines import Completion, Engine, Params, Prompt
 from schoolroom.config import AgentConfig
-from schoolroom.messages import Message, Note, Usage
+from schoolroom.messages import Message, Note, TrainResult, Usage
 from schoolroom.registry import Registry
 
 
@@ -107,6 +107,16 @@ class Agent:
         if self.uses_engine:
             _ = self.engine
         return self.name
+
+    @effect
+    def load(self, result: TrainResult | None) -> str | None:
+        """Generate with the adapter of ``result`` from now on (None: the base model); returns its version. A
+        training that failed kept the adapter it started from: that one (or the base model)."""
+        if result is None or (result.failed and not result.path):
+            self.engine.unload_adapter()
+            return None
+        self.engine.load_adapter(result.adapter, result.path)
+        return result.adapter
 
     def close(self) -> None:
         if self._engine is not None:

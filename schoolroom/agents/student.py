@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from schoolroom.agents.base import Agent, batched, effect, role
+from schoolroom.agents.base import Agent, batched, role
 from schoolroom.agents.engines import Prompt
 from schoolroom.environment import extract_answer, split_steps
 from schoolroom.environment.prompts import chat, render
-from schoolroom.messages import Attempt, Guidance, Problem, TrainResult
+from schoolroom.messages import Attempt, Guidance, Problem
 
 
 def guidance_prefix(g: Guidance | None) -> str:
@@ -57,13 +57,3 @@ class Student(Agent):
                     sender=self.name,
                     parents=(p.id,) + ((g.id,) if g is not None else ())))
         return attempts
-
-    @effect
-    def load(self, result: TrainResult | None) -> str | None:
-        """Generate with the adapter of ``result`` from now on (None: the base model); returns its version. A
-        training that failed kept the adapter it started from: that one (or the base model)."""
-        if result is None or (result.failed and not result.path):
-            self.engine.unload_adapter()
-            return None
-        self.engine.load_adapter(result.adapter, result.path)
-        return result.adapter

@@ -1,4 +1,4 @@
-"""The Teacher: guides (first k steps), tailors rationales to a student's mistakes, plans and enriches.
+"""The Teacher: guides (first k steps, or the next step after a student's own), tailors rationales to a student's mistakes, plans and enriches.
 
 Each writing method fills a prompt template from ``schoolroom/environment/prompts/`` (a text
 file a user can read and change) and parses the reply into messages; a reply that cannot be
@@ -8,9 +8,11 @@ parsed becomes a ``Note`` and is skipped, never a crash.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from schoolroom.agents.base import Agent, batched, role
 from schoolroom.agents.engines import Prompt
+from schoolroom.agents.student import solve_prompt
 from schoolroom.environment import extract_answer, solution_text, split_steps
 from schoolroom.environment.prompts import chat, render
 from schoolroom.messages import Guidance, Mistake, Plan, Problem, Rationale
@@ -40,14 +42,23 @@ class Teacher(Agent):
         return [[c.text for c in cs] for cs in outs]
 
     @batched("problems")
-    def guide(self, problems: Problem | list[Problem], k: int) -> Guidance | list[Guidance]:
-        """The first ``k`` steps of a solution for each problem (one Guidance per problem)."""
+    def guide(self, problems: Problem | list[Problem], k: int,
+              writes: Literal["prompt", "solution"] = "prompt") -> Guidance | list[Guidance]:
+        """The first ``k`` steps of a solution for each problem (one Guidance per problem).
+
+        ``writes``: ``"prompt"`` asks for the first k steps (``teacher_first_steps``: an instruction-following
+        teacher); ``"solution"`` has the teacher solve the problem as the student is asked to (``student_solve``) and
+        keeps its first k lines (a teacher fine-tuned on solutions, as the paper's LLaMA teachers), and the
+        Guidance carries that solution's final answer."""
         single = isinstance(problems, Problem)
         batch = [problems] if single else list(problems)
-        prompts = [Prompt(messages=chat(render("teacher_first_steps", question=p.question, k=str(k)),
-                                        self.config.system_prompt),
-                          task="first_steps", args={"k": k}, problem=p) for p in batch]
-        outs = self.generate(prompts, self.params(n=1))
+        if writes == "solution":
+            prompts = [solve_prompt(p, "", self.config.system_prompt) for p in batch]
+        else:
+            prompts = [Prompt(messages=chat(render("teacher_first_steps", question=p.question, k=str(k)),
+                                            self.config.system_prompt),
+                              task="first_steps", args={"k": k}, problem=p) for p in batch]
+        outs = self.generate(prompts, self.params(n=1, stop_after="####" if writes == "solution" else ""))
         guidance = []
         for p, (c,) in zip(batch, outs):
             steps = solution_steps(c.text, at_least=k)[:k]
@@ -55,8 +66,35 @@ class Teacher(Agent):
                 self.note("unparsed", f"asked for {k} steps, the reply has {len(steps)}", p.problem_id,
                           reply=c.text, task="first_steps")
             guidance.append(Guidance(problem_id=p.problem_id, kind="first_steps", k=k, steps=tuple(steps),
-                                     text="\n".join(steps), teacher=self.name, sender=self.name, parents=(p.id,)))
+                                     text="\n".join(steps), teacher=self.name, sender=self.name, parents=(p.id,),
+                                     answer=extract_answer(c.text, strict=True) if writes == "solution" else None))
         return guidance[0] if single else guidance
+
+    @batched("problems", "prefixes")
+    def next_step(self, problems: list[Problem], prefixes: list[list[str]],
+                  writes: Literal["prompt", "solution"] = "prompt") -> list[Guidance]:
+        """Step ``len(prefixes[i]) + 1`` of each solution after the steps ``prefixes[i]`` (a student's own):
+        Guidance (kind ``next_step``, k = that step's number) of the prefix and the teacher's one step. ``writes`` as
+        in ``guide``: asked for the next step (``teacher_next_step``), or the teacher continues the solution."""
+        if writes == "solution":
+            prompts = [solve_prompt(p, "".join(s + "\n" for s in pre), self.config.system_prompt)
+                       for p, pre in zip(problems, prefixes)]
+        else:
+            prompts = [Prompt(messages=chat(render("teacher_next_step", question=p.question, j=str(len(pre) + 1),
+                                                   steps="\n".join(pre) or "(no steps yet)"), self.config.system_prompt),
+                              task="next_step", args={"j": len(pre) + 1}, problem=p)
+                       for p, pre in zip(problems, prefixes)]
+        outs = self.generate(prompts, self.params(n=1, stop=("\n",) if writes == "solution" else None))
+        out = []
+        for p, pre, (c,) in zip(problems, prefixes, outs):
+            step = next((s for s in solution_steps(c.text, at_least=1) if not s.startswith("####")), "")
+            if not step:
+                self.note("unparsed", f"asked for step {len(pre) + 1}, the reply has none", p.problem_id,
+                          reply=c.text, task="next_step")
+            steps = (*pre, step) if step else tuple(pre)
+            out.append(Guidance(problem_id=p.problem_id, kind="next_step", k=len(pre) + 1, steps=steps,
+                                text="\n".join(steps), teacher=self.name, sender=self.name, parents=(p.id,)))
+        return out
 
     @batched("mistakes")
     def tailor(self, mistakes: list[Mistake], problems: list[Problem], n: int = 1,

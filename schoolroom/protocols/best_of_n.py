@@ -18,7 +18,8 @@ import msgspec
 from schoolroom.api import (AGGREGATIONS, Attempt, Classroom, Figure, Report, Series, StepRewards, Student, Table,
                             Verdict, aggregate, auc, auc_count, compare, fmt, fmt_auc, mean_interval, protocol,
                             to_number, wilson)
-from schoolroom.protocols.reward_models import RewardModelSettings, departures, prm_heldout, reward_models, start_policy
+from schoolroom.protocols.reward_models import RewardModelSettings, departures, prm_heldout, reward_models
+from schoolroom.protocols.start import start_policy, start_sets
 
 
 class BestOfNConfig(RewardModelSettings, kw_only=True):
@@ -33,7 +34,7 @@ class BestOfNConfig(RewardModelSettings, kw_only=True):
             raise ValueError(f"verifiers are orm and/or prm, not {self.verifiers}")
 
 
-@protocol("best_of_n", BestOfNConfig)
+@protocol("best_of_n", BestOfNConfig, check=start_sets)
 def best_of_n(room: Classroom, cfg: BestOfNConfig) -> Report:
     test = room.problems(cfg.eval)
     start = start_policy(room, cfg)

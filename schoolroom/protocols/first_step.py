@@ -1,5 +1,8 @@
 """First-step guidance (first-step-advantage.md).
 
+0. The student starts where the paper's does: fine-tuned on the train split's gold solutions (``start = "sft"``,
+   3 epochs; ``"base"`` guides the untrained model, a departure). Model teachers load their own weights
+   (``teacher_settings``: the base model, the student's start, an SFT of their own, an adapter folder).
 For each teacher and each k, the teacher writes the first k steps of every problem's
 solution, the student continues from them, the verifier grades. k = 0 is the unguided
 baseline (teacher-independent, so it runs once). Guidance of k steps on a problem with k or
@@ -7,63 +10,176 @@ fewer gold steps already holds the answer: the k's are compared on the problems 
 than max(k) gold steps, and the report says how many were set aside. Each condition's EvalReport
 counts the comparable problems, and a Note of kind ``condition`` claims its set-aside verdicts: every attempt
 of a condition carries its name (``Run.condition_of``).
+``intervene_at`` (the paper's Figure 2): the student writes its own first j-1 steps, the teacher writes step j,
+the student goes on; compared with no intervention on the problems with more than max(j) gold steps.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
-from schoolroom.api import (Acc, Classroom, EvalReport, Figure, Note, Problem, Report, Series, Student, Table,
-                            Verdict, accuracy, difference, protocol)
+from schoolroom.api import (Acc, Attempt, Classroom, EvalReport, Figure, Guidance, Note, Problem, Report, Series,
+                            SFTConfig, Student, Table, TrainResult, Verdict, accuracy, answers_match, difference,
+                            protocol)
+from schoolroom.protocols.start import StartSettings, given, sft_on_gold, start_policy, start_sets
 
 
-class FirstStepConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class TeacherSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How a model teacher is set up: which weights it writes with and how it is asked."""
+
+    # base | start (the student's start policy) | sft (its own SFT: `teacher_sft` on `teacher_sft_data`) | a path to
+    # a peft adapter folder
+    adapter: str = "base"
+    # prompt: asked for the first k steps (an instruction-following teacher: an API model); solution: it solves the
+    # problem as the student is asked to and its first k lines are kept (a teacher fine-tuned on solutions: the
+    # paper's LLaMA teachers)
+    writes: Literal["prompt", "solution"] = "prompt"
+
+
+class FirstStepConfig(StartSettings, kw_only=True):
     teachers: list[str]
     ks: list[int] = msgspec.field(default_factory=lambda: [0, 1, 2])
     problems: str = "eval"
     students: list[str] = []  # a cohort (agents of role student) sharing the teachers; [] = the config's one student
+    sft: SFTConfig = SFTConfig(epochs=3)  # the paper fine-tunes the student 3 epochs on the train split first
+    # the paper's Figure 2: the student writes its own first j-1 steps, then the teacher writes step j
+    intervene_at: list[int] = []
+    intervener: str = ""  # the teacher that intervenes at step j; "" = the first of `teachers`
+    teacher_settings: dict[str, TeacherSettings] = {}  # per model teacher; a teacher not named: base, prompt
+    teacher_sft_data: str | list[str] = "train"  # a teacher of adapter "sft" learns these sets' gold solutions
+    teacher_sft: SFTConfig = SFTConfig(epochs=3)
 
     def __post_init__(self):
         if not self.ks or not self.teachers:
             raise ValueError("first_step needs at least one teacher and one k (protocol.teachers, protocol.ks)")
+        if any(j < 1 for j in self.intervene_at):
+            raise ValueError(f"intervene_at counts steps from 1, not {self.intervene_at}")
+        if self.intervene_at and len(self.students) > 1:
+            raise ValueError("intervene_at runs with one student: the cohort's students write different first steps")
+        if self.intervener and self.intervener not in self.teachers:
+            raise ValueError(f"intervener {self.intervener!r} is not among teachers ({', '.join(self.teachers)})")
+        if unknown := [t for t in self.teacher_settings if t not in self.teachers]:
+            raise ValueError(f"teacher_settings names {', '.join(unknown)}, not among teachers "
+                             f"({', '.join(self.teachers)})")
 
 
 def agents_named(config, cfg: FirstStepConfig) -> None:
-    """Every teacher and student the settings name is an agent of the config (checked before any starts)."""
+    """Every teacher and student the settings name is an agent of the config, and the SFT's problem sets are the
+    config's (checked before any starts)."""
     missing = [f"{what} {name!r}" for what, names in (("teacher", cfg.teachers), ("student", cfg.students))
                for name in names if name not in config.agents]
     if missing:
         raise ValueError(f"protocol names {', '.join(missing)}, not among the config's agents "
                          f"({', '.join(config.agents)})")
+    start_sets(config, cfg)
+    if any(s.adapter == "sft" for s in cfg.teacher_settings.values()):
+        start_sets(config, StartSettings(sft_data=cfg.teacher_sft_data))
 
 
 @protocol("first_step", FirstStepConfig, check=agents_named)
 def first_step(room: Classroom, cfg: FirstStepConfig) -> Report:
     problems = room.problems(cfg.problems)
     students = cfg.students or [room.name_of(Student)]
-    started = {}
+    start = start_policy(room, cfg)
+    for s in students if start is not None else []:
+        room.agent(s, Student).load(start)
+    set_up_teachers(room, cfg, start)
+    writes = {t: cfg.teacher_settings.get(t, TeacherSettings()).writes for t in cfg.teachers}
+    started, solved, guides = {}, {}, {}
     for teacher in cfg.teachers:  # every condition is started at once: teachers, k's and agents work side by side
         for k in cfg.ks:
             with room.stage(f"k={k}" if len(cfg.teachers) == 1 else f"{teacher} k={k}"):
-                guidance = room.agent(teacher).guide.submit(problems, k) if k > 0 else None  # once for the cohort
-                for s in students:
-                    attempts = room.agent(s, Student).solve.submit(problems, guidance)
-                    started[s, teacher, k] = room.verifier.check.submit(attempts, problems)
+                guidance = room.agent(teacher).guide.submit(problems, k, writes=writes[teacher]) if k > 0 else None
+                guides[teacher, k] = guidance
+                for s in students:  # the guidance is asked once for the cohort
+                    solved[s, teacher, k] = room.agent(s, Student).solve.submit(problems, guidance)
+                    started[s, teacher, k] = room.verifier.check.submit(solved[s, teacher, k], problems)
     verdicts = room.wait(started)
+    strength = teacher_accuracy(problems, {t: room.wait(g) for (t, k), g in guides.items() if g is not None})
     if len(students) > 1:
-        return cohort_report(room, cfg, problems, students, verdicts)
+        return cohort_report(room, cfg, problems, students, verdicts, start, strength)
     correct = {(t, k): [v.correct for v in vs] for (_, t, k), vs in verdicts.items()}
     ids = {(t, k): [v.id for v in vs] for (_, t, k), vs in verdicts.items()}
-    return first_step_report(room, cfg, problems, correct, ids)
+    t0 = cfg.teachers[0]
+    unguided = (room.wait(solved[students[0], t0, 0]), verdicts[students[0], t0, 0]) if 0 in cfg.ks else None
+    steps = intervene(room, cfg, problems, students[0], writes, unguided) if cfg.intervene_at else {}
+    return first_step_report(room, cfg, problems, correct, ids, steps, start, strength)
+
+
+def teacher_accuracy(problems: list[Problem], guidance: dict[str, list[Guidance]]) -> dict[str, dict]:
+    """Each teacher's own accuracy: the final answers of the whole solutions it took its steps from (a teacher that
+    writes only the steps has none). The strength the paper ranks teachers by."""
+    out = {}
+    for t, gs in guidance.items():
+        if any(g.answer is not None for g in gs):
+            out[t] = accuracy([answers_match(g.answer, p.answer) for g, p in zip(gs, problems)])
+    return out
+
+
+def strength_table(strength: dict[str, dict]) -> list[Table]:
+    return [Table("The teachers' own accuracy", ["teacher", "accuracy [95% CI]"],
+                  [[t, Acc(a["correct"], a["n"])] for t, a in strength.items()],
+                  note="Graded on the whole solutions the teachers wrote to take their first steps from (a teacher "
+                       "asked for the steps alone writes no answer: not listed).")] if strength else []
+
+
+def set_up_teachers(room: Classroom, cfg: FirstStepConfig, start: TrainResult | None) -> None:
+    """Load each model teacher's adapter: the student's start, its own SFT (one training call for all of them), or a
+    given folder."""
+    own = None
+    for t, how in cfg.teacher_settings.items():
+        if how.adapter == "base":
+            continue
+        if how.adapter == "start":
+            adapter = start
+        elif how.adapter == "sft":
+            own = own or sft_on_gold(room, cfg, cfg.teacher_sft_data, cfg.teacher_sft, name="teacher_sft")
+            adapter = own
+        else:
+            adapter = given(room, how.adapter, f"teacher_settings.{t}.adapter")
+        room.agent(t).load(adapter)
+
+
+def own_steps(a: Attempt) -> list[str]:
+    """The steps a student wrote before its answer line."""
+    return [s for s in a.steps if not s.lstrip().startswith("####")]
+
+
+def intervene(room: Classroom, cfg: FirstStepConfig, problems: list[Problem], student: str, writes: dict[str, str],
+              unguided: tuple[list[Attempt], list[Verdict]] | None) -> dict[int, dict]:
+    """The paper's Figure 2: for each j, the student's own first j-1 steps (of its unguided greedy attempt), then
+    the teacher's step j, then the student goes on. A student that answered before writing j-1 steps keeps its
+    unguided verdict (there was no step j to step in at). Per j: the verdict per problem and which were reached."""
+    teacher = cfg.intervener or cfg.teachers[0]
+    if unguided is None:  # no k = 0 condition: the student's own attempts are asked for here
+        attempts = room.agent(student, Student).solve(problems)
+        unguided = attempts, room.verifier.check(attempts, problems)
+    unguided, alone = unguided
+    out = {}
+    for j in sorted(set(cfg.intervene_at)):
+        with room.stage(f"{teacher} at step {j}"):
+            reached = [i for i, a in enumerate(unguided) if len(own_steps(a)) >= j - 1]
+            todo = [problems[i] for i in reached]
+            guidance = room.agent(teacher).next_step(todo, [own_steps(unguided[i])[: j - 1] for i in reached],
+                                                     writes=writes[teacher]) if todo else []
+            checked = room.verifier.check(room.agent(student, Student).solve(todo, guidance), todo) if todo else []
+        verdicts = list(alone)
+        for i, v in zip(reached, checked):
+            verdicts[i] = v
+        out[j] = {"verdicts": verdicts, "reached": set(reached), "teacher": teacher, "alone": alone}
+    return out
 
 
 def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem],
-                      correct: dict[tuple[str, int], list[bool]], ids: dict[tuple[str, int], list[str]]) -> Report:
+                      correct: dict[tuple[str, int], list[bool]], ids: dict[tuple[str, int], list[str]],
+                      steps: dict[int, dict], start: TrainResult | None, strength: dict[str, dict]) -> Report:
     kmax, ks = max(cfg.ks), sorted(cfg.ks)
     keep = [i for i, p in enumerate(problems) if len(p.gold_steps) > kmax]
     aside = [i for i in range(len(problems)) if i not in keep]
     metrics: dict = {"n": len(problems), "comparable_n": len(keep), "set_aside": len(problems) - len(keep),
-                     "teachers": {}}
+                     "start": started_from(cfg, start), "teachers": {}, "teacher_accuracy": strength}
     comparable, every, series = [], [], []
     for t in cfg.teachers:
         mt = metrics["teachers"][t] = {}
@@ -86,15 +202,19 @@ def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Prob
     by_steps, steps_rows = by_gold_steps(cfg, problems, correct)
     metrics["by_gold_steps"] = by_steps
     cols = [f"{t} k={k}" for t in cfg.teachers for k in ks if k > 0]
+    step_tables = intervention_table(room, cfg, problems, correct, steps, metrics)
     return Report(
         title=f"First-step guidance: {room.config.run.name}",
-        lines=[f"Student `{room.model_of('student')}` on {len(problems)} problems (set "
+        lines=[found(cfg, metrics),
+               f"Student `{room.model_of('student')}` ({metrics['start']}) on {len(problems)} problems (set "
                f"`{cfg.problems}`: {room.describe_set(cfg.problems)}); k in {ks}; teachers: "
-               + ", ".join(f"`{t}` ({room.describe(t)})" for t in cfg.teachers) + "."],
+               + ", ".join(f"`{t}` ({teacher_line(room, cfg, t)})" for t in cfg.teachers) + "."],
         tables=[Table(f"Accuracy on the {len(keep)} problems with more than {counted(kmax, 'gold step')}",
                       ["teacher", "k", "accuracy [95% CI]", "difference vs k=0 [95% CI]"], comparable,
                       note=f"{set_aside(len(aside), kmax)} here: guidance of {counted(kmax, 'step')} would already "
                            "hold their answer."),
+                *strength_table(strength),
+                *step_tables,
                 Table("Accuracy on all problems", ["teacher", "k", "accuracy [95% CI]"], every),
                 Table("By number of gold steps", ["gold steps", "n", "k=0"] + cols, steps_rows,
                       note="Accuracy (correct/n); `given` marks k at or above the problem's step count (the answer "
@@ -103,6 +223,75 @@ def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Prob
                         f"{counted(kmax, 'gold step')})", xlabel="k (gold steps given)", ylabel="student accuracy",
                         series=series, xticks=[float(k) for k in ks])],
         metrics=metrics)
+
+
+def started_from(cfg: FirstStepConfig, start: TrainResult | None) -> str:
+    """The student's start policy, in words."""
+    if start is None:
+        return "the base model, no fine-tuning"
+    if cfg.start != "sft":
+        return f"adapter {cfg.start}"
+    sets = cfg.sft_data if isinstance(cfg.sft_data, str) else ", ".join(cfg.sft_data)
+    return f"fine-tuned first on the gold solutions of `{sets}`, {cfg.sft.epochs:g} epochs"
+
+
+def teacher_line(room: Classroom, cfg: FirstStepConfig, t: str) -> str:
+    how = cfg.teacher_settings.get(t)
+    if how is None:
+        return room.describe(t)
+    weights = {"base": "base model", "start": "the student's start adapter",
+               "sft": f"its own SFT, {cfg.teacher_sft.epochs:g} epochs on `{cfg.teacher_sft_data}`"}
+    return f"{room.describe(t)}; {weights.get(how.adapter, how.adapter)}; writes by {how.writes}"
+
+
+def found(cfg: FirstStepConfig, metrics: dict) -> str:
+    """The report's first line: what the run found, k = 1 against k = 0 per teacher, and step 1 against later."""
+    parts = []
+    for t, by_k in metrics["teachers"].items():
+        k = min((int(k) for k in by_k if int(k) > 0), default=None)
+        d = by_k.get(str(k), {}).get("difference_vs_k0") if k is not None else None
+        if d is not None:
+            parts.append(f"`{t}` k={k} vs k=0 {signed(d)}")
+    for j, m in metrics.get("intervention", {}).items():
+        parts.append(f"`{m['teacher']}` at step {j} vs none {signed(m['difference_vs_none'])}")
+    return "**Found** (paired 95% intervals, points): " + ("; ".join(parts) or "no k > 0 compared with k = 0") + "."
+
+
+def signed(d: dict) -> str:
+    lo, hi = d["ci"]
+    verdict = "helps" if lo > 0 else "hurts" if hi < 0 else "no clear difference"
+    return f"{100 * d['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] ({verdict})"
+
+
+def intervention_table(room: Classroom, cfg: FirstStepConfig, problems: list[Problem],
+                       correct: dict[tuple[str, int], list[bool]], steps: dict[int, dict], metrics: dict) -> list[Table]:
+    """Figure 2 as a table: accuracy with the teacher's step j after the student's own j-1, on the problems with
+    more than max(j) gold steps, against no intervention (paired)."""
+    if not steps:
+        return []
+    jmax = max(steps)
+    keep = [i for i, p in enumerate(problems) if len(p.gold_steps) > jmax]
+    any_j = next(iter(steps.values()))
+    none = [any_j["alone"][i].correct for i in keep]
+    rows, out = [], metrics.setdefault("intervention", {})
+    rows.append(["none (the student alone)", len(keep), Acc(sum(none), len(none)), None])
+    for j, m in sorted(steps.items()):
+        sub = [m["verdicts"][i].correct for i in keep]
+        d = difference(none, sub, room.config.run.seed)
+        reached = sum(i in m["reached"] for i in keep)
+        a = accuracy(sub)
+        out[str(j)] = {"teacher": m["teacher"], "accuracy": a, "reached": reached,
+                       "difference_vs_none": {"mean": d.mean, "ci": [d.low, d.high]}}
+        report_condition(room, f"first_step/{m['teacher']}/at step {j}", a, {"teacher": m["teacher"], "step": j},
+                         [m["verdicts"][i].id for i in keep], [])
+        rows.append([f"step {j}", reached, Acc(sum(sub), len(sub)), d])
+    return [Table(f"Intervention at step j by `{any_j['teacher']}` on the {len(keep)} problems with more than "
+                  f"{counted(jmax, 'gold step')}", ["teacher steps in at", "reached step j", "accuracy [95% CI]",
+                                                     "difference vs none [95% CI]"], rows,
+                  note="The student writes its own first j-1 steps (its unguided greedy answer), the teacher writes "
+                       "step j, the student goes on. A student that answered before writing j-1 steps keeps its own "
+                       "answer (`reached step j` counts the others). The paper's Figure 2: intervention at the first "
+                       "step helps most, less after.")]
 
 
 def report_condition(room: Classroom, name: str, a: dict, about: dict, kept: list[str], aside: list[str]) -> None:
@@ -142,7 +331,8 @@ def by_gold_steps(cfg: FirstStepConfig, problems: list[Problem],
 
 
 def cohort_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem], students: list[str],
-                  verdicts: dict[tuple[str, str, int], list[Verdict]]) -> Report:
+                  verdicts: dict[tuple[str, str, int], list[Verdict]], start: TrainResult | None,
+                  strength: dict[str, dict]) -> Report:
     """Per student and for the cohort (every student's attempts pooled): accuracy per teacher and k on the
     comparable problems, and the difference from k = 0 (paired per problem and student)."""
     kmax, ks = max(cfg.ks), sorted(cfg.ks)
@@ -150,7 +340,9 @@ def cohort_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem]
     aside = [i for i in range(len(problems)) if i not in keep]
     correct = {c: [v.correct for v in vs] for c, vs in verdicts.items()}
     metrics: dict = {"n": len(problems), "comparable_n": len(keep), "set_aside": len(problems) - len(keep),
-                     "students": {s: {"teachers": {}} for s in students}, "cohort": {"teachers": {}}}
+                     "start": started_from(cfg, start), "teacher_accuracy": strength,
+                     "students": {s: {"teachers": {}} for s in students},
+                     "cohort": {"teachers": {}}}
     rows, series = [], []
     for who in students + ["cohort"]:
         group = students if who == "cohort" else [who]
@@ -176,15 +368,15 @@ def cohort_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem]
             series.append(Series(f"{who} / {t}", *map(list, zip(*points))) if points else Series(f"{who} / {t}", [], []))
     return Report(
         title=f"First-step guidance, a cohort of {len(students)} students: {room.config.run.name}",
-        lines=["Students: " + ", ".join(f"`{s}` ({room.describe(s)})" for s in students) + f"; {len(problems)} "
+        lines=["Students: " + ", ".join(f"`{s}` ({room.describe(s)})" for s in students) + f", each {metrics['start']}; {len(problems)} "
                f"problems (set `{cfg.problems}`: {room.describe_set(cfg.problems)}); k in {ks}; teachers: "
-               + ", ".join(f"`{t}` ({room.describe(t)})" for t in cfg.teachers) + ". Each teacher's guidance was "
+               + ", ".join(f"`{t}` ({teacher_line(room, cfg, t)})" for t in cfg.teachers) + ". Each teacher's guidance was "
                "asked once and given to every student."],
         tables=[Table(f"Accuracy on the {len(keep)} problems with more than {counted(kmax, 'gold step')}, per "
                       "student and pooled", ["student", "teacher", "k", "accuracy [95% CI]",
                                              "difference vs k=0 [95% CI]"], rows,
                       note=f"{set_aside(len(aside), kmax)}. The cohort rows pool every student's attempts "
-                           "(n = students x problems).")],
+                           "(n = students x problems)."), *strength_table(strength)],
         figures=[Figure(name="accuracy_vs_k", title=f"First-step guidance ({len(keep)} problems with > "
                         f"{counted(kmax, 'gold step')})", xlabel="k (gold steps given)", ylabel="student accuracy",
                         series=series, xticks=[float(k) for k in ks])],

@@ -25,7 +25,8 @@ import msgspec
 from schoolroom.api import (AGGREGATIONS, TRAINING_KINDS, Attempt, Classroom, GRPOConfig, PPOConfig, Problem, Report,
                             StepRewards, TrainRequest, TrainResult, Verdict, protocol)
 from schoolroom.protocols.reinforce_report import reinforce_report
-from schoolroom.protocols.reward_models import RewardModelSettings, reward_models, start_policy
+from schoolroom.protocols.reward_models import RewardModelSettings, reward_models
+from schoolroom.protocols.start import start_policy, start_sets
 
 
 class Arm(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -85,7 +86,7 @@ class ReinforceConfig(RewardModelSettings, kw_only=True):
             raise ValueError("arm names must differ")
 
 
-@protocol("reinforce", ReinforceConfig)
+@protocol("reinforce", ReinforceConfig, check=start_sets)
 def reinforce(room: Classroom, cfg: ReinforceConfig) -> Report:
     pools = {name: room.problems(name) for name in cfg.train}
     tests = {name: room.problems(name) for name in cfg.eval}

@@ -1,7 +1,4 @@
-"""What reinforce and best_of_n share: the policy they start from, and the reward models trained first.
-
-Start: SFT on the gold solutions of a problem set (the paper fine-tunes its generator on step-by-step
-solutions first), the base model, or an adapter folder given by path.
+"""What reinforce and best_of_n share: the reward models trained first, from the start policy (``start.py``).
 
 Reward models (Let's Reinforce Step by Step, stage 2), each on its own verifier agent:
 - ORM: the start policy samples attempts on ``reward_data``; the checker's verdicts are the labels.
@@ -21,20 +18,17 @@ from typing import Any, Literal
 
 import msgspec
 
-from schoolroom.api import (Attempt, Classroom, LoRAConfig, Message, Problem, RewardModelConfig, SFTConfig,
-                            StepRewards, Table, TrainRequest, TrainResult, Verdict, bootstrap_groups, first_below,
-                            fmt, gold_rationale, load_prm800k, lowest, rank_auc, rated_steps, resolve_data_dir,
-                            split_by_problem)
+from schoolroom.api import (Attempt, Classroom, Message, Problem, RewardModelConfig, StepRewards, Table,
+                            TrainRequest, TrainResult, Verdict, bootstrap_groups, first_below, fmt, load_prm800k,
+                            lowest, rank_auc, rated_steps, resolve_data_dir, split_by_problem)
+from schoolroom.protocols.start import StartSettings, given, problem_sets
 
 
-class RewardModelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class RewardModelSettings(StartSettings, kw_only=True):
     checker: str = "verifier"  # the agent that checks final answers
     orm: str = "orm"  # the verifier agent that runs the outcome reward model
     prm: str = "prm"  # the verifier agent that runs the process reward model
     explorer: str = "explorer"  # rolls out from step prefixes for the PRM's Monte-Carlo labels
-    start: str = "sft"  # sft (on the gold solutions of `sft_data`) | base | a path to a peft adapter folder
-    sft_data: str | list[str] = "train"  # problem set(s) whose gold solutions the SFT start learns
-    sft: SFTConfig = SFTConfig()  # the SFT start's hyperparameters: learning_rate, epochs, batch_size, ...
     reward_data: str | list[str] = "train"  # problem set(s) whose sampled attempts the reward models learn from
     reward_samples: int = 4  # attempts per problem
     reward_temperature: float = 0.7
@@ -54,8 +48,6 @@ class RewardModelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     prm_adapter: str | None = None
     orm_settings: RewardModelConfig = RewardModelConfig()
     prm_settings: RewardModelConfig = RewardModelConfig()
-    lora: LoRAConfig = LoRAConfig()
-    seed: int = 0
 
     def __post_init__(self):
         if not self.prm_labels:
@@ -64,33 +56,6 @@ class RewardModelSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
             raise ValueError(f"human_heldout is a share in [0, 1), not {self.human_heldout}")
         if self.prm_batch_by not in ("example", "problem"):
             raise ValueError(f"prm_batch_by is example or problem, not {self.prm_batch_by!r}")
-
-
-def problem_sets(room: Classroom, names: str | list[str]) -> list[Problem]:
-    return [p for name in ([names] if isinstance(names, str) else names) for p in room.problems(name)]
-
-
-def given(room: Classroom, path: str, what: str) -> TrainResult:
-    """An adapter folder named in the config, as the TrainResult agents load."""
-    folder = Path(path).expanduser().resolve()
-    if not (folder / "adapter_config.json").exists():
-        raise FileNotFoundError(f"{what} = {path!r}: no adapter_config.json there, not a peft adapter folder")
-    result = TrainResult(request_id="", adapter=folder.name, path=str(folder), metrics={})
-    room.record(result)
-    return result
-
-
-def start_policy(room: Classroom, cfg: RewardModelSettings) -> TrainResult | None:
-    """The policy everything starts from: SFT on gold solutions, the base model (None), or a given adapter."""
-    if cfg.start == "base":
-        return None
-    if cfg.start != "sft":
-        return given(room, cfg.start, "start")
-    train = problem_sets(room, cfg.sft_data)
-    gold = [gold_rationale(p) for p in train]
-    request = TrainRequest(kind="sft", name="sft", data=tuple(m.id for m in gold), lora=cfg.lora.asdict(), hyper=cfg.sft.asdict(),
-                           seed=cfg.seed)
-    return room.trainer.train(request, gold, train)
 
 
 def reward_models(room: Classroom, cfg: RewardModelSettings, start: TrainResult | None,
