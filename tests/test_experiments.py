@@ -1,4 +1,4 @@
-"""Every shipped experiment config decodes, protocol settings included."""
+"""Every shipped experiment config, and the README's example, decodes, protocol settings included."""
 
 from __future__ import annotations
 
@@ -19,6 +19,16 @@ def test_experiment_config_decodes(path):
     assert any(a.role == "student" for a in cfg.agents.values())
     assert preflight._devices(cfg) == [], "each agent's device agrees with the GPUs it asks for"
     assert gpu_plan.check(cfg, settings, {"GPU": 8.0, "CPU": 64.0}, {"H100": True}) == [], "on a node of 8 GPUs"
+
+
+def test_the_readme_config_example_decodes(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("```toml\n[runtime]\n")
+    path = tmp_path / "example.toml"
+    path.write_text(readme[start + len("```toml\n"): readme.index("```", start + 7)])
+    cfg, _ = configlib.load(path)
+    _, settings, _ = runner.protocol_of(cfg, str(path))
+    assert settings.start == "sft" and settings.teacher_settings["tutor"].writes == "solution"
 
 
 def test_limit_is_written_into_the_problem_sets():

@@ -82,9 +82,14 @@ def agents_named(config, cfg: FirstStepConfig) -> None:
 def first_step(room: Classroom, cfg: FirstStepConfig) -> Report:
     problems = room.problems(cfg.problems)
     students = cfg.students or [room.name_of(Student)]
-    start = start_policy(room, cfg)
-    for s in students if start is not None else []:
-        room.agent(s, Student).load(start)
+    starts: dict[str, TrainResult | None] = {}  # per student model: a cohort of two models is fine-tuned twice
+    for s in students:
+        model = room.config.agents[s].model
+        if model not in starts:
+            starts[model] = start_policy(room, cfg, base_model=model if len(students) > 1 else "")
+        if starts[model] is not None:
+            room.agent(s, Student).load(starts[model])
+    start = starts[room.config.agents[students[0]].model]
     set_up_teachers(room, cfg, start)
     writes = {t: cfg.teacher_settings.get(t, TeacherSettings()).writes for t in cfg.teachers}
     started, solved, guides = {}, {}, {}

@@ -37,22 +37,23 @@ def given(room: Classroom, path: str, what: str) -> TrainResult:
 
 
 def sft_on_gold(room: Classroom, cfg: StartSettings, data: str | list[str], hyper: SFTConfig,
-                name: str = "sft") -> TrainResult:
-    """One SFT call on the gold solutions of the problem set(s) ``data``."""
+                name: str = "sft", base_model: str = "") -> TrainResult:
+    """One SFT call on the gold solutions of the problem set(s) ``data`` (of ``base_model``; "": the trainer's)."""
     train = problem_sets(room, data)
     gold = [gold_rationale(p) for p in train]
     request = TrainRequest(kind="sft", name=name, data=tuple(m.id for m in gold), lora=cfg.lora.asdict(),
-                           hyper=hyper.asdict(), seed=cfg.seed)
+                           hyper=hyper.asdict(), seed=cfg.seed, base_model=base_model)
     return room.trainer.train(request, gold, train)
 
 
-def start_policy(room: Classroom, cfg: StartSettings) -> TrainResult | None:
-    """The policy everything starts from: SFT on gold solutions, the base model (None), or a given adapter."""
+def start_policy(room: Classroom, cfg: StartSettings, base_model: str = "") -> TrainResult | None:
+    """The policy everything starts from: SFT on gold solutions (of ``base_model``; "": the trainer's model), the
+    base model (None), or a given adapter."""
     if cfg.start == "base":
         return None
     if cfg.start != "sft":
         return given(room, cfg.start, "start")
-    return sft_on_gold(room, cfg, cfg.sft_data, cfg.sft)
+    return sft_on_gold(room, cfg, cfg.sft_data, cfg.sft, base_model=base_model)
 
 
 def start_sets(config, cfg: StartSettings) -> None:
