@@ -1,10 +1,10 @@
 """docs/results.md from the runs' own logs: one row per paper, each claim a paired difference with its interval.
 
-    .venv/bin/python scripts/results.py [--runs runs/] [--claims docs/results.toml] [--out docs/results.md]
+    .venv/bin/python scripts/results.py [--runs runs/ ...] [--claims docs/results.toml] [--out docs/results.md]
 
 ``docs/results.toml`` lists, per paper, its headline, the experiment config, the exact command, and the claims:
 two conditions (the names of the run's EvalReports, as ``schoolroom replay`` lists them) whose per-problem outcomes
-are paired, and the direction the paper found. The run read is the newest directory under ``--runs`` whose
+are paired, and the direction the paper found. The run read is the newest directory in the ``--runs`` folders whose
 ``config.toml`` names that run; its ``metrics.json`` gives the wall time. A paper with no run says so.
 """
 
@@ -22,9 +22,9 @@ from schoolroom.reporting.report import difference
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def newest_run(runs: Path, name: str) -> Path | None:
+def newest_run(runs: list[Path], name: str) -> Path | None:
     found = []
-    for d in runs.glob(f"{name}-*"):
+    for d in (d for folder in runs for d in folder.glob(f"{name}-*")):
         if (d / "metrics.json").exists() and (d / "config.toml").exists():
             run = tomllib.loads((d / "config.toml").read_text()).get("run", {})
             if run.get("name") == name:
@@ -32,18 +32,20 @@ def newest_run(runs: Path, name: str) -> Path | None:
     return max(found, key=lambda d: (d / "metrics.json").stat().st_mtime, default=None)
 
 
-def outcomes(run: Run, condition: str) -> dict[str, bool]:
-    """problem -> correct for the EvalReport named ``condition`` (its last round when it has several)."""
+def outcomes(run: Run, condition: str) -> dict[str, bool] | None:
+    """problem -> correct for the EvalReport named ``condition`` (its last round when it has several); None when the
+    run has none of that name."""
     rounds = {r: by for (r, name), by in run.reported().items() if name == condition}
-    if not rounds:
-        known = sorted({name for _, name in run.reported()})
-        raise SystemExit(f"{run.dir}: no EvalReport named {condition!r}; the run has: {', '.join(known)}")
-    return rounds[max(rounds)]
+    return rounds[max(rounds)] if rounds else None
 
 
 def claim_cell(run: Run, claim: dict, seed: int) -> tuple[str, str]:
     """The claim's measured difference (points, paired 95% interval) and whether its direction matches."""
     base, treat = outcomes(run, claim["baseline"]), outcomes(run, claim["treatment"])
+    if base is None or treat is None:
+        missing = claim["baseline"] if base is None else claim["treatment"]
+        known = ", ".join(sorted({name for _, name in run.reported()}))
+        return f"{claim['label']}: this run has no condition {missing!r} (it has {known})", "not measured"
     ids = sorted(set(base) & set(treat))
     d = difference([base[i] for i in ids], [treat[i] for i in ids], seed)
     acc = f"{100 * sum(base[i] for i in ids) / len(ids):.1f}% → {100 * sum(treat[i] for i in ids) / len(ids):.1f}%"
@@ -62,7 +64,7 @@ def significant(d, sign: int) -> bool:
     return (d.low > 0) if sign > 0 else (d.high < 0)
 
 
-def row(paper: dict, runs: Path) -> list[str]:
+def row(paper: dict, runs: list[Path]) -> list[str]:
     found = newest_run(runs, paper["run"])
     command = f"`{paper['command']}`"
     if found is None:
@@ -78,12 +80,12 @@ def row(paper: dict, runs: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", default=str(ROOT / "runs"), help="the folder the runs are in")
+    ap.add_argument("--runs", action="append", help="a folder runs are in (repeatable; default: runs/)")
     ap.add_argument("--claims", default=str(ROOT / "docs" / "results.toml"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     args = ap.parse_args(argv)
     spec = tomllib.loads(Path(args.claims).read_text())
-    rows = [row(p, Path(args.runs)) for p in spec["paper"]]
+    rows = [row(p, [Path(r) for r in args.runs or [ROOT / "runs"]]) for p in spec["paper"]]
     head = ["paper", "headline", "configuration and command", "this framework (paired 95% interval, points)",
             "wall time (2 CPU cores)", "direction as the paper's"]
     lines = [spec["title"], "", *spec["intro"].strip().splitlines(), "",
