@@ -56,7 +56,7 @@ def claim_cell(run: Run, claim: dict, seed: int) -> tuple[str, str]:
     elif significant(d, -sign):
         verdict = "no: the opposite, significantly"
     else:
-        verdict = "not significant" + (" (same sign)" if sign * d.mean > 0 else " (opposite sign)")
+        verdict = "not significant" + (" (same sign)" if sign * d.mean > 0 else " (opposite sign)" if d.mean else "")
     return text, verdict
 
 

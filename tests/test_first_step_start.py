@@ -51,6 +51,10 @@ def test_the_student_starts_fine_tuned_and_a_tutor_of_its_own_sft_guides(sft_run
     assert len(tutor) == 2 and all(g.k == 1 for g in tutor)
     metrics = json.loads((sft_run / "metrics.json").read_text())
     assert set(metrics["teachers"]) == {"reference", "tutor"} and "fine-tuned" in metrics["start"]
+    cascade = metrics["unguided_first_step"]
+    assert cascade["on_track"] + cascade["off_track"] == 2
+    assert cascade["accuracy_on_track"]["correct"] + cascade["accuracy_off_track"]["correct"] == \
+        metrics["teachers"]["reference"]["0"]["all"]["correct"]
     report = (sft_run / "report.md").read_text()
     assert report.splitlines()[2].startswith("**Found**"), report[:400]
     assert "its own SFT" in report and "writes by solution" in report

@@ -66,3 +66,27 @@ def test_a_claim_naming_no_condition_of_the_run_says_which_it_has(tiny_run, tmp_
     row = next(ln for ln in out.read_text().splitlines() if ln.startswith("| First-Step Advantage"))
     assert "this run has no condition 'k=7' (it has first_step/reference/k=0, first_step/reference/k=1)" in row
     assert row.endswith("| not measured |")
+
+
+class Logged:
+    """What claim_cell reads of a run: its EvalReports' per-problem outcomes by (round, name)."""
+
+    def __init__(self, reported: dict):
+        self._reported = reported
+
+    def reported(self) -> dict:
+        return self._reported
+
+
+def test_a_claim_is_treatment_minus_baseline_and_its_direction_is_judged_by_the_interval():
+    ids = [f"p{i}" for i in range(20)]
+    run = Logged({(0, "before"): {p: i < 4 for i, p in enumerate(ids)},  # 4 of 20
+                  (0, "after"): {p: i < 16 for i, p in enumerate(ids)},  # 16 of 20
+                  (1, "after"): {p: i < 18 for i, p in enumerate(ids)}})  # the last round is the one read
+    text, verdict = results_script().claim_cell(run, {"label": "x", "baseline": "before", "treatment": "after"}, 0)
+    assert text.startswith("x: 20.0% → 90.0%, +70.0 [") and text.endswith("(n = 20)") and verdict == "yes"
+    _, verdict = results_script().claim_cell(run, {"label": "x", "baseline": "before", "treatment": "after",
+                                                   "expect": "lower"}, 0)
+    assert verdict == "no: the opposite, significantly"
+    _, verdict = results_script().claim_cell(run, {"label": "x", "baseline": "after", "treatment": "after"}, 0)
+    assert verdict == "not significant"

@@ -16,13 +16,14 @@ the student goes on; compared with no intervention on the problems with more tha
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Literal
 
 import msgspec
 
 from schoolroom.api import (Acc, Attempt, Classroom, EvalReport, Figure, Guidance, Note, Problem, Report, Series,
-                            SFTConfig, Student, Table, TrainResult, Verdict, accuracy, answers_match, difference,
-                            protocol)
+                            SFTConfig, Student, Table, TrainResult, Verdict, accuracy, answers_match,
+                            departs_from_gold, difference, protocol)
 from schoolroom.protocols.start import StartSettings, given, sft_on_gold, start_policy, start_sets
 
 
@@ -110,7 +111,7 @@ def first_step(room: Classroom, cfg: FirstStepConfig) -> Report:
     t0 = cfg.teachers[0]
     unguided = (room.wait(solved[students[0], t0, 0]), verdicts[students[0], t0, 0]) if 0 in cfg.ks else None
     steps = intervene(room, cfg, problems, students[0], writes, unguided) if cfg.intervene_at else {}
-    return first_step_report(room, cfg, problems, correct, ids, steps, start, strength)
+    return first_step_report(room, cfg, problems, correct, ids, steps, start, strength, unguided)
 
 
 def teacher_accuracy(problems: list[Problem], guidance: dict[str, list[Guidance]]) -> dict[str, dict]:
@@ -179,7 +180,8 @@ def intervene(room: Classroom, cfg: FirstStepConfig, problems: list[Problem], st
 
 def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem],
                       correct: dict[tuple[str, int], list[bool]], ids: dict[tuple[str, int], list[str]],
-                      steps: dict[int, dict], start: TrainResult | None, strength: dict[str, dict]) -> Report:
+                      steps: dict[int, dict], start: TrainResult | None, strength: dict[str, dict],
+                      unguided: tuple[list[Attempt], list[Verdict]] | None = None) -> Report:
     kmax, ks = max(cfg.ks), sorted(cfg.ks)
     keep = [i for i, p in enumerate(problems) if len(p.gold_steps) > kmax]
     aside = [i for i in range(len(problems)) if i not in keep]
@@ -219,6 +221,7 @@ def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Prob
                       note=f"{set_aside(len(aside), kmax)} here: guidance of {counted(kmax, 'step')} would already "
                            "hold their answer."),
                 *strength_table(strength),
+                *cascade_table(problems, unguided, metrics),
                 *step_tables,
                 Table("Accuracy on all problems", ["teacher", "k", "accuracy [95% CI]"], every),
                 Table("By number of gold steps", ["gold steps", "n", "k=0"] + cols, steps_rows,
@@ -266,6 +269,31 @@ def signed(d: dict) -> str:
     lo, hi = d["ci"]
     verdict = "helps" if lo > 0 else "hurts" if hi < 0 else "no clear difference"
     return f"{100 * d['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] ({verdict})"
+
+
+def cascade_table(problems: list[Problem], unguided: tuple[list[Attempt], list[Verdict]] | None,
+                  metrics: dict) -> list[Table]:
+    """The paper's mechanism, read off the student's own answers (k = 0): how often its first step is already off
+    the gold track (its result neither a gold step's nor the question's number: ``departs_from_gold``), and its
+    accuracy when the first step is on the track and when it is not (errors cascade from the first step)."""
+    if unguided is None:
+        return []
+    attempts, verdicts = unguided
+    where = [departs_from_gold(p, own_steps(a)) if own_steps(a) else 0 for p, a in zip(problems, attempts)]
+    on = [v.correct for w, v in zip(where, verdicts) if w != 0]
+    off = [v.correct for w, v in zip(where, verdicts) if w == 0]
+    later = Counter(w + 1 for w in where if w not in (0, None))
+    metrics["unguided_first_step"] = {"on_track": len(on), "off_track": len(off), "accuracy_on_track": accuracy(on),
+                                      "accuracy_off_track": accuracy(off),
+                                      "first_off_track_at_step": {str(k): v for k, v in sorted(later.items())}}
+    rows = [["on the gold track", len(on), Acc(sum(on), len(on))], ["off it", len(off), Acc(sum(off), len(off))]]
+    return [Table("Where the student goes wrong on its own (k = 0)", ["its first step", "problems",
+                                                                       "accuracy [95% CI]"], rows,
+                  note="On the gold track: the step's result is a gold step's or the question's number "
+                       "(`departs_from_gold`). Of the answers whose first step was on it, the first step off it came "
+                       "at step " + (", ".join(f"{k} ({v})" for k, v in sorted(later.items())) or "none") + "; "
+                       f"{sum(w is None for w in where)} never left it. An answer whose first step was already on the "
+                       "track has little to gain from being handed it.")]
 
 
 def intervention_table(room: Classroom, cfg: FirstStepConfig, problems: list[Problem],
