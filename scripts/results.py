@@ -50,6 +50,8 @@ def claim_cell(run: Run, claim: dict, seed: int) -> tuple[str, str]:
     d = difference([base[i] for i in ids], [treat[i] for i in ids], seed)
     acc = f"{100 * sum(base[i] for i in ids) / len(ids):.1f}% → {100 * sum(treat[i] for i in ids) / len(ids):.1f}%"
     text = f"{claim['label']}: {acc}, {100 * d.mean:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] (n = {len(ids)})"
+    if claim.get("expect", "higher") == "none":
+        return text, "(measured; the paper claims no direction)"
     sign = 1 if claim.get("expect", "higher") == "higher" else -1
     if significant(d, sign):
         verdict = "yes"
@@ -67,6 +69,9 @@ def significant(d, sign: int) -> bool:
 def row(paper: dict, runs: list[Path]) -> list[str]:
     found = newest_run(runs, paper["run"])
     command = f"`{paper['command']}`"
+    if not (ROOT / paper["config"]).exists():
+        return [paper["paper"], paper["headline"], f"no configuration yet (`{paper['config']}`)", "not run yet", "—",
+                "—"]
     if found is None:
         return [paper["paper"], paper["headline"], command, "not run yet", "—", "—"]
     run = Run(found)

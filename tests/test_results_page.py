@@ -34,7 +34,7 @@ claims = [{ label = "k=1 vs k=0", baseline = "first_step/reference/k=0", treatme
 paper = "Not run"
 headline = "something"
 run = "never"
-config = "experiments/none.toml"
+config = "experiments/quickstart.toml"
 command = "schoolroom run none.toml"
 claims = []
 """
@@ -90,3 +90,6 @@ def test_a_claim_is_treatment_minus_baseline_and_its_direction_is_judged_by_the_
     assert verdict == "no: the opposite, significantly"
     _, verdict = results_script().claim_cell(run, {"label": "x", "baseline": "after", "treatment": "after"}, 0)
     assert verdict == "not significant"
+    _, verdict = results_script().claim_cell(run, {"label": "x", "baseline": "before", "treatment": "after",
+                                                   "expect": "none"}, 0)
+    assert verdict == "(measured; the paper claims no direction)"
