@@ -1,4 +1,5 @@
-"""The Teacher: guides (first k steps, or the next step after a student's own), tailors rationales to a student's mistakes, plans and enriches.
+"""The Teacher: guides (the first k steps, or the next step after a student's own), tailors rationales to a
+student's mistakes, plans and enriches.
 
 Each writing method fills a prompt template from ``schoolroom/environment/prompts/`` (a text
 file a user can read and change) and parses the reply into messages; a reply that cannot be
