@@ -63,6 +63,18 @@ def ray_local():
     return ensure_ray()
 
 
+def crashed_copy(run: Path, to: Path, keep: int, torn: int, adapters: bool = False) -> Path:
+    """``run`` as a crash would have left it, in ``to``: its config (and adapters), the first ``keep`` lines of its log
+    (line 0 is the header) and the first ``torn`` bytes of the next one (a torn line)."""
+    to.mkdir()
+    (to / "config.toml").write_text((run / "config.toml").read_text())
+    if adapters:
+        shutil.copytree(run / "adapters", to / "adapters")
+    lines = (run / "messages.jsonl").read_bytes().splitlines(keepends=True)
+    (to / "messages.jsonl").write_bytes(b"".join(lines[:keep]) + lines[keep][:torn])
+    return to
+
+
 def tiny_config(address: str = "inline", n: int = 3, max_tokens: int = 24, **protocol) -> dict:
     """A first_step run small enough for a test: 3 synthetic problems, few tokens."""
     return {

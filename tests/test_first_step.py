@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import content, replays_alike, tiny_config, tiny_run_config
+from conftest import content, crashed_copy, replays_alike, tiny_config, tiny_run_config
 
 from schoolroom import config as configlib
 from schoolroom import log
@@ -61,20 +61,16 @@ def test_crash_then_resume_asks_nothing_twice(inline_run, tmp_path):
     calls = [i for i, m in enumerate(whole) if isinstance(m, Call) and m.agent == "student"]
     # crash in the middle of the verifier's batch after the second student call: the log keeps that call,
     # one message of the next batch (whose call record never made it) and half a line
-    crashed = tmp_path / "crashed"
-    crashed.mkdir()
-    (crashed / "config.toml").write_text((inline_run / "config.toml").read_text())
-    lines = (inline_run / "messages.jsonl").read_bytes().splitlines(keepends=True)  # line 0 is the header
-    kept = lines[: calls[1] + 3]
-    (crashed / "messages.jsonl").write_bytes(b"".join(kept) + lines[calls[1] + 3][:30])
+    kept = calls[1] + 3  # lines of the log kept whole (line 0 is the header)
+    crashed = crashed_copy(inline_run, tmp_path / "crashed", keep=kept, torn=30)
     before = log.read_all(crashed / "messages.jsonl", on_torn="ignore")
     orphan = before[-1]
     assert isinstance(orphan, Verdict) and orphan.sender == "verifier"
     # the damaged log replays everything before the damage and says where it stopped
     with pytest.warns(log.TornLineWarning):
         damaged = Run(crashed)
-    assert len(damaged.all_messages) == len(before) and f"messages.jsonl:{len(kept) + 1}:" in damaged.stopped
-    with pytest.raises(NotInLog, match=rf"damaged at .*messages.jsonl:{len(kept) + 1}: torn.*schoolroom resume"):
+    assert len(damaged.all_messages) == len(before) and f"messages.jsonl:{kept + 1}:" in damaged.stopped
+    with pytest.raises(NotInLog, match=rf"damaged at .*messages.jsonl:{kept + 1}: torn.*schoolroom resume"):
         replay.replay(crashed, tmp_path / "replay")
     with pytest.warns(log.TornLineWarning):
         runner.run(configlib.decode(tiny_config()), resume=crashed)

@@ -4,10 +4,9 @@ model teachers of their own strength, and the teacher stepping in at step j afte
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-from conftest import tiny_config
+from conftest import crashed_copy, tiny_config
 
 from schoolroom import config as configlib
 from schoolroom import log
@@ -79,13 +78,8 @@ def test_intervention_at_step_j_hands_the_student_its_own_first_steps(sft_run):
 def test_a_resumed_run_trains_nothing_twice(sft_run, tmp_path):
     whole = log.read_all(sft_run / "messages.jsonl")
     trained = [i for i, m in enumerate(whole) if isinstance(m, Call) and m.method == "train"]
-    crashed = tmp_path / "crashed"
-    crashed.mkdir()
-    (crashed / "config.toml").write_text((sft_run / "config.toml").read_text())
-    shutil.copytree(sft_run / "adapters", crashed / "adapters")
-    lines = (sft_run / "messages.jsonl").read_bytes().splitlines(keepends=True)  # line 0 is the header
-    cut = trained[0] + 2  # the student's SFT is logged; the crash comes in the next message
-    (crashed / "messages.jsonl").write_bytes(b"".join(lines[:cut]) + lines[cut][:40])
+    # the student's SFT is logged (line 0 is the header); the crash comes in the next message
+    crashed = crashed_copy(sft_run, tmp_path / "crashed", keep=trained[0] + 2, torn=40, adapters=True)
     with pytest.warns(log.TornLineWarning):
         runner.run(configlib.decode(sft_config()), resume=crashed)
     after = log.read_all(crashed / "messages.jsonl")
@@ -99,4 +93,12 @@ def test_sft_without_its_data_set_is_one_line_naming_the_way_out(tmp_path):
     raw = tiny_config(start="sft")
     with pytest.raises(configlib.ConfigError, match=r'start = "sft" trains on .* train, which the config does not define .* '
                                          r'protocol.start = "base"'):
+        runner.protocol_of(configlib.decode(raw), "cfg.toml")
+
+
+def test_a_teacher_sft_without_its_data_set_names_its_own_setting():
+    raw = sft_config()
+    raw["protocol"]["teacher_sft_data"] = "tutor_train"
+    with pytest.raises(configlib.ConfigError, match=r'a teacher of adapter "sft" trains on .* tutor_train, which the '
+                                                    r"config does not define .* set protocol.teacher_sft_data"):
         runner.protocol_of(configlib.decode(raw), "cfg.toml")

@@ -4,11 +4,10 @@ resume after a crash, best-of-N reranking with the reward models it trained, and
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import replays_alike
+from conftest import crashed_copy, replays_alike
 
 from schoolroom import config as configlib
 from schoolroom import log
@@ -159,12 +158,7 @@ def test_a_resumed_reinforce_run_trains_nothing_twice(rl_run, tmp_path):
     whole = log.read_all(rl_run / "messages.jsonl")
     trained = [i for i, m in enumerate(whole) if isinstance(m, Call) and m.method == "train"]
     cut = trained[3]  # the reward models and the first arm's update are logged; the crash comes after
-    crashed = tmp_path / "crashed"
-    crashed.mkdir()
-    (crashed / "config.toml").write_text((rl_run / "config.toml").read_text())
-    shutil.copytree(rl_run / "adapters", crashed / "adapters")
-    lines = (rl_run / "messages.jsonl").read_bytes().splitlines(keepends=True)
-    (crashed / "messages.jsonl").write_bytes(b"".join(lines[: cut + 2]) + lines[cut + 2][:40])  # + a torn line
+    crashed = crashed_copy(rl_run, tmp_path / "crashed", keep=cut + 2, torn=40, adapters=True)
     runner.run(configlib.decode(tiny("inline")), resume=crashed)
     after = log.read_all(crashed / "messages.jsonl")
     train_calls = [m for m in after if isinstance(m, Call) and m.method == "train"]

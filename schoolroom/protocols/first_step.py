@@ -24,7 +24,7 @@ import msgspec
 from schoolroom.api import (Acc, Attempt, Classroom, EvalReport, Figure, Guidance, Note, Problem, Report, Series,
                             SFTConfig, Student, Table, TrainResult, Verdict, accuracy, answers_match,
                             departs_from_gold, difference, protocol)
-from schoolroom.protocols.start import StartSettings, given, sft_on_gold, start_policy, start_sets
+from schoolroom.protocols.start import StartSettings, given, sets_defined, sft_on_gold, start_policy, start_sets
 
 
 class TeacherSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -76,7 +76,7 @@ def agents_named(config, cfg: FirstStepConfig) -> None:
                          f"({', '.join(config.agents)})")
     start_sets(config, cfg)
     if any(s.adapter == "sft" for s in cfg.teacher_settings.values()):
-        start_sets(config, StartSettings(sft_data=cfg.teacher_sft_data))
+        sets_defined(config, cfg.teacher_sft_data, 'a teacher of adapter "sft"', "teacher_sft_data")
 
 
 @protocol("first_step", FirstStepConfig, check=agents_named)

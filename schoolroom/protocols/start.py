@@ -59,12 +59,15 @@ def start_policy(room: Classroom, cfg: StartSettings, base_model: str = "") -> T
 def start_sets(config, cfg: StartSettings) -> None:
     """A config check: the SFT start's problem sets are among the config's data sets (said before any agent
     starts, with the way out)."""
-    if cfg.start != "sft":
-        return
-    names = [cfg.sft_data] if isinstance(cfg.sft_data, str) else cfg.sft_data
-    missing = [n for n in names if n not in config.data]
+    if cfg.start == "sft":
+        sets_defined(config, cfg.sft_data, 'start = "sft"', "sft_data", ', or set protocol.start = "base"')
+
+
+def sets_defined(config, names: str | list[str], who: str, key: str, or_else: str = "") -> None:
+    """A config check: the problem sets ``names`` (protocol setting ``key``), whose gold solutions ``who`` trains on,
+    are among the config's data sets."""
+    missing = [n for n in ([names] if isinstance(names, str) else names) if n not in config.data]
     if missing:
-        raise ValueError(f"start = \"sft\" trains on the gold solutions of the data set(s) {', '.join(missing)}, which "
-                         f"the config does not define (it has {', '.join(config.data) or 'none'}): add [data."
-                         f"{missing[0]}], set protocol.sft_data to one of the config's sets, or set protocol.start = "
-                         "\"base\"")
+        raise ValueError(f"{who} trains on the gold solutions of the data set(s) {', '.join(missing)}, which the "
+                         f"config does not define (it has {', '.join(config.data) or 'none'}): add [data."
+                         f"{missing[0]}], set protocol.{key} to one of the config's sets{or_else}")
