@@ -33,7 +33,7 @@ def tiny(address: str) -> dict:
         # the defaults otherwise: the whole wrong attempt rolled out from too, false-equation samples dropped
         "protocol": {"name": "self_explore", "samples": 4, "temperature": 1.0, "k": 2,
                      "sft": {"max_steps": 8, "batch_size": 4, "learning_rate": 3e-3},
-                     "dpo": {"max_steps": 1, "batch_size": 4}},
+                     "dpo": {"max_steps": 1, "batch_size": 4}, "dpo_sweep": [{"beta": 0.5}]},
     }
 
 
@@ -74,13 +74,20 @@ def test_self_explore_runs_end_to_end_on_ray(explore_run):
         assert r.first_pit == x.step and x.rejected == a.steps[x.step]
         assert x.prefix == "".join(s + "\n" for s in a.steps[: x.step])
     report = (run_dir / "report.md").read_text()
-    assert report.splitlines()[2].startswith("- start: **rft**")
+    assert report.splitlines()[2].startswith("**Found**") and "step-level vs outcome-level DPO" in report
+    assert report.splitlines()[4].startswith("- start: **rft**")
     assert "Held-out accuracy" in report and "First-pit position" in report and "rollout tokens" in report
     assert "the whole wrong attempt is rolled out from too" in report and "`is_eq_correct`" in report
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["step_pairs_found"] == len(step_pairs) and metrics["rollout_tokens"] == sum(r.tokens for r in rewards)
     evals = {m.name for m in messages if isinstance(m, EvalReport)}
-    assert {"base", "sft", "rft", "outcome_dpo"} <= evals
+    assert {"base", "sft", "rft", "outcome_dpo", "outcome_dpo@beta=0.5"} <= evals
+    dpos = {m.name: m.hyper for m in messages if isinstance(m, TrainRequest) and m.kind == "dpo"}
+    assert dpos["outcome_dpo"]["beta"] == 0.1 and dpos["outcome_dpo@beta=0.5"]["beta"] == 0.5, \
+        "a sweep point trains with its own beta over the dpo settings"
+    assert dpos["outcome_dpo@beta=0.5"] | {"beta": 0.1} == dpos["outcome_dpo"]
+    assert "## DPO settings" in report and "| beta=0.5 |" in report
+    assert set(metrics["dpo_settings"]) == {"dpo", "@beta=0.5"}
     assert (run_dir / "accuracy.png").exists()
     replays_alike(run_dir)
 
@@ -99,6 +106,9 @@ def test_a_completer_that_ignores_the_prefix_is_a_config_error():
         runner.protocol_of(configlib.decode(raw), "x.toml")
     raw["agents"]["explorer"] |= {"engine": "openai", "model": "gpt-4o-mini"}
     runner.protocol_of(configlib.decode(raw), "x.toml")
+    raw["protocol"]["dpo_sweep"] = [{"beta": 0.5}, {"lr": 1e-5}]
+    with pytest.raises(configlib.ConfigError, match=r"lr.* `\$.protocol.dpo_sweep\[1\]`"):
+        runner.protocol_of(configlib.decode(raw), "x.toml")
 
 
 @pytest.mark.slow

@@ -7,8 +7,9 @@ from __future__ import annotations
 import ast
 import re
 from fractions import Fraction
+from typing import Any
 
-from schoolroom.api import Attempt, PreferencePair, Problem, Rationale
+from schoolroom.api import Attempt, DPOConfig, PreferencePair, Problem, Rationale
 
 
 def as_rationale(a: Attempt) -> Rationale:
@@ -230,3 +231,11 @@ def outcome_pairs(problems: list[Problem], correct: list[Attempt], wrong: list[A
                                   chosen=good.prefix + good.text, rejected=bad.prefix + bad.text, level="outcome",
                                   parents=(good.id, bad.id)))
     return out
+
+
+def dpo_settings(cfg: Any) -> dict[str, DPOConfig]:
+    """Each DPO setting by the suffix of its adapters' names: "" for ``dpo``, "@learning_rate=2e-05,beta=0.5"
+    for a sweep point (the keys it sets over ``dpo``)."""
+    return {"": cfg.dpo} | {"@" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in point.items()): cfg.dpo.merged(point)
+                            for point in cfg.dpo_sweep}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from schoolroom.agents.engines.base import Completion, Engine, Params, Prompt, cut_at_stop, render_prompt
@@ -38,12 +39,13 @@ class HFEngine(Engine):
         """Generate with the peft adapter in ``path`` from now on (``version`` names it in Attempts)."""
         from peft import PeftModel
 
+        name = peft_name(version)
         if self.lm is self.base:
-            self.lm = PeftModel.from_pretrained(self.base, path, adapter_name=version).eval()
+            self.lm = PeftModel.from_pretrained(self.base, path, adapter_name=name).eval()
         elif version != self.adapter:
-            old = self.adapter
-            self.lm.load_adapter(path, adapter_name=version)
-            self.lm.set_adapter(version)
+            old = peft_name(self.adapter)
+            self.lm.load_adapter(path, adapter_name=name)
+            self.lm.set_adapter(name)
             self.lm.delete_adapter(old)
             self.lm.eval()
         self.adapter = version
@@ -76,3 +78,9 @@ class HFEngine(Engine):
                                      latency_s=dt, token_ids=tuple(r.ids), logprobs=tuple(r.logprobs)))
             out.append(cs if params.temperature > 0 else cs * params.n)
         return out
+
+
+def peft_name(version: str) -> str:
+    """``version`` as a peft adapter name: peft names torch modules after it, which may not hold a dot
+    (``step_dpo@beta=0.5``)."""
+    return re.sub(r"\W", "_", version)
