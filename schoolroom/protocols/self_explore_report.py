@@ -89,7 +89,7 @@ def self_explore_report(room: Classroom, cfg: SelfExploreConfig, train, test, at
          f"{tokens / max(1, explored_problems):.0f})"],
         ["mean relative position of the first pit (0 = first step, 1 = last)",
          f"{sum(relative) / len(relative):.2f}" if relative else None]]
-    sweep, found = dpo_sweep(cfg, results, adapters, "rft" if cfg.start == "rft" else "sft")
+    sweep, found = sweep_table(cfg, results, adapters, "rft" if cfg.start == "rft" else "sft")
     tables = [accuracy_table] + ([sweep] if sweep else []) + [Table("Exploration", ["measure", "value"], exploration)]
     if hist:
         tables.append(Table("First-pit position", ["first pit at step"] + [str(s) for s in sorted(hist)],
@@ -117,7 +117,7 @@ def self_explore_report(room: Classroom, cfg: SelfExploreConfig, train, test, at
                   tables=tables, metrics=metrics, figures=figs)
 
 
-def dpo_sweep(cfg: SelfExploreConfig, results: dict, adapters: dict, start: str) -> tuple[Table | None, str]:
+def sweep_table(cfg: SelfExploreConfig, results: dict, adapters: dict, start: str) -> tuple[Table | None, str]:
     """The DPO settings side by side (None with one setting) and the report's first line: at the configured
     ``dpo``, step- against outcome-level DPO and each against the start, paired; then how many sweep points
     agree. Every point is evaluated on the same held-out problems, so picking the best one there is optimistic."""
@@ -129,27 +129,27 @@ def dpo_sweep(cfg: SelfExploreConfig, results: dict, adapters: dict, start: str)
     def said(d) -> str:
         return "not trained" if d is None else fmt_diff((d.mean, d.low, d.high))
 
-    rows, wins = [], 0
-    for suffix, h in dpo_settings(cfg).items():
+    settings = dpo_settings(cfg)
+    rows, won, lost = [], 0, 0
+    for suffix, h in settings.items():
         o, s = f"outcome_dpo{suffix}", f"step_dpo{suffix}"
         d = diff(o, s)
-        wins += d is not None and d.low > 0
+        won, lost = won + (d is not None and d.low > 0), lost + (d is not None and d.high < 0)
         ends = [" / ".join("—" if adapters.get(n) is None or adapters[n].metrics.get(key) is None
                            else f"{adapters[n].metrics[key]:+.2f}" for n in (o, s))
                 for key in ("last_rewards_margins", "last_rewards_chosen")]
         rows.append([suffix[1:] or "dpo (configured)", f"{h.learning_rate:g}", f"{h.beta:g}", f"{h.epochs:g}"]
                     + [Acc(sum(correct[n]), len(correct[n])) if n in correct else None for n in (o, s)]
                     + [diff(start, o), diff(start, s), d] + ends)
-    m = dpo_settings(cfg)
     found = (f"**Found** (paired 95% intervals, points; DPO at the configured settings, learning rate "
              f"{cfg.dpo.learning_rate:g}, beta {cfg.dpo.beta:g}): step-level vs outcome-level DPO "
              f"{said(diff('outcome_dpo', 'step_dpo'))}; outcome-level DPO vs {start} {said(diff(start, 'outcome_dpo'))}; "
              f"step-level DPO vs {start} {said(diff(start, 'step_dpo'))}")
-    if len(m) > 1:
-        found += (f"; across all {len(m)} DPO settings step-level beat outcome-level significantly at {wins} (each "
-                  "setting evaluated on the same held-out problems: the best of them is an optimistic pick)")
-    if len(m) == 1:
+    if len(settings) == 1:
         return None, found + "."
+    found += (f". Across all {len(settings)} DPO settings, step-level beat outcome-level significantly at {won} and "
+              f"lost significantly at {lost} (every setting is evaluated on the same held-out problems, so the best "
+              "of them is an optimistic pick).")
     return Table("DPO settings", ["setting", "learning rate", "beta", "epochs", "outcome-level DPO", "step-level DPO",
                                   f"outcome − {start}", f"step − {start}", "step − outcome",
                                   "reward margin at the end (outcome / step)",
@@ -157,4 +157,4 @@ def dpo_sweep(cfg: SelfExploreConfig, results: dict, adapters: dict, start: str)
                  note="Every setting trains both DPOs from the same start on the same pairs and is evaluated on the "
                       "same held-out problems. The reward margin and the chosen response's reward are DPO's last "
                       "logged values (TRL's rewards/margins and rewards/chosen, beta times the log-ratio to the "
-                      "start): a negative chosen reward means the chosen responses lost likelihood too."), found + "."
+                      "start): a negative chosen reward means the chosen responses lost likelihood too."), found
