@@ -134,6 +134,39 @@ def test_side_by_side_items_take_turns_in_a_fixed_order():
     assert r.round == 0 and r.calls.turns is None
 
 
+def test_side_by_side_items_each_ask_in_the_state_they_loaded():
+    """Two items load their own adapter into one agent and ask it: each is answered in its own state (an effect
+    call keeps the turn, so the item's next call goes out before the other item loads)."""
+    r = room(chunk=0)
+
+    def item(version: str) -> list[str]:
+        echo = r.agent("echo", Echo)
+        texts = []
+        for _ in range(2):
+            echo.load(version)
+            texts += [n.text for n in echo.shout(PROBLEMS[:2])]
+        return texts
+
+    a, b = r.side_by_side(item, ["A", "B"])
+    assert all(t.endswith("!A") for t in a) and all(t.endswith("!B") for t in b)
+    assert len([x for x in ASKED if x[0] == "shout"]) == 2, \
+        "asked once in each state (the same question in the same state again is answered from the log)"
+
+
+def test_an_item_asking_in_another_items_state_is_an_error():
+    r = room(chunk=0)
+
+    def item(version: str) -> str:
+        echo = r.agent("echo", Echo)
+        if version == "A":
+            echo.load(version)
+        echo.count(PROBLEMS[:1])  # the turn passes: B asks without loading, in A's state
+        return echo.shout(PROBLEMS[:1])[0].text
+
+    with pytest.raises(RuntimeError, match="after item 0 changed it .*load .* again in this item"):
+        r.side_by_side(item, ["A", "B"])
+
+
 def test_replay_asks_no_agent_and_names_the_first_call_the_log_lacks():
     first = room()
     first.agent("echo", Echo).count(PROBLEMS)

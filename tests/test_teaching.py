@@ -83,6 +83,24 @@ def test_one_tailored_round_of_a_cohort(tmp_path):
             acc[f"{s}/reflection/round 1"] - acc[f"{s}/reflection/round 0"]
 
 
+def test_two_variants_of_one_student_side_by_side_each_use_their_own_adapter(tmp_path):
+    """The paper's ablation (lambda 0.5 against 0) shares one student agent: each variant's calls must run with the
+    adapter it loaded, though the other variant loads its own between their turns. Found broken once: every
+    call ran with the adapter loaded last, so both variants reported the same answers."""
+    raw = classroom("inline", {"engine": "reference"}, TAILORED | {"variants": [
+        {"name": "reflection", "reflection_weight": 0.5}, {"name": "no_reflection", "reflection_weight": 0.0}]})
+    raw["agents"]["student"]["max_tokens"] = 16
+    messages = log.read_all(runner.run(configlib.decode(raw), out=str(tmp_path)) / "messages.jsonl")
+    attempts = {m.id: m for m in messages if isinstance(m, Attempt)}
+    verdicts = {m.id: m for m in messages if isinstance(m, Verdict)}
+    for report in (m for m in messages if isinstance(m, EvalReport) and m.name.endswith("round 1")):
+        used = {attempts[verdicts[v].attempt_id].adapter for v in report.verdicts}
+        assert used == {report.adapter} and report.adapter.startswith(report.name.split("/")[0] + "-r1-"), \
+            f"{report.name} was answered by {used}, not by its own adapter {report.adapter}"
+    solved = [m for m in attempts.values() if m.round == 1]
+    assert {a.adapter.split("-r1-")[0] for a in solved if a.adapter} == {"reflection", "no_reflection"}
+
+
 def test_unparsable_teacher_replies_are_logged_and_skipped(tmp_path, hf_engine):
     # a teacher that may write only 3 tokens cannot state a final answer: every reply is noted and skipped
     raw = classroom("inline", {"engine": "hf", "max_tokens": 3}, TAILORED)

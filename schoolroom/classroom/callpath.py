@@ -125,6 +125,11 @@ class CallPath:
     def submit(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Pending:
         task = self.turns.mine() if self.turns is not None else None
         p = Pending(self, handle, method, args, kwargs, self.round, self.stage_name, task)
+        if not p.effect and task is not None and handle.state_by not in (None, task):
+            raise RuntimeError(
+                f"{handle.name}.{method}: side_by_side item {task} asks agent {handle.name} after item "
+                f"{handle.state_by} changed it ({handle.state[0] if handle.state else 'an effect call'}), so it would "
+                f"answer in that item's state: load (or make the effect call) again in this item before asking it")
         self._queue.append(p)
         if p.effect:  # the agent's state changes: every call asked of it before goes out first
             self._pump(lambda: all(q.pieces is not None for q in self._queue
@@ -140,8 +145,11 @@ class CallPath:
 
     def wait_for(self, p: Pending) -> Any:
         """``p``'s answer: another item of ``side_by_side`` goes on first (always, answered or not: the turns
-        must not depend on timing), then answers are waited for until ``p``'s is logged."""
-        take_turn(self)
+        must not depend on timing), then answers are waited for until ``p``'s is logged. An effect call (an
+        adapter loaded) keeps the turn, so the item's next call to that agent goes out before another item can
+        change the agent again: an agent answers calls in the order they went out."""
+        if not p.effect:
+            take_turn(self)
         if not p.done():
             self._pump(p.done)
         return p.value
@@ -206,7 +214,7 @@ class CallPath:
         if done and not self.replaying:  # a resumed run counts the pieces its log answered
             self.progress(p.label, done, len(p.pieces))
         if p.effect:
-            handle.state = [method, norm(list(args)), norm(kwargs)]
+            handle.state, handle.state_by = [method, norm(list(args)), norm(kwargs)], p.task
 
     def _pump(self, until: Callable[[], bool]) -> None:
         """Wait for answers (whichever comes first), start what they unblock, and log the answered calls at the

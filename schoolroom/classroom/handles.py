@@ -45,6 +45,7 @@ class AgentHandle:
     def __init__(self, calls: Caller, name: str, config: AgentConfig, host):
         self._calls, self.name, self.role, self.host = calls, name, config.role, host
         self.state: Any = None  # the last effect call on this agent (method and arguments), part of call keys
+        self.state_by: int | None = None  # the side_by_side item that made it (None: outside side_by_side)
         # what the agent's answers depend on besides the arguments: its config but for where it runs and how
         # fast (a changed model, sampling setting or endpoint is asked again)
         self.settings = {k: v for k, v in msgspec.to_builtins(config).items() if k in KEYED}
