@@ -228,7 +228,7 @@ def first_step_report(room: Classroom, cfg: FirstStepConfig, problems: list[Prob
                       note="Accuracy (correct/n); `given` marks k at or above the problem's step count (the answer "
                            "was in the guidance).")],
         figures=[Figure(name="accuracy_vs_k", title=f"First-step guidance ({len(keep)} problems with > "
-                        f"{counted(kmax, 'gold step')})", xlabel="k (gold steps given)", ylabel="student accuracy",
+                        f"{counted(kmax, 'gold step')})", xlabel="k (steps of guidance given)", ylabel="student accuracy",
                         series=series, xticks=[float(k) for k in ks])],
         metrics=metrics)
 
@@ -411,6 +411,6 @@ def cohort_report(room: Classroom, cfg: FirstStepConfig, problems: list[Problem]
                       note=f"{set_aside(len(aside), kmax)}. The cohort rows pool every student's attempts "
                            "(n = students x problems)."), *strength_table(strength)],
         figures=[Figure(name="accuracy_vs_k", title=f"First-step guidance ({len(keep)} problems with > "
-                        f"{counted(kmax, 'gold step')})", xlabel="k (gold steps given)", ylabel="student accuracy",
+                        f"{counted(kmax, 'gold step')})", xlabel="k (steps of guidance given)", ylabel="student accuracy",
                         series=series, xticks=[float(k) for k in ks])],
         metrics=metrics)
