@@ -46,7 +46,7 @@ def claim_cell(run: Run, claim: dict, seed: int) -> tuple[str, str]:
         missing = claim["baseline"] if base is None else claim["treatment"]
         known = ", ".join(sorted({name for _, name in run.reported()}))
         return f"{claim['label']}: this run has no condition {missing!r} (it has {known})", "not measured"
-    ids = sorted(set(base) & set(treat))
+    ids = [i for i in base if i in treat]  # in the run's order: the same bootstrap as its report
     d = difference([base[i] for i in ids], [treat[i] for i in ids], seed)
     acc = f"{100 * sum(base[i] for i in ids) / len(ids):.1f}% → {100 * sum(treat[i] for i in ids) / len(ids):.1f}%"
     text = f"{claim['label']}: {acc}, {100 * d.mean:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] (n = {len(ids)})"
