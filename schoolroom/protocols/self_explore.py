@@ -18,8 +18,8 @@ student's own first pits.
    the whole attempt (departures: the attempts whose pit is their last step are then dropped, or their pit
    deduced).
 6. DPO from the start on the step-level pairs (Self-Explore) and on the outcome pairs (the baseline), with the
-   ``dpo`` settings and each of ``dpo_sweep``'s (``step_dpo@lr=2e-05,beta=0.5``: a learning rate and beta tried
-   on the pair counts at hand).
+   ``dpo`` settings and each of ``dpo_sweep``'s (``step_dpo@learning_rate=2e-05,beta=0.5``: learning rates and
+   betas tried on the pair counts at hand).
 7. Evaluate on held-out problems: base, FT, RFT, outcome-level DPO, step-level DPO (at every DPO setting).
 """
 
