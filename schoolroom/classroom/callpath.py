@@ -1,8 +1,7 @@
 """The call path: every call an agent is asked is keyed (``keys.py``), answered from the memo when it was asked
 before (``memo.py``), else sent to its agent, in pieces (``chunks.py``). Calls run at the same time and are
 logged in the order the protocol asked them, with every message that crosses, so a concurrent run and a
-sequential one write the same log. The items of ``side_by_side`` take turns (``turns.py``).
-"""
+sequential one write the same log. The items of ``side_by_side`` take turns (``turns.py``)."""
 
 from __future__ import annotations
 
@@ -125,11 +124,6 @@ class CallPath:
     def submit(self, handle: AgentHandle, method: str, args: tuple, kwargs: dict) -> Pending:
         task = self.turns.mine() if self.turns is not None else None
         p = Pending(self, handle, method, args, kwargs, self.round, self.stage_name, task)
-        if not p.effect and task is not None and handle.state_by not in (None, task):
-            raise RuntimeError(
-                f"{handle.name}.{method}: side_by_side item {task} asks agent {handle.name} after item "
-                f"{handle.state_by} changed it ({handle.state[0] if handle.state else 'an effect call'}), so it would "
-                f"answer in that item's state: load (or make the effect call) again in this item before asking it")
         self._queue.append(p)
         if p.effect:  # the agent's state changes: every call asked of it before goes out first
             self._pump(lambda: all(q.pieces is not None for q in self._queue
@@ -144,10 +138,8 @@ class CallPath:
         return each(x, lambda v: v.result() if isinstance(v, Pending) else v)
 
     def wait_for(self, p: Pending) -> Any:
-        """``p``'s answer: another item of ``side_by_side`` goes on first (always, answered or not: the turns
-        must not depend on timing), then answers are waited for until ``p``'s is logged. An effect call (an
-        adapter loaded) keeps the turn, so the item's next call to that agent goes out before another item can
-        change the agent again: an agent answers calls in the order they went out."""
+        """``p``'s answer: another item of ``side_by_side`` goes on first (always, but after a load, which keeps the
+        turn so the item's next call goes out before another item's load), then answers are waited for."""
         if not p.effect:
             take_turn(self)
         if not p.done():

@@ -56,6 +56,15 @@ class AgentHandle:
     def cls(self) -> type[Agent]:
         return ROLES[self.role]
 
+    def check_state(self, method: str, item: int | None) -> None:
+        """A side_by_side ``item`` asking this agent in another item's state (that item loaded its adapter last)
+        would be answered in that state: an error saying so."""
+        if item is not None and self.state_by not in (None, item):
+            raise RuntimeError(
+                f"{self.name}.{method}: side_by_side item {item} asks agent {self.name} after item {self.state_by} "
+                f"changed it ({self.state[0] if self.state else 'an effect call'}), so it would answer in that "
+                f"item's state: load (or make the effect call) again in this item before asking it")
+
     def __getattr__(self, method: str):
         if method.startswith("_") or not callable(getattr(self.cls, method, None)):
             raise AttributeError(f"agent {self.name} ({self.role}) has no method {method!r}")

@@ -46,6 +46,8 @@ class Pending:
         self.round, self.stage = round, stage
         self.task = task  # the side_by_side item asking it
         self.effect = bool(getattr(getattr(handle.cls, method), "_schoolroom_effect", False))
+        if not self.effect:  # not in another side_by_side item's state
+            handle.check_state(method, task)
         self.label = f"{handle.name}.{method}" + (f" {self.stage}" if self.stage else "") + \
             (f" (round {self.round})" if self.round else "")
         self.pieces: list[Piece] | None = None  # None until it starts (its arguments' calls are answered)

@@ -5,17 +5,14 @@ reward margins DPO ended at), what the exploration found (pits, pairs, rollout t
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from schoolroom.api import (Acc, Classroom, Explorer, Figure, PreferencePair, Report, Series, StepRewards, Student, Table, Teacher,
                             compare, difference, fmt_diff, training_table)
 from schoolroom.protocols.self_explore_data import dpo_settings, equations_hold
 
-if TYPE_CHECKING:
-    from schoolroom.protocols.self_explore import SelfExploreConfig
 
-
-def method(room: Classroom, cfg: SelfExploreConfig) -> list[str]:
+def method(room: Classroom, cfg) -> list[str]:
     """The method's settings, stated first in the report (departures from the paper named)."""
     completer = "the student's own model with the start adapter (the paper)" if cfg.completer == "student" else (
         f"teacher `{cfg.teacher or room.name_of(Teacher)}` (`{room.describe(room.name_of(Explorer))}`; the paper's "
@@ -48,7 +45,7 @@ def method(room: Classroom, cfg: SelfExploreConfig) -> list[str]:
     ]
 
 
-def self_explore_report(room: Classroom, cfg: SelfExploreConfig, train, test, attempts, correct, kept, explored, step_pairs, whole_pairs, results,
+def self_explore_report(room: Classroom, cfg, train, test, attempts, correct, kept, explored, step_pairs, whole_pairs, results,
                         adapters) -> Report:
     rewards = [m for m in explored if isinstance(m, StepRewards)]
     found_pairs = [m for m in explored if isinstance(m, PreferencePair)]
@@ -117,7 +114,7 @@ def self_explore_report(room: Classroom, cfg: SelfExploreConfig, train, test, at
                   tables=tables, metrics=metrics, figures=figs)
 
 
-def sweep_table(cfg: SelfExploreConfig, results: dict, adapters: dict, start: str) -> tuple[Table | None, str]:
+def sweep_table(cfg, results: dict, adapters: dict, start: str) -> tuple[Table | None, str]:
     """The DPO settings side by side (None with one setting) and the report's first line: at the configured
     ``dpo``, step- against outcome-level DPO and each against the start, paired; then how many sweep points
     agree. Every point is evaluated on the same held-out problems, so picking the best one there is optimistic."""
