@@ -160,6 +160,10 @@ def test_one_enriched_variant_on_ray(tmp_path, ray_local):
     assert len(trained_on) == 3 and any(isinstance(m, TrainResult) for m in messages)
     assert {m.name for m in messages if isinstance(m, EvalReport)} == {"erp+ers"}
     assert "Enrichment" in (run_dir / "report.md").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["plans_with_digits"] == sum(any(c.isdigit() for c in "".join(r["plan"])) for r in records)
+    same = [r for r in records if r["enriched_solution"] and r["enriched_solution"].split() == r["human_solution"].split()]
+    assert metrics["enriched_copies"] == len(same)
     replays_alike(run_dir)
 
 

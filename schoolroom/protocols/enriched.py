@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from schoolroom.api import (Classroom, LoRAConfig, Plan, Problem, Rationale, Report, SFTConfig, Table, Teacher,
+from schoolroom.api import (Classroom, LoRAConfig, Plan, Problem, Rationale, Report, SFTConfig, Student, Table, Teacher,
                             TrainRequest, Verdict, compare, protocol, solution_text)
 
 VARIANTS = ("human", "erp", "ers", "erp+ers")
@@ -69,23 +69,37 @@ def training_rationale(variant: str, p: Problem, plan: Plan, ers: Rationale | No
 
 def enriched_report(room, cfg, train, test, plans, written, ers, dropped, results) -> Report:
     table, accuracy, fig = compare(results, "human", seed=cfg.seed, header="trained on")
+    with_digits = sum(any(ch.isdigit() for ch in "".join(p.steps)) for p in plans)
+    human = {p.problem_id: solution_text(p.gold_steps, p.answer) for p in train}
+    copies = sum(" ".join(r.text.split()) == " ".join(human[pid].split()) for pid, r in ers.items())
     enrichment = [["plans written", f"{sum(bool(p.steps) for p in plans)} of {len(plans)} (mean "
                    f"{sum(len(p.steps) for p in plans) / max(1, len(plans)):.1f} sub-goals)"],
+                  ["plans with a digit (the prompt asks for no numbers)", with_digits],
                   ["enriched solutions written", len(written)], ["kept (gold answer)", len(ers)],
+                  ["kept, the human solution word for word", copies],
                   ["dropped", ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"],
                   ["unparsable replies", len(train) - len(written)],
                   ["mean steps: human / enriched (kept)", f"{mean_steps(p.gold_steps for p in train):.1f} / "
                    f"{mean_steps(r.steps for r in ers.values()):.1f}"],
                   ["the enriched dataset", f"`{cfg.dataset_file}` ({len(train)} records)"]]
+    limit = room.config.agents[room.name_of(Student)].max_tokens
+    logged = room.logged()
+    tokens = {name: [logged[v.attempt_id].tokens for v in verdicts] for name, verdicts in results.items()}
+    answers = [[name, f"{sum(t) / max(1, len(t)):.1f}", f"{sum(n >= limit for n in t)} of {len(t)}"]
+               for name, t in tokens.items()]
     metrics: dict[str, Any] = {"plans": sum(bool(p.steps) for p in plans), "enriched_written": len(written),
-                               "enriched_kept": len(ers), "dropped": dict(dropped), "accuracy": accuracy}
-    records = [json.dumps({"problem_id": p.problem_id, "question": p.question, "human_solution": solution_text(
-        p.gold_steps, p.answer), "plan": list(plan.steps), "enriched_solution": ers[p.problem_id].text
+                               "enriched_kept": len(ers), "plans_with_digits": with_digits,
+                               "enriched_copies": copies, "dropped": dict(dropped), "accuracy": accuracy,
+                               "answers_at_max_tokens": {name: sum(n >= limit for n in t) for name, t in tokens.items()}}
+    records = [json.dumps({"problem_id": p.problem_id, "question": p.question, "human_solution": human[p.problem_id],
+        "plan": list(plan.steps), "enriched_solution": ers[p.problem_id].text
         if p.problem_id in ers else None, "answer": p.answer}) for p, plan in zip(train, plans)]
     return Report(title=f"Enriched instruction tuning: {room.config.run.name}",
                   lines=[f"Teacher `{room.describe(room.name_of(Teacher))}`; {len(train)} training problems, "
                          f"{len(test)} held out."],
-                  tables=[Table("Enrichment", ["measure", "value"], enrichment), table], metrics=metrics, figures=[fig],
+                  tables=[Table("Enrichment", ["measure", "value"], enrichment), table,
+                          Table("Held-out answers", ["trained on", "mean tokens", f"at the student's max_tokens ({limit})"],
+                                answers, note="An answer cut at max_tokens has no final answer of its own.")], metrics=metrics, figures=[fig],
                   files={cfg.dataset_file: "\n".join(records) + "\n"})
 
 
