@@ -70,11 +70,13 @@ def training_rationale(variant: str, p: Problem, plan: Plan, ers: Rationale | No
 def enriched_report(room, cfg, train, test, plans, written, ers, dropped, results) -> Report:
     table, accuracy, fig = compare(results, "human", seed=cfg.seed, header="trained on")
     with_digits = sum(any(ch.isdigit() for ch in "".join(p.steps)) for p in plans)
+    repeating = sum(len(set(p.steps)) < len(p.steps) for p in plans)
     human = {p.problem_id: solution_text(p.gold_steps, p.answer) for p in train}
     copies = sum(" ".join(r.text.split()) == " ".join(human[pid].split()) for pid, r in ers.items())
     enrichment = [["plans written", f"{sum(bool(p.steps) for p in plans)} of {len(plans)} (mean "
                    f"{sum(len(p.steps) for p in plans) / max(1, len(plans)):.1f} sub-goals)"],
                   ["plans with a digit (the prompt asks for no numbers)", with_digits],
+                  ["plans that repeat a line word for word", repeating],
                   ["enriched solutions written", len(written)], ["kept (gold answer)", len(ers)],
                   ["kept, the human solution word for word", copies],
                   ["dropped", ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"],
@@ -89,6 +91,7 @@ def enriched_report(room, cfg, train, test, plans, written, ers, dropped, result
                for name, t in tokens.items()]
     metrics: dict[str, Any] = {"plans": sum(bool(p.steps) for p in plans), "enriched_written": len(written),
                                "enriched_kept": len(ers), "plans_with_digits": with_digits,
+                               "plans_repeating": repeating,
                                "enriched_copies": copies, "dropped": dict(dropped), "accuracy": accuracy,
                                "answers_at_max_tokens": {name: sum(n >= limit for n in t) for name, t in tokens.items()}}
     records = [json.dumps({"problem_id": p.problem_id, "question": p.question, "human_solution": human[p.problem_id],
