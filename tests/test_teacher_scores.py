@@ -9,9 +9,10 @@ from schoolroom import models
 from schoolroom.agents.engines.base import render_prompt
 from schoolroom.agents.student import Student, solve_prompt
 from schoolroom.agents.teacher import Teacher
+from schoolroom.agents.trainer import Trainer
 from schoolroom.config import AgentConfig
 from schoolroom.environment import synthetic
-from schoolroom.messages import Attempt
+from schoolroom.messages import Attempt, TrainRequest
 
 
 def plain_logprobs(engine, prompt_text: str, ids: tuple[int, ...]) -> list[float]:
@@ -61,3 +62,50 @@ def test_a_teacher_refuses_attempts_without_token_ids(hf_engine):
     a = Attempt(problem_id=p.problem_id, text="1", model="smollm2-135m-instruct")
     with pytest.raises(ValueError, match="has no token ids"):
         Teacher("teacher", AgentConfig(role="teacher"), engine=hf_engine).logprobs([a], [p])
+
+
+def distill(hf_engine, trainer, teacher_adapter=None):
+    """The base student samples; a teacher (the same model, or with ``teacher_adapter``) scores its tokens; one
+    ``opd`` update. Returns the attempts, the teacher's scores and the TrainResult."""
+    problems = synthetic(2, steps=1, seed=3)
+    attempts = Student("student", AgentConfig(role="student", max_tokens=24), engine=hf_engine).solve(
+        problems, n=2, temperature=1.0)
+    teacher = Teacher("teacher", AgentConfig(role="teacher"), engine=hf_engine)
+    teacher.load(teacher_adapter)
+    try:
+        scores = teacher.logprobs(attempts, problems)
+    finally:
+        teacher.load(None)
+    request = TrainRequest(kind="opd", name="opd", data=tuple(m.id for m in attempts + scores),
+                           hyper={"max_steps": 1, "batch_size": 4, "learning_rate": 1e-3})
+    return problems, attempts, scores, trainer.train(request, attempts + scores, problems)
+
+
+@pytest.mark.slow
+def test_the_opd_advantage_is_zero_when_the_teacher_is_the_student(hf_engine, tmp_path):
+    # float32 as the teacher computes: bf16 autocast alone moves a recomputed log-probability by ~0.02
+    trainer = Trainer("trainer", AgentConfig(role="trainer", dtype="float32"), workdir=str(tmp_path))
+    *_, result = distill(hf_engine, trainer)
+    assert not result.failed and result.metrics["rollouts"] == 4
+    assert result.metrics["advantage_abs"] < 2e-3, result.metrics  # log pi_s - log pi_t, token by token
+
+
+@pytest.mark.slow
+def test_one_opd_step_moves_the_student_toward_its_teacher(hf_engine, answer_42_adapter, tmp_path):
+    """The teacher answers "#### 42" to everything: it finds the student's own tokens unlikely (a large reverse KL
+    on them), and one update brings the student's log-probabilities of those tokens toward the teacher's."""
+    trainer = Trainer("trainer", AgentConfig(role="trainer"), workdir=str(tmp_path))
+    problems, attempts, scores, result = distill(hf_engine, trainer, answer_42_adapter)
+    assert result.metrics["advantage_mean"] < -0.1, result.metrics  # the teacher disagrees
+
+    def reverse_kl() -> float:
+        student = Teacher("scorer", AgentConfig(role="teacher"), engine=hf_engine).logprobs(attempts, problems)
+        return sum(sum(s.logprobs) - sum(t.logprobs) for s, t in zip(student, scores)) / sum(a.tokens for a in attempts)
+
+    before = reverse_kl()
+    hf_engine.load_adapter(result.adapter, result.path)
+    try:
+        after = reverse_kl()
+    finally:
+        hf_engine.unload_adapter()
+    assert after < before, (before, after)
