@@ -37,7 +37,7 @@ from schoolroom.reporting.stats import (AucCount, auc, auc_count, bootstrap_grou
                                        lowest, mean_interval, paired_difference, rank_auc, wilson)
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate, aggregation
 from schoolroom.training.kinds import TRAINING_KINDS
-from schoolroom.training.settings import (DPOConfig, DPOSettings, GRPOConfig, LoRAConfig, LoraSettings, PPOConfig,
+from schoolroom.training.settings import (DPOConfig, DPOSettings, GRPOConfig, LoRAConfig, LoraSettings, OPDConfig, PPOConfig,
                                           ReflectionConfig, RewardModelConfig, Settings, SFTConfig)
 
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
     "Engine", "Completion", "Params", "Prompt", "training_kind", "scorer", "Settings", "DPOSettings", "LoraSettings",
     "Search", "Unmeasured",
     # training settings with their defaults
-    "SFTConfig", "DPOConfig", "ReflectionConfig", "RewardModelConfig", "PPOConfig", "GRPOConfig", "LoRAConfig",
+    "SFTConfig", "DPOConfig", "ReflectionConfig", "RewardModelConfig", "PPOConfig", "GRPOConfig", "OPDConfig", "LoRAConfig",
     # for a role's methods: prompts and answers
     "answers_match", "chat", "departs_from_gold", "extract_answer", "solve_prompt", "split_steps", "to_number",
     # problems and data

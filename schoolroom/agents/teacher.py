@@ -165,6 +165,20 @@ class Teacher(Agent):
                 out.append(r)
         return out
 
+    @batched("problems")
+    def solutions(self, problems: list[Problem], n: int = 1, temperature: float | None = None) -> list[Rationale]:
+        """``n`` solutions per problem written as a student is asked to (``student_solve``): the teacher's own
+        samples, for SFT on them (off-policy distillation). Unparsable ones are noted and skipped."""
+        prompts = [solve_prompt(p, "", self.config.system_prompt) for p in problems]
+        outs = self.generate(prompts, self.params(n=n, temperature=temperature, stop_after="####"))
+        out = []
+        for p, cs in zip(problems, outs):
+            for c in cs:
+                r = self._rationale(c.text, p, "teacher", (p.id,))
+                if r is not None:
+                    out.append(r)
+        return out
+
     @batched("attempts")
     def logprobs(self, attempts: list[Attempt], problems: list[Problem],
                  context: Literal["question", "solution"] = "question") -> list[TokenScores]:
