@@ -35,22 +35,22 @@ class DistillConfig(StartSettings, kw_only=True):
     start: str = "base"
     teacher: str = ""  # the teacher agent ("": the config's one teacher)
     teacher_adapter: str = "sft"  # sft (on the gold solutions of teacher_sft_data) | base | a peft adapter folder
-    teacher_sft_data: str | list[str] = "train"
+    teacher_sft_data: str | list[str] = "train"  # the problem set(s) whose gold solutions the teacher's SFT learns
     teacher_sft: SFTConfig = SFTConfig(epochs=3)
     context: Literal["question", "solution"] = "question"  # what the teacher reads before the student's tokens
     train: list[str] = msgspec.field(default_factory=lambda: ["train"])  # the problem sets the prompts come from
-    mix: list[float] = []
-    eval: str = "eval"
+    mix: list[float] = []  # the train sets' shares of each batch; default: equal
+    eval: str = "eval"  # the held-out problem set
     iterations: int = 8
     batch: int = 8  # problems per iteration
     n: int = 4  # samples per problem (the student's rollouts; the teacher's solutions for sft_teacher)
     temperature: float = 1.0  # the teacher's log-probabilities are at temperature 1
-    max_tokens: int | None = None
-    eval_every: int = 4
+    max_tokens: int | None = None  # per sample (default: the agent's max_tokens)
+    eval_every: int = 4  # held-out accuracy every this many iterations, and at the end
     arms: list[Literal["opd", "sft_teacher", "grpo"]] = msgspec.field(default_factory=lambda: list(ARMS))
-    opd: OPDConfig = OPDConfig()
-    sft_teacher: SFTConfig = SFTConfig(epochs=1)
-    grpo: GRPOConfig = GRPOConfig()
+    opd: OPDConfig = OPDConfig()  # the opd arm's settings
+    sft_teacher: SFTConfig = SFTConfig(epochs=1)  # SFT on the teacher's samples: each iteration's, once
+    grpo: GRPOConfig = GRPOConfig()  # the grpo arm's
     checker: str = ""  # the verifier that checks answers ("": the config's one verifier)
 
 
@@ -115,11 +115,17 @@ def _rollouts(room: Classroom, cfg: DistillConfig, batch: list[Problem]):
     return room.student.solve(batch, n=cfg.n, temperature=cfg.temperature, max_tokens=cfg.max_tokens)
 
 
+def _answer_check(room: Classroom, cfg: DistillConfig, rollouts: list, batch: list[Problem]) -> list:
+    return room.agent(cfg.checker or room.name_of("verifier")).score(rollouts, batch, scorer="answer")
+
+
 def opd_step(room, cfg, teacher, batch, adapter, start):
     rollouts = _rollouts(room, cfg, batch)
     scores = room.agent(teacher, Teacher).logprobs(rollouts, batch, context=cfg.context)
+    rewards = _answer_check(room, cfg, rollouts, batch) if cfg.opd.task_coef else []
     hyper = cfg.opd.asdict() | {"temperature": cfg.temperature}
-    result = room.trainer.train(_request(cfg, "opd", hyper, rollouts + scores, adapter, start), rollouts + scores, batch)
+    data = rollouts + scores + rewards
+    result = room.trainer.train(_request(cfg, "opd", hyper, data, adapter, start), data, batch)
     return result, rollouts, {"student_tokens": sum(a.tokens for a in rollouts),
                               "teacher_tokens": sum(len(s.logprobs) for s in scores)}
 
@@ -136,7 +142,7 @@ def sft_teacher_step(room, cfg, teacher, batch, adapter, start):
 
 def grpo_step(room, cfg, teacher, batch, adapter, start):
     rollouts = _rollouts(room, cfg, batch)
-    rewards = room.agent(cfg.checker or room.name_of("verifier")).score(rollouts, batch, scorer="answer")
+    rewards = _answer_check(room, cfg, rollouts, batch)
     hyper = cfg.grpo.asdict() | {"temperature": cfg.temperature}
     result = room.trainer.train(_request(cfg, "grpo", hyper, rollouts + rewards, adapter, start), rollouts + rewards,
                                 batch)
