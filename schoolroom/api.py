@@ -30,14 +30,14 @@ from schoolroom.environment.datasets import resolve_data_dir
 from schoolroom.environment.prm800k import load_prm800k, rated_steps, split_by_problem
 from schoolroom.environment.prompts import chat
 from schoolroom.messages import (Attempt, EvalReport, Guidance, Message, Mistake, Note, Plan, PreferencePair, Problem,
-                                 Rationale, StepRewards, TrainRequest, TrainResult, Verdict, message)
+                                 Rationale, StepRewards, TokenScores, TrainRequest, TrainResult, Verdict, message)
 from schoolroom.reporting.report import (Acc, Diff, Figure, Report, Series, Table, accuracy, compare, difference,
                                          training_table)
 from schoolroom.reporting.stats import (AucCount, auc, auc_count, bootstrap_groups, first_below, fmt, fmt_acc, fmt_auc, fmt_diff,
                                        lowest, mean_interval, paired_difference, rank_auc, wilson)
 from schoolroom.training.aggregate import AGGREGATIONS, aggregate, aggregation
 from schoolroom.training.kinds import TRAINING_KINDS
-from schoolroom.training.settings import (DPOConfig, DPOSettings, GRPOConfig, LoRAConfig, LoraSettings, PPOConfig,
+from schoolroom.training.settings import (DPOConfig, DPOSettings, GRPOConfig, LoRAConfig, LoraSettings, OPDConfig, PPOConfig,
                                           ReflectionConfig, RewardModelConfig, Settings, SFTConfig)
 
 __all__ = [
@@ -46,13 +46,13 @@ __all__ = [
     "difference", "training_table", "fmt", "fmt_acc", "fmt_diff", "paired_difference", "wilson",
     # messages
     "Message", "message", "Attempt", "EvalReport", "Guidance", "Mistake", "Note", "Plan", "PreferencePair", "Problem",
-    "Rationale", "StepRewards", "TrainRequest", "TrainResult", "Verdict",
+    "Rationale", "StepRewards", "TokenScores", "TrainRequest", "TrainResult", "Verdict",
     # roles, engines, training kinds, scorers
     "Agent", "role", "batched", "effect", "Student", "Teacher", "Explorer", "Verifier", "Trainer", "engine",
     "Engine", "Completion", "Params", "Prompt", "training_kind", "scorer", "Settings", "DPOSettings", "LoraSettings",
     "Search", "Unmeasured",
     # training settings with their defaults
-    "SFTConfig", "DPOConfig", "ReflectionConfig", "RewardModelConfig", "PPOConfig", "GRPOConfig", "LoRAConfig",
+    "SFTConfig", "DPOConfig", "ReflectionConfig", "RewardModelConfig", "PPOConfig", "GRPOConfig", "OPDConfig", "LoRAConfig",
     # for a role's methods: prompts and answers
     "answers_match", "chat", "departs_from_gold", "extract_answer", "solve_prompt", "split_steps", "to_number",
     # problems and data

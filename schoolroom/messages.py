@@ -153,6 +153,19 @@ class StepRewards(Message, frozen=True, kw_only=True, tag="step_rewards"):
     search: str = "linear"
 
 
+class TokenScores(Message, frozen=True, kw_only=True, tag="token_scores"):
+    """A model's log-probability of each token of an Attempt (``attempt_id``), exactly its ``token_ids``, under
+    ``model`` with ``adapter``, seeing ``context`` before them: ``question`` (the student's own prompt) or
+    ``solution`` (that and the gold solution: privileged information). On-policy distillation's teacher signal."""
+
+    problem_id: str
+    attempt_id: str
+    logprobs: tuple[float, ...]
+    model: str = ""
+    adapter: str | None = None
+    context: str = "question"
+
+
 class PreferencePair(Message, frozen=True, kw_only=True, tag="preference_pair"):
     """Chosen over rejected as continuations of ``prompt`` (the question) + ``prefix`` (steps already taken).
 
@@ -271,7 +284,7 @@ class Unknown(Message, frozen=True, kw_only=True, tag="unknown"):
 
 
 BUILTIN_TYPES: tuple[type[Message], ...] = (
-    Problem, Attempt, Verdict, Mistake, Guidance, Rationale, Plan, StepRewards,
+    Problem, Attempt, Verdict, Mistake, Guidance, Rationale, Plan, StepRewards, TokenScores,
     PreferencePair, TrainRequest, TrainResult, EvalReport, Usage, Note, Call,
 )
 MESSAGES: Registry[type[Message]] = Registry("message type")  # tag -> type: what the log reader decodes

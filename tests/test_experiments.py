@@ -80,7 +80,7 @@ def test_schoolroom_protocols_shows_every_setting_with_its_default_and_no_null()
     from schoolroom.classroom.loading import PROTOCOLS, load_builtin, settings_lines
 
     load_builtin()
-    for name in ("first_step", "enriched", "tailored", "self_explore", "reinforce", "best_of_n"):
+    for name in ("first_step", "enriched", "tailored", "self_explore", "reinforce", "best_of_n", "distill"):
         lines = settings_lines(PROTOCOLS[name].settings)
         assert not [ln for ln in lines if " null " in f" {ln} "], name
     lines = settings_lines(PROTOCOLS["reinforce"].settings)

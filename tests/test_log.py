@@ -29,6 +29,8 @@ def one_of_each() -> list[m.Message]:
         m.Plan(problem_id="p1", text="1. add", steps=("add",)),
         m.StepRewards(problem_id="p1", attempt_id=a.id, rewards=(1.0, 0.5, None), first_pit=2, rollouts=8,
                       tokens=300),
+        a.reply(m.TokenScores, problem_id="p1", attempt_id=a.id, logprobs=(-0.25, -1.5), model="smollm2-135m-instruct",
+                adapter="sft-1", context="solution", sender="teacher"),
         m.PreferencePair(problem_id="p1", prompt="q", chosen="good", rejected="bad", level="step"),
         m.TrainRequest(kind="dpo", data=("id1", "id2"), lora={"r": 16, "target_modules": ["q_proj"]},
                        hyper={"lr": 5e-4}, seed=3),
@@ -68,9 +70,10 @@ def test_torn_last_line_is_reported_and_truncated_on_resume(tmp_path):
         w.write(msgs)
     whole = path.read_bytes()
     path.write_bytes(whole + m.encode(msgs[0])[:25])  # a crash in the middle of a write
-    with pytest.warns(log.TornLineWarning, match=r"messages.jsonl:17: torn last line"):
+    torn = len(msgs) + 2  # the header, then a line per message, then the torn one
+    with pytest.warns(log.TornLineWarning, match=rf"messages.jsonl:{torn}: torn last line"):
         assert log.read_all(path) == msgs
-    with pytest.raises(log.TornLineError, match="messages.jsonl:17"):
+    with pytest.raises(log.TornLineError, match=f"messages.jsonl:{torn}"):
         list(log.read(path, on_torn="raise"))
     with pytest.warns(log.TornLineWarning, match="cut a torn last line of 25 bytes"):
         w = log.Writer(path)

@@ -98,3 +98,19 @@ def test_vllm_calls_are_not_cut_into_chunks(vllm_engine, tmp_path, monkeypatch):
     assert solves and all(len(c.outputs) == 3 for c in solves), "each solve is one call of all 3 problems"
     checks = [c for c in calls if c.method == "check"]
     assert checks and all(len(c.outputs) <= 2 for c in checks), "the verifier's calls are still cut in chunks of 2"
+
+
+def test_vllm_teacher_scores_a_students_tokens_as_the_hf_engine_does(vllm_engine, hf_engine):
+    """vLLM's prompt log-probabilities of the student's own sampled ids: the hf engine's forward pass's, within
+    the two implementations' numerical difference."""
+    from schoolroom.agents.teacher import Teacher
+
+    problems = synthetic(2, steps=2, seed=3)
+    attempts = Student("student", AgentConfig(role="student", max_tokens=24), engine=hf_engine).solve(
+        problems, n=2, temperature=1.0)
+    on_vllm = Teacher("teacher", AgentConfig(role="teacher", engine="vllm"), engine=vllm_engine).logprobs(
+        attempts, problems)
+    on_hf = Teacher("teacher", AgentConfig(role="teacher"), engine=hf_engine).logprobs(attempts, problems)
+    for a, v, h in zip(attempts, on_vllm, on_hf):
+        assert len(v.logprobs) == len(h.logprobs) == len(a.token_ids)
+        assert sum(abs(x - y) for x, y in zip(v.logprobs, h.logprobs)) / len(h.logprobs) < 0.05, (v, h)

@@ -11,16 +11,18 @@ Each renders messages into examples and calls ``schoolroom.training``:
   (text tokenized again, with a Note, for an engine that gives none). An ORM score or the answer check is
   the reward; PRM or rollout step scores become one by ``aggregate`` (min | max | avg | prod | last), or,
   for PPO with ``step_rewards``, each step's score is placed at the token that ends the step.
+- ``opd`` (on-policy distillation): the rollouts with the teacher's TokenScores each, and with ``task_coef`` > 0
+  one StepRewards each too (the task reward); without, every reward is 0 and only the teacher's grades teach.
 """
 
 from __future__ import annotations
 
 from schoolroom.agents.verifier import reward_input
-from schoolroom.messages import Attempt, Message, Problem, StepRewards, TrainRequest, Verdict
+from schoolroom.messages import Attempt, Message, Problem, StepRewards, TokenScores, TrainRequest, Verdict
 from schoolroom.training.aggregate import aggregate
 from schoolroom.training.kinds import Trainee, training_kind
 from schoolroom.training.rl import Rollout
-from schoolroom.training.settings import RewardModelConfig, RLConfig
+from schoolroom.training.settings import OPDConfig, RewardModelConfig, RLConfig
 
 
 def step_label(value: float | None, mode: str, source: str) -> float | None:
@@ -81,8 +83,10 @@ def step_ends(a: Attempt, scores: tuple[float | None, ...]) -> list[tuple[int, f
     return out
 
 
-def rollouts(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem]) -> list[Rollout]:
-    """Each attempt as a rollout in text with its reward (see ``schoolroom.training.rl``)."""
+def rollouts(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem],
+             rewarded: bool = True) -> list[Rollout]:
+    """Each attempt as a rollout in text with its reward (see ``schoolroom.training.rl``); ``rewarded=False``:
+    the reward is 0 where an attempt has no StepRewards."""
     h = RLConfig.of({k: v for k, v in request.hyper.items() if k in RLConfig.__struct_fields__})
     how, per_step, empty = h["aggregate"], h["step_rewards"], h["empty_reward"]
     rewards: dict[str, StepRewards] = {}
@@ -94,14 +98,14 @@ def rollouts(t: Trainee, request: TrainRequest, data: list[Message], problems: d
     out = []
     for a in (m for m in data if isinstance(m, Attempt)):
         r = rewards.get(a.id)
-        if r is None:
+        if r is None and rewarded:
             raise ValueError(f"attempt {a.id} has no StepRewards: score the rollouts before training on them")
-        score = r.score if r.score is not None else aggregate(r.rewards, how)
+        score = 0.0 if r is None else r.score if r.score is not None else aggregate(r.rewards, how)
         out.append(Rollout(prompt=t.prompt_text(problems[a.problem_id], a.prefix), completion=a.text,
                            completion_ids=list(a.token_ids) if a.token_ids is not None else None,
                            logprobs=list(a.logprobs) if a.logprobs is not None else None,
                            reward=empty if score is None else score, group=a.problem_id,
-                           step_rewards=step_ends(a, r.rewards) if per_step and r.score is None else []))
+                           step_rewards=step_ends(a, r.rewards) if r and per_step and r.score is None else []))
     text_only = [x for x in out if x.completion_ids is None]
     if text_only:
         t.note("retokenized", f"{len(text_only)} of {len(out)} rollouts carry no sampled token ids (their engine gives "
@@ -124,3 +128,21 @@ def grpo(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[
 
     return train_grpo(t.model_path(request), rollouts(t, request, data, problems), out,
                       reference_adapter=t.adapter_path(request.reference_adapter), **t.fit_args(request))
+
+
+@training_kind("opd")
+def opd(t: Trainee, request: TrainRequest, data: list[Message], problems: dict[str, Problem], out: str) -> dict:
+    from schoolroom.training.opd import train_opd
+
+    h = OPDConfig.of({k: v for k, v in request.hyper.items() if k in OPDConfig.__struct_fields__})
+    scores = {m.attempt_id: m for m in data if isinstance(m, TokenScores)}
+    attempts = [m for m in data if isinstance(m, Attempt)]
+    out_rollouts = rollouts(t, request, data, problems, rewarded=bool(h["task_coef"]))
+    for a, x in zip(attempts, out_rollouts):
+        s = scores.get(a.id)
+        if s is None or a.token_ids is None or len(s.logprobs) != len(a.token_ids):
+            raise ValueError(f"attempt {a.id} has no teacher TokenScores of its {a.tokens} sampled tokens: the "
+                             "teacher scores the rollouts (teacher.logprobs) before training on them")
+        x.teacher_logprobs = list(s.logprobs)
+    return train_opd(t.model_path(request), out_rollouts, out,
+                     reference_adapter=t.adapter_path(request.reference_adapter), **t.fit_args(request))

@@ -1,5 +1,5 @@
 """The Teacher: guides (the first k steps, or the next step after a student's own), tailors rationales to a
-student's mistakes, plans and enriches.
+student's mistakes, plans and enriches; with a local model it also grades each token a student wrote.
 
 Each writing method fills a prompt template from ``schoolroom/environment/prompts/`` (a text
 file a user can read and change) and parses the reply into messages; a reply that cannot be
@@ -16,7 +16,7 @@ from schoolroom.agents.engines import Prompt
 from schoolroom.agents.student import solve_prompt
 from schoolroom.environment import extract_answer, solution_text, split_steps
 from schoolroom.environment.prompts import chat, render
-from schoolroom.messages import Guidance, Mistake, Plan, Problem, Rationale
+from schoolroom.messages import Attempt, Guidance, Mistake, Plan, Problem, Rationale, TokenScores
 
 _NUMBERED = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):]\s*", re.IGNORECASE)
 
@@ -25,6 +25,15 @@ def solution_steps(text: str, at_least: int = 2) -> list[str]:
     """A written solution's steps, without the final ``#### answer`` line: one a line; a reply with fewer than
     ``at_least`` lines is split into sentences instead."""
     return split_steps("\n".join(ln for ln in text.splitlines() if not ln.strip().startswith("####")), at_least)
+
+
+def score_prompt(p: Problem, prefix: str, context: str, system: str | None) -> Prompt:
+    """What a teacher reads before the student's tokens it scores: the student's own prompt (``question``), or one
+    that also holds the gold solution (``solution``)."""
+    if context == "question":
+        return solve_prompt(p, prefix, system)
+    text = render("teacher_score_solution", question=p.question, solution=solution_text(p.gold_steps, p.answer))
+    return Prompt(messages=chat(text, system), prefix=prefix, task="score", problem=p)
 
 
 @role("teacher")
@@ -155,3 +164,46 @@ class Teacher(Agent):
             if r is not None:
                 out.append(r)
         return out
+
+    @batched("problems")
+    def solutions(self, problems: list[Problem], n: int = 1, temperature: float | None = None) -> list[Rationale]:
+        """``n`` solutions per problem written as a student is asked to (``student_solve``): the teacher's own
+        samples, for SFT on them (off-policy distillation). Unparsable ones are noted and skipped."""
+        prompts = [solve_prompt(p, "", self.config.system_prompt) for p in problems]
+        outs = self.generate(prompts, self.params(n=n, temperature=temperature, stop_after="####"))
+        out = []
+        for p, cs in zip(problems, outs):
+            for c in cs:
+                r = self._rationale(c.text, p, "teacher", (p.id,))
+                if r is not None:
+                    out.append(r)
+        return out
+
+    @batched("attempts")
+    def logprobs(self, attempts: list[Attempt], problems: list[Problem],
+                 context: Literal["question", "solution"] = "question") -> list[TokenScores]:
+        """The teacher's log-probability (temperature 1) of each token the student sampled in each attempt: exactly
+        its ``token_ids``, after the student's own prompt and prefix (``context="question"``) or after a prompt that
+        also holds the gold solution (``"solution"``: privileged information). One TokenScores per attempt."""
+        by_id = {p.problem_id: p for p in problems}
+        for model in sorted({a.model for a in attempts}):
+            self._same_tokenizer(model)
+        missing = [a for a in attempts if a.token_ids is None]
+        if missing:
+            raise ValueError(f"attempt {missing[0].id} of {missing[0].problem_id} has no token ids (its student's "
+                             "engine gives none): scoring a student's tokens needs an hf or vllm student")
+        prompts = [score_prompt(by_id[a.problem_id], a.prefix, context, self.config.system_prompt) for a in attempts]
+        scores = self.engine.score(prompts, [a.token_ids for a in attempts])
+        return [TokenScores(problem_id=a.problem_id, attempt_id=a.id, logprobs=tuple(round(x, 4) for x in lp),
+                            model=self.engine.model, adapter=self.engine.adapter, context=context, sender=self.name,
+                            parents=(a.id,)) for a, lp in zip(attempts, scores)]
+
+    def _same_tokenizer(self, model: str) -> None:
+        """Refuse a student whose model has another vocabulary than this teacher's (the ids would mean other words)."""
+        if not model or model == self.engine.model:
+            return
+        from schoolroom import models
+
+        if models.load_tokenizer(model).get_vocab() != self.engine.tokenizer.get_vocab():
+            raise ValueError(f"teacher {self.engine.model} and student {model} have different tokenizers: a teacher "
+                             "can only score a student's tokens in its own vocabulary")

@@ -51,10 +51,13 @@ def advantage_rows(everyone: list[Experience], scale: bool = True) -> list[Exper
 
 def train_grpo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dict[str, Any] = {},
                settings: dict[str, Any] = {}, seed: int = 0, device: str = "cpu", init_adapter: str | None = None,
-               tokenizer=None, reference_adapter: str | None = None, dtype: str = "auto") -> dict[str, float]:
-    """One GRPO iteration on ``rollouts`` (grouped by their ``group``); the adapter to ``out_dir``."""
+               tokenizer=None, reference_adapter: str | None = None, dtype: str = "auto", kind: type = GRPOConfig,
+               shape=None) -> dict[str, float]:
+    """One GRPO iteration on ``rollouts`` (grouped by their ``group``); the adapter to ``out_dir``. ``kind``: the
+    settings' class; ``shape(row, h)``: each action's advantage from the row (on-policy distillation's), instead of
+    its group advantage at every action."""
     t0 = time.perf_counter()
-    h, everyone, policy, precision = prepare(model_path, rollouts, GRPOConfig, settings, seed, device, init_adapter,
+    h, everyone, policy, precision = prepare(model_path, rollouts, kind, settings, seed, device, init_adapter,
                                              lora, tokenizer, dtype)
     rows = advantage_rows(everyone, bool(h["scale_rewards"]))
     pad_id, temp, chunk, beta = tokenizer.pad_token_id, float(h["temperature"]), int(h["logprob_chunk"]), float(h["beta"])
@@ -62,7 +65,8 @@ def train_grpo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dic
     current = forward_rows(policy, rows, pad_id, h, precision)
     ref = reference_logprobs(policy, rows, pad_id, h, init_adapter, reference_adapter, current, precision) if beta else None
     for i, (r, (logp, ent, _)) in enumerate(zip(rows, current)):
-        r.old_logp, r.entropy, r.advantages = logp, ent, torch.full_like(logp, r.group_advantage)
+        r.old_logp, r.entropy = logp, ent
+        r.advantages = torch.full_like(logp, r.group_advantage) if shape is None else shape(r, h)
         r.ref_logp = ref[i] if ref is not None else logp
     behaviour(rows, h)
     dev, share = rows[0].old_logp.device, shares_in_updates(h)
@@ -86,6 +90,9 @@ def train_grpo(model_path: str, rollouts: list[Rollout], out_dir: str, lora: dic
     stats = start_stats(rows, everyone)
     if ref is None:  # beta = 0: the reference was not computed, so there is no KL to report
         stats.pop("kl")
+    if shape is not None:
+        stats |= {"advantage_mean": float(torch.cat([r.advantages for r in rows]).mean()),
+                  "advantage_abs": float(torch.cat([r.advantages for r in rows]).abs().mean())}
     return stats | {
         "groups": float(len(groups)), "flat_groups": float(flat), "clipfrac": mean_of(logs, "clipfrac"),
         "approx_kl": mean_of(logs, "approx_kl"), "first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],

@@ -37,6 +37,7 @@ class Rollout:
     completion_ids: list[int] | None = None  # the ids the engine sampled, stop token included; None: tokenize again
     logprobs: list[float] | None = None  # the engine's sampling log-probability of each of those ids
     step_rewards: list[tuple[int, float]] = field(default_factory=list)  # (character end of a step, its score)
+    teacher_logprobs: list[float] | None = None  # on-policy distillation: the teacher's log-prob of each sampled id
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Experience:
     group: Any
     sampled: bool  # its actions are the engine's sampled ids (not text tokenized again)
     engine_logp: list[float] | None  # [A] the engine's sampling log-probabilities (None: it gave none)
+    teacher_logp: list[float] | None = None  # [A] on-policy distillation: the teacher's log-probabilities
     old_logp: torch.Tensor | None = None  # [A] the policy's log-probabilities before the update
     behaviour_logp: torch.Tensor | None = None  # [A] what the update's ratio is against (``behaviour``)
     entropy: torch.Tensor | None = None  # [A] the policy's entropy at each action
@@ -92,7 +94,8 @@ def encode_rollouts(tokenizer, rollouts: list[Rollout], max_length: int) -> list
         engine = x.logprobs if sampled is not None else None
         rows.append(Experience(ids=ids, start=len(p), actions=n, rewards=rewards, score=float(x.reward), group=x.group,
                                sampled=sampled is not None,
-                               engine_logp=list(engine[:n]) if engine is not None else None))
+                               engine_logp=list(engine[:n]) if engine is not None else None,
+                               teacher_logp=list(x.teacher_logprobs[:n]) if x.teacher_logprobs is not None else None))
     return rows
 
 

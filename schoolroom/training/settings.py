@@ -140,6 +140,18 @@ class GRPOConfig(RLConfig, frozen=True):
     scale_rewards: Annotated[bool, doc("advantages divided by the group's reward std")] = True
 
 
+class OPDConfig(GRPOConfig, frozen=True):
+    """On-policy distillation: each sampled token's advantage is minus the reverse KL to the teacher there,
+    -(log pi_student - log pi_teacher) (tinker-cookbook, slime, verl), optionally plus the task reward's group
+    advantage; the clipped objective of GRPO. The teacher's log-probabilities are at temperature 1, so the student
+    samples at 1 too (``temperature``)."""
+
+    beta: Annotated[float, doc("the KL term's weight to the reference policy (the teacher anchors the student)")
+                    ] = 0.0
+    kl_coef: Annotated[float, doc("the reverse KL to the teacher's weight in the advantage")] = 1.0
+    task_coef: Annotated[float, doc("the task reward's group advantage's weight (0: pure distillation)")] = 0.0
+
+
 class LoRAConfig(_Config, frozen=True):
     """The LoRA adapter every kind trains (peft's ``LoraConfig``)."""
 
@@ -162,4 +174,4 @@ class LoRAConfig(_Config, frozen=True):
 Settings, DPOSettings, LoraSettings = SFTConfig, DPOConfig, LoRAConfig
 KINDS: dict[str, type[SFTConfig]] = {"sft": SFTConfig, "dpo": DPOConfig, "reflection": ReflectionConfig,
                                      "orm": RewardModelConfig, "prm": RewardModelConfig, "ppo": PPOConfig,
-                                     "grpo": GRPOConfig}
+                                     "grpo": GRPOConfig, "opd": OPDConfig}

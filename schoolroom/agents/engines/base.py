@@ -63,6 +63,11 @@ class Engine(abc.ABC):
         local engines (hf, vllm), on every completion for the openai engine (each sample is its own request).
         """
 
+    def score(self, prompts: list[Prompt], completions: list[tuple[int, ...]]) -> list[tuple[float, ...]]:
+        """The log-probability of each token of ``completions[i]`` after ``prompts[i]`` under this model (its raw
+        distribution, temperature 1): a teacher grading the tokens a student wrote."""
+        raise TypeError(f"the {self.name} engine cannot score tokens: give this agent a local model (hf or vllm)")
+
     def load_adapter(self, version: str, path: str) -> None:
         raise TypeError(f"the {self.name} engine cannot load adapters")
 

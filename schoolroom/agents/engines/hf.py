@@ -79,6 +79,31 @@ class HFEngine(Engine):
             out.append(cs if params.temperature > 0 else cs * params.n)
         return out
 
+    # -- scoring
+    def score(self, prompts: list[Prompt], completions: list[tuple[int, ...]]) -> list[tuple[float, ...]]:
+        """One forward pass per batch of ``batch_size`` rows (right-padded, shortest first); each row's
+        log-softmax only over its completion's positions."""
+        import torch
+
+        heads = self.tokenizer([self.render(p) for p in prompts], add_special_tokens=False)["input_ids"]
+        seqs = [h + list(c) for h, c in zip(heads, completions)]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        out: list[tuple[float, ...]] = [()] * len(seqs)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            width = max(len(seqs[i]) for i in rows)
+            ids = torch.tensor([seqs[i] + [pad] * (width - len(seqs[i])) for i in rows], device=self.device)
+            mask = torch.tensor([[1] * len(seqs[i]) + [0] * (width - len(seqs[i])) for i in rows], device=self.device)
+            with torch.inference_mode():
+                logits = self.lm(input_ids=ids, attention_mask=mask).logits
+            for row, i in enumerate(rows):
+                p, c = len(heads[i]), list(completions[i])
+                if c:
+                    logp = torch.log_softmax(logits[row, p - 1:p - 1 + len(c)].float(), -1)
+                    out[i] = tuple(logp.gather(1, torch.tensor(c, device=logp.device)[:, None])[:, 0].tolist())
+        return out
+
 
 def peft_name(version: str) -> str:
     """``version`` as a peft adapter name: peft names torch modules after it, which may not hold a dot

@@ -155,6 +155,19 @@ class VLLMEngine(Engine):
             result.append(out)
         return result
 
+    def score(self, prompts: list[Prompt], completions: list[tuple[int, ...]]) -> list[tuple[float, ...]]:
+        """vLLM's prompt log-probabilities of prompt + completion ids (one token generated and dropped)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        heads = self.tokenizer([self.render(p) for p in prompts], add_special_tokens=False)["input_ids"]
+        seqs = [h + list(c) for h, c in zip(heads, completions)]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=s) for s in seqs],
+                                 SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0),
+                                 lora_request=self._lora, use_tqdm=False)
+        return [tuple(float(o.prompt_logprobs[j][s[j]].logprob) for j in range(len(h), len(s)))
+                for o, h, s in zip(outs, heads, seqs)]
+
 
 def _logprobs(c) -> list[float] | None:
     """The sampled tokens' log-probabilities of a vLLM completion (``logprobs=0``: each position's own token)."""
