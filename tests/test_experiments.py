@@ -86,3 +86,6 @@ def test_schoolroom_protocols_shows_every_setting_with_its_default_and_no_null()
     lines = settings_lines(PROTOCOLS["reinforce"].settings)
     assert any(ln.split()[:3] == ["ppo.kl_coef", "float", "0.05"] and "KL penalty" in ln for ln in lines)
     assert any(ln.split()[:3] == ["grpo.learning_rate", "float", "0.00001"] for ln in lines)
+    # a nested table's own default (first_step's teacher_sft = SFTConfig(epochs=3)), not its class's
+    lines = settings_lines(PROTOCOLS["first_step"].settings)
+    assert any(ln.split()[:3] == ["teacher_sft.epochs", "float", "3"] for ln in lines)

@@ -131,16 +131,19 @@ def check_agents(cfg: configlib.Config, source_path: str) -> None:
                                         f"`$.agents.{name}.engine`; known: {', '.join(ENGINES)}")
 
 
-def settings_table(settings: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def settings_table(settings: type | msgspec.Struct, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(setting, type, default, description) for each field of a protocol's settings Struct, nested tables
-    flattened (``sft.learning_rate``) with their real defaults; required ones say so. A description is the
+    flattened (``sft.learning_rate``) with their real defaults (a nested table's own default, such as
+    ``teacher_sft: SFTConfig = SFTConfig(epochs=3)``, over its class's); required ones say so. A description is the
     field's ``msgspec.Meta(description=...)``, else its comment in the source."""
-    rows, comments = [], source_comments(settings)
-    for f in msgspec.structs.fields(settings):
-        default = f.default if f.default is not msgspec.NODEFAULT else (
-            f.default_factory() if f.default_factory is not msgspec.NODEFAULT else msgspec.NODEFAULT)
+    cls = settings if isinstance(settings, type) else type(settings)
+    rows, comments = [], source_comments(cls)
+    for f in msgspec.structs.fields(cls):
+        default = getattr(settings, f.name) if not isinstance(settings, type) else f.default \
+            if f.default is not msgspec.NODEFAULT else (
+                f.default_factory() if f.default_factory is not msgspec.NODEFAULT else msgspec.NODEFAULT)
         if isinstance(default, msgspec.Struct):
-            rows += settings_table(type(default), f"{prefix}{f.name}.")
+            rows += settings_table(default, f"{prefix}{f.name}.")
             continue
         shown = "(required)" if default is msgspec.NODEFAULT else "none" if default is None else \
             msgspec.json.encode(default).decode()
