@@ -26,7 +26,7 @@ from schoolroom.api import (Classroom, GRPOConfig, OPDConfig, Problem, Report, S
                             TrainResult, protocol)
 from schoolroom.protocols.distill_report import distill_report
 from schoolroom.protocols.reinforce import prompts
-from schoolroom.protocols.start import StartSettings, given, sets_defined, sft_on_gold, start_sets
+from schoolroom.protocols.start import StartSettings, given, sets_defined, sft_on_gold, start_policy, start_sets
 
 ARMS = ("opd", "sft_teacher", "grpo")
 
@@ -66,7 +66,7 @@ def distill(room: Classroom, cfg: DistillConfig) -> Report:
     pools = {name: room.problems(name) for name in cfg.train}
     tests = room.problems(cfg.eval)
     teacher = cfg.teacher or room.name_of(Teacher)
-    start = _start(room, cfg)
+    start = start_policy(room, cfg)
     taught = _teacher_adapter(room, cfg)
     room.agent(teacher).load(taught)
     evals = {("start", 0): room.evaluate("start", tests, start)}
@@ -88,12 +88,6 @@ def distill(room: Classroom, cfg: DistillConfig) -> Report:
                 evals[arm, it] = room.evaluate(f"{arm}/it{it}", tests, adapter)
     room.student.load(None)
     return distill_report(room, cfg, start, taught, tests, evals, history)
-
-
-def _start(room: Classroom, cfg: DistillConfig) -> TrainResult | None:
-    if cfg.start == "base":
-        return None
-    return given(room, cfg.start, "start") if cfg.start != "sft" else sft_on_gold(room, cfg, cfg.sft_data, cfg.sft)
 
 
 def _teacher_adapter(room: Classroom, cfg: DistillConfig) -> TrainResult | None:
