@@ -29,8 +29,9 @@ from schoolroom.environment import (answers_match, departs_from_gold, extract_an
 from schoolroom.environment.datasets import resolve_data_dir
 from schoolroom.environment.prm800k import load_prm800k, rated_steps, split_by_problem
 from schoolroom.environment.prompts import chat
-from schoolroom.messages import (Attempt, EvalReport, Guidance, Message, Mistake, Note, Plan, PreferencePair, Problem,
-                                 Rationale, StepRewards, TokenScores, TrainRequest, TrainResult, Verdict, message)
+from schoolroom.messages import (Attempt, EvalReport, Explanation, Guidance, Message, Mistake, Note, Plan, PreferencePair,
+                                 Problem, Rationale, Reading, StepRewards, TokenScores, TrainRequest, TrainResult, Verdict,
+                                 message)
 from schoolroom.reporting.report import (Acc, Diff, Figure, Report, Series, Table, accuracy, compare, difference,
                                          training_table)
 from schoolroom.reporting.stats import (AucCount, auc, auc_count, bootstrap_groups, first_below, fmt, fmt_acc, fmt_auc, fmt_diff,
@@ -46,7 +47,7 @@ __all__ = [
     "difference", "training_table", "fmt", "fmt_acc", "fmt_diff", "paired_difference", "wilson",
     # messages
     "Message", "message", "Attempt", "EvalReport", "Guidance", "Mistake", "Note", "Plan", "PreferencePair", "Problem",
-    "Rationale", "StepRewards", "TokenScores", "TrainRequest", "TrainResult", "Verdict",
+    "Rationale", "StepRewards", "TokenScores", "TrainRequest", "TrainResult", "Verdict", "Explanation", "Reading",
     # roles, engines, training kinds, scorers
     "Agent", "role", "batched", "effect", "Student", "Teacher", "Explorer", "Verifier", "Trainer", "engine",
     "Engine", "Completion", "Params", "Prompt", "training_kind", "scorer", "Settings", "DPOSettings", "LoraSettings",

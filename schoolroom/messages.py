@@ -166,6 +166,34 @@ class TokenScores(Message, frozen=True, kw_only=True, tag="token_scores"):
     context: str = "question"
 
 
+class Explanation(Message, frozen=True, kw_only=True, tag="explanation"):
+    """A teacher's explanation of how to reach a problem's gold solution, written seeing the question and that
+    solution (RLT's teacher): what a student reads before the solution. Sampled like an Attempt (its token ids and
+    sampling log-probabilities), so the teacher can be trained on it by RL."""
+
+    problem_id: str
+    text: str
+    model: str = ""
+    adapter: str | None = None
+    sample: int = 0
+    tokens: int = 0
+    token_ids: tuple[int, ...] | None = None
+    logprobs: tuple[float, ...] | None = None
+
+
+class Reading(Message, frozen=True, kw_only=True, tag="reading"):
+    """A student's log-probability of each token of the gold solution after an Explanation (``explanation_id``;
+    None: after the question alone, the untaught baseline), and of each token of that explanation seeing only
+    the question (RLT's "is the explanation natural to the student" term), under ``model`` with ``adapter``."""
+
+    problem_id: str
+    explanation_id: str | None = None
+    solution_logprobs: tuple[float, ...] = ()
+    explanation_logprobs: tuple[float, ...] = ()
+    model: str = ""
+    adapter: str | None = None
+
+
 class PreferencePair(Message, frozen=True, kw_only=True, tag="preference_pair"):
     """Chosen over rejected as continuations of ``prompt`` (the question) + ``prefix`` (steps already taken).
 
@@ -285,7 +313,7 @@ class Unknown(Message, frozen=True, kw_only=True, tag="unknown"):
 
 BUILTIN_TYPES: tuple[type[Message], ...] = (
     Problem, Attempt, Verdict, Mistake, Guidance, Rationale, Plan, StepRewards, TokenScores,
-    PreferencePair, TrainRequest, TrainResult, EvalReport, Usage, Note, Call,
+    Explanation, Reading, PreferencePair, TrainRequest, TrainResult, EvalReport, Usage, Note, Call,
 )
 MESSAGES: Registry[type[Message]] = Registry("message type")  # tag -> type: what the log reader decodes
 

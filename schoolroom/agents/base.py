@@ -118,6 +118,17 @@ class Agent:
         self.engine.load_adapter(result.adapter, result.path)
         return result.adapter
 
+    def same_tokenizer(self, model: str, whose: str) -> None:
+        """Refuse token ids sampled by ``model`` (``whose``: the student, the teacher) when its vocabulary is not
+        this agent's: the ids would mean other words."""
+        if not model or model == self.engine.model:
+            return
+        from schoolroom import models
+
+        if models.load_tokenizer(model).get_vocab() != self.engine.tokenizer.get_vocab():
+            raise ValueError(f"{self.role} {self.engine.model} and {whose} {model} have different tokenizers: a "
+                             f"{self.role} can only score the {whose}'s tokens in its own vocabulary")
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.close()

@@ -7,7 +7,8 @@ Each renders messages into examples and calls ``schoolroom.training``:
   PRM800K's); a rollout label is ``hard`` (1 if any rollout from the prefix reached the answer) or ``soft``
   (the fraction that did) by the ``labels`` setting; a step no one measured stays unlabelled. An attempt
   judged correct with no StepRewards has every step labelled 1: the attempt itself reached the answer.
-- ``ppo``, ``grpo``: the rollouts (attempts) with one StepRewards each, as the token ids the engine sampled
+- ``ppo``, ``grpo``: the rollouts (attempts, or a teacher's Explanations: trained as written after the teacher's
+  ``teacher_explain`` prompt) with one StepRewards each, as the token ids the engine sampled
   (text tokenized again, with a Note, for an engine that gives none). An ORM score or the answer check is
   the reward; PRM or rollout step scores become one by ``aggregate`` (min | max | avg | prod | last), or,
   for PPO with ``step_rewards``, each step's score is placed at the token that ends the step.
@@ -18,7 +19,8 @@ Each renders messages into examples and calls ``schoolroom.training``:
 from __future__ import annotations
 
 from schoolroom.agents.verifier import reward_input
-from schoolroom.messages import Attempt, Message, Problem, StepRewards, TokenScores, TrainRequest, Verdict
+from schoolroom.messages import (Attempt, Explanation, Message, Problem, StepRewards, TokenScores, TrainRequest,
+                                 Verdict)
 from schoolroom.training.aggregate import aggregate
 from schoolroom.training.kinds import Trainee, training_kind
 from schoolroom.training.rl import Rollout
@@ -96,16 +98,19 @@ def rollouts(t: Trainee, request: TrainRequest, data: list[Message], problems: d
                 raise ValueError(f"attempt {m.attempt_id} has two StepRewards: train on one scorer's rewards")
             rewards[m.attempt_id] = m
     out = []
-    for a in (m for m in data if isinstance(m, Attempt)):
+    for a in (m for m in data if isinstance(m, (Attempt, Explanation))):
         r = rewards.get(a.id)
         if r is None and rewarded:
             raise ValueError(f"attempt {a.id} has no StepRewards: score the rollouts before training on them")
         score = 0.0 if r is None else r.score if r.score is not None else aggregate(r.rewards, how)
-        out.append(Rollout(prompt=t.prompt_text(problems[a.problem_id], a.prefix), completion=a.text,
+        prompt = (t.prompt_text(problems[a.problem_id], a.prefix) if isinstance(a, Attempt)
+                  else t.explain_text(problems[a.problem_id]))
+        out.append(Rollout(prompt=prompt, completion=a.text,
                            completion_ids=list(a.token_ids) if a.token_ids is not None else None,
                            logprobs=list(a.logprobs) if a.logprobs is not None else None,
                            reward=empty if score is None else score, group=a.problem_id,
-                           step_rewards=step_ends(a, r.rewards) if r and per_step and r.score is None else []))
+                           step_rewards=step_ends(a, r.rewards) if r and per_step and r.score is None and isinstance(a, Attempt)
+                           else []))
     text_only = [x for x in out if x.completion_ids is None]
     if text_only:
         t.note("retokenized", f"{len(text_only)} of {len(out)} rollouts carry no sampled token ids (their engine gives "

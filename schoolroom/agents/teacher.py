@@ -13,10 +13,10 @@ from typing import Literal
 
 from schoolroom.agents.base import Agent, batched, role
 from schoolroom.agents.engines import Prompt
-from schoolroom.agents.student import solve_prompt
+from schoolroom.agents.student import rounded, solve_prompt
 from schoolroom.environment import extract_answer, solution_text, split_steps
 from schoolroom.environment.prompts import chat, render
-from schoolroom.messages import Attempt, Guidance, Mistake, Plan, Problem, Rationale, TokenScores
+from schoolroom.messages import Attempt, Explanation, Guidance, Mistake, Plan, Problem, Rationale, TokenScores
 
 _NUMBERED = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):]\s*", re.IGNORECASE)
 
@@ -34,6 +34,13 @@ def score_prompt(p: Problem, prefix: str, context: str, system: str | None) -> P
         return solve_prompt(p, prefix, system)
     text = render("teacher_score_solution", question=p.question, solution=solution_text(p.gold_steps, p.answer))
     return Prompt(messages=chat(text, system), prefix=prefix, task="score", problem=p)
+
+
+def explain_prompt(p: Problem, system: str | None) -> Prompt:
+    """How a teacher is asked to explain a problem's gold solution to a student (RLT's teacher: the question and
+    the solution in, an explanation out); also what the trainer trains the teacher on."""
+    text = render("teacher_explain", question=p.question, solution=solution_text(p.gold_steps, p.answer))
+    return Prompt(messages=chat(text, system), task="explain", problem=p)
 
 
 @role("teacher")
@@ -179,6 +186,17 @@ class Teacher(Agent):
                     out.append(r)
         return out
 
+    @batched("problems")
+    def explain(self, problems: list[Problem], n: int = 1, temperature: float | None = None,
+                max_tokens: int | None = None) -> list[Explanation]:
+        """``n`` explanations per problem of how to reach its gold solution (``teacher_explain``: the teacher sees
+        the question and the solution), with their sampled token ids and log-probabilities (problem-major)."""
+        prompts = [explain_prompt(p, self.config.system_prompt) for p in problems]
+        outs = self.generate(prompts, self.params(n=n, temperature=temperature, max_tokens=max_tokens))
+        return [Explanation(problem_id=p.problem_id, text=c.text, model=self.engine.model, adapter=self.engine.adapter,
+                            sample=i, tokens=c.completion_tokens, token_ids=c.token_ids, logprobs=rounded(c.logprobs),
+                            sender=self.name, parents=(p.id,)) for p, cs in zip(problems, outs) for i, c in enumerate(cs)]
+
     @batched("attempts")
     def logprobs(self, attempts: list[Attempt], problems: list[Problem],
                  context: Literal["question", "solution"] = "question") -> list[TokenScores]:
@@ -187,7 +205,7 @@ class Teacher(Agent):
         also holds the gold solution (``"solution"``: privileged information). One TokenScores per attempt."""
         by_id = {p.problem_id: p for p in problems}
         for model in sorted({a.model for a in attempts}):
-            self._same_tokenizer(model)
+            self.same_tokenizer(model, "student")
         missing = [a for a in attempts if a.token_ids is None]
         if missing:
             raise ValueError(f"attempt {missing[0].id} of {missing[0].problem_id} has no token ids (its student's "
@@ -197,13 +215,3 @@ class Teacher(Agent):
         return [TokenScores(problem_id=a.problem_id, attempt_id=a.id, logprobs=tuple(round(x, 4) for x in lp),
                             model=self.engine.model, adapter=self.engine.adapter, context=context, sender=self.name,
                             parents=(a.id,)) for a, lp in zip(attempts, scores)]
-
-    def _same_tokenizer(self, model: str) -> None:
-        """Refuse a student whose model has another vocabulary than this teacher's (the ids would mean other words)."""
-        if not model or model == self.engine.model:
-            return
-        from schoolroom import models
-
-        if models.load_tokenizer(model).get_vocab() != self.engine.tokenizer.get_vocab():
-            raise ValueError(f"teacher {self.engine.model} and student {model} have different tokenizers: a teacher "
-                             "can only score a student's tokens in its own vocabulary")

@@ -22,6 +22,7 @@ from schoolroom.agents import kinds, reinforce_kinds  # noqa: F401  (register sf
 from schoolroom.agents.base import Agent, role
 from schoolroom.agents.engines.base import render_prompt
 from schoolroom.agents.student import solve_prompt
+from schoolroom.agents.teacher import explain_prompt
 from schoolroom.messages import Message, Problem, TrainRequest, TrainResult
 from schoolroom.training.common import TrainingDiverged
 from schoolroom.training.kinds import TRAINING_KINDS, training_kind
@@ -58,6 +59,9 @@ class Trainer(Agent):
     def prompt_text(self, problem: Problem, prefix: str = "") -> str:
         return render_prompt(self.tokenizer, solve_prompt(problem, prefix, self.config.system_prompt))
 
+    def explain_text(self, problem: Problem) -> str:
+        return render_prompt(self.tokenizer, explain_prompt(problem, self.config.system_prompt))
+
     def fit_args(self, request: TrainRequest) -> dict[str, Any]:
         """The arguments every training function takes besides its model, examples and output folder."""
         return dict(lora=request.lora, settings=request.hyper, seed=request.seed, device=self.config.device,
@@ -70,7 +74,8 @@ class Trainer(Agent):
     def train(self, request: TrainRequest, data: list[Message], problems: list[Problem]) -> TrainResult:
         """Train the adapter ``request`` asks for on ``data`` with its kind (``TRAINING_KINDS``): rationales for
         sft; rationales and the mistakes they answer for reflection; preference pairs for dpo; attempts with
-        verdicts or step rewards for orm and prm; rollouts (attempts) and their StepRewards for ppo and grpo."""
+        verdicts or step rewards for orm and prm; rollouts (attempts, explanations) and their StepRewards for ppo and
+        grpo."""
         if request.kind not in TRAINING_KINDS:
             raise ValueError(TRAINING_KINDS.unknown(request.kind))
         version = f"{request.name or request.kind}-r{request.round}-{request.id[:6]}"

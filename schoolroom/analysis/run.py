@@ -59,11 +59,15 @@ class Run:
         for kind in ("attempts", "verdicts"):
             for r in rows.get(kind, []):
                 r["condition"] = self.condition_of(self.by_id[r["id"]])
+        rewards = {r["attempt_id"]: r["score"] for r in rows.get("step_rewards", [])}
+        for r in rows.get("explanations", []):  # a teacher's explanation with the reward it earned (teacher_learns)
+            r["reward"] = rewards.get(r["id"])
         return rows
 
     def table(self, kind: str):
         """The messages of one type as a DataFrame: ``problems``, ``attempts``, ``verdicts``, ``guidance``,
-        ``rationales``, ``step_rewards``, ``pairs``, ``train_results``, ``usage``, ``calls``, ``notes``, ... or a
+        ``rationales``, ``step_rewards``, ``pairs``, ``train_results``, ``usage``, ``calls``, ``notes``,
+        ``explanations`` (with the ``reward`` each earned), ``readings``, ``token_scores``, ... or a
         protocol's own message tag. Envelope columns first: id, round, agent (the sender), recipient, parents,
         time, run_id, adapter; attempts and verdicts end with their ``condition`` (``condition_of``)."""
         rows = self._rows.get(kind) or self._rows.get(tables.kind_of(kind))

@@ -15,7 +15,8 @@ from schoolroom.messages import MESSAGES, Message, Unknown
 KINDS = {"problems": "problem", "attempts": "attempt", "verdicts": "verdict", "mistakes": "mistake",
          "guidance": "guidance", "rationales": "rationale", "plans": "plan", "step_rewards": "step_rewards",
          "pairs": "preference_pair", "train_requests": "train_request", "train_results": "train_result",
-         "eval_reports": "eval_report", "usage": "usage", "notes": "note", "calls": "call"}
+         "eval_reports": "eval_report", "usage": "usage", "notes": "note", "calls": "call",
+         "explanations": "explanation", "readings": "reading", "token_scores": "token_scores"}
 _NAMES = {tag: kind for kind, tag in KINDS.items()}
 
 
