@@ -103,3 +103,20 @@ def test_a_resumed_teacher_learns_run_trains_nothing_twice(learns_run, tmp_path)
     assert [m.id for m in after if isinstance(m, TrainRequest)] == [m.id for m in whole if isinstance(m, TrainRequest)]
     logged = [m.id for m in whole[:trained[0]] if isinstance(m, Explanation)]
     assert len(logged) == 6 and [m.id for m in after if isinstance(m, Explanation)][:6] == logged  # read back, not rewritten
+
+
+def test_a_teacher_on_another_model_is_refused_in_one_line():
+    from schoolroom.classroom import runner
+
+    raw = tiny("inline")
+    raw["agents"]["teacher"]["model"] = "Qwen/Qwen2.5-0.5B-Instruct"
+    with pytest.raises(configlib.ConfigError, match=r"one trainer, on one model: give the student, the teacher and "
+                                                    r"the trainer the same model .*teacher Qwen/Qwen2.5-0.5B-Instruct"):
+        runner.protocol_of(configlib.decode(raw), "cfg.toml")
+    from test_distill import tiny as distill
+
+    raw = distill("inline")
+    raw["agents"]["teacher"]["model"] = "Qwen/Qwen2.5-0.5B-Instruct"
+    with pytest.raises(configlib.ConfigError, match=r'teacher_adapter = "sft" trains the teacher\'s adapter with the '
+                                                    r"trainer, on its model smollm2-135m-instruct, but the teacher"):
+        runner.protocol_of(configlib.decode(raw), "cfg.toml")

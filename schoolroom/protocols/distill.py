@@ -56,6 +56,14 @@ class DistillConfig(StartSettings, kw_only=True):
 
 def check(config, cfg: DistillConfig) -> None:
     start_sets(config, cfg)
+    teachers = [n for n, a in config.agents.items() if a.role == "teacher"]
+    teacher, trainers = cfg.teacher or (teachers[0] if len(teachers) == 1 else ""), \
+        [a.model for a in config.agents.values() if a.role == "trainer"]
+    if cfg.teacher_adapter == "sft" and teacher in config.agents and trainers \
+            and config.agents[teacher].model != trainers[0]:
+        raise ValueError(f'teacher_adapter = "sft" trains the teacher\'s adapter with the trainer, on its model '
+                         f"{trainers[0]}, but the teacher {teacher} runs {config.agents[teacher].model}: give the "
+                         'teacher the trainer\'s model, or set protocol.teacher_adapter = "base" or an adapter folder')
     if cfg.teacher_adapter == "sft":
         sets_defined(config, cfg.teacher_sft_data, 'teacher_adapter = "sft"', "teacher_sft_data",
                      ', or set protocol.teacher_adapter = "base"')
