@@ -120,3 +120,25 @@ def test_a_teacher_on_another_model_is_refused_in_one_line():
     with pytest.raises(configlib.ConfigError, match=r'teacher_adapter = "sft" trains the teacher\'s adapter with the '
                                                     r"trainer, on its model smollm2-135m-instruct, but the teacher"):
         runner.protocol_of(configlib.decode(raw), "cfg.toml")
+
+
+@pytest.mark.slow
+def test_the_rcl_reward_is_correct_after_reading_minus_before(tmp_path):
+    from schoolroom.classroom import runner
+
+    raw = tiny("inline", reward="rcl", student_every=0)
+    raw["data"] = {"train": {"source": "synthetic", "n": 1, "steps": [1], "seed": 1},
+                   "eval": {"source": "synthetic", "n": 1, "steps": [1], "seed": 2}}
+    raw["protocol"] |= {"batch": 1}
+    run = runner.run(configlib.decode(raw), out=str(tmp_path))
+    messages = log.read_all(run / "messages.jsonl")
+    rewards = [m for m in messages if isinstance(m, StepRewards) and m.source == "rcl"]
+    verdicts = {m.attempt_id: m.correct for m in messages if type(m).__name__ == "Verdict"}
+    attempts = [m for m in messages if type(m).__name__ == "Attempt" and m.round == 1]
+    untaught = [a for a in attempts if not a.prefix]
+    taught = {a.parents[-1]: a for a in attempts if a.prefix}  # the explanation it read is its last parent
+    assert len(rewards) == 2 and len(untaught) == 1 and len(taught) == 2
+    for r in rewards:
+        assert taught[r.attempt_id].prefix.strip() == next(m for m in messages if m.id == r.attempt_id).text.strip()
+        assert r.score == float(verdicts[taught[r.attempt_id].id]) - float(verdicts[untaught[0].id])
+    assert "reward (RCL)" in (run / "report.md").read_text()
