@@ -142,3 +142,15 @@ def test_the_rcl_reward_is_correct_after_reading_minus_before(tmp_path):
         assert taught[r.attempt_id].prefix.strip() == next(m for m in messages if m.id == r.attempt_id).text.strip()
         assert r.score == float(verdicts[taught[r.attempt_id].id]) - float(verdicts[untaught[0].id])
     assert "reward (RCL)" in (run / "report.md").read_text()
+
+
+def test_a_plot_of_negative_rewards_shows_them(tmp_path):
+    import matplotlib.image
+
+    from schoolroom.reporting.report import Figure, Series, draw
+
+    draw(Figure(name="r", title="t", xlabel="iteration", ylabel="reward",
+                series=[Series(label="reward", x=[1.0, 2.0, 3.0], y=[-1.6, -1.4, -1.1])]), tmp_path / "r.png")
+    pixels = matplotlib.image.imread(tmp_path / "r.png")[..., :3]
+    blue = ((pixels[..., 2] > 0.6) & (pixels[..., 0] < 0.3)).sum()  # the line's colour (matplotlib's C0)
+    assert blue > 200, "the line is drawn inside the axes, not clipped away below 0"

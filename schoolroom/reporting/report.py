@@ -134,7 +134,8 @@ def draw(fig: Figure, path: Path) -> None:
             ax.set_xticklabels(fig.xticklabels, rotation=30 if long else 0, ha="right" if long else "center")
     elif all(float(x).is_integer() for s in fig.series for x in s.x):  # iterations, rounds, N: no 1.25
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_ylim(bottom=0)
+    if all(y >= 0 for s in fig.series for y in s.y if y == y):  # accuracies, counts: from 0; rewards may be below
+        ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     if len(fig.series) > 4:  # beside the plot, not over the lines
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
