@@ -112,7 +112,10 @@ def teacher_learns(room: Classroom, cfg: TeacherLearnsConfig) -> Report:
         evals[f"taught by the {who} teacher"] = room.evaluate(f"taught by the {who} teacher", tests, adapter)
     room.student.load(None)
     teacher.load(None)
-    return teacher_learns_report(room, cfg, teach, tests, before, after, readings, evals, history)
+    untaught, read = readings[:len(teach)], {r.explanation_id: r for r in readings[len(teach):]}
+    scored = {who: [rlt(cfg, read[e.id], u, e) if e.logprobs is not None else None for e, u in zip(exps, untaught)]
+              for who, exps in (("start", before), ("trained", after))}
+    return teacher_learns_report(room, cfg, teach, tests, before, after, scored, evals, history)
 
 
 def grade(room: Classroom, cfg: TeacherLearnsConfig, batch: list[Problem], explanations: list[Explanation]

@@ -13,17 +13,14 @@ from schoolroom.api import (Classroom, Figure, Report, Series, Student, Table, T
 STARTING, TRAINED = "taught by the start teacher", "taught by the trained teacher"
 
 
-def teacher_learns_report(room: Classroom, cfg, teach: list, tests: list, before: list, after: list, readings: list,
+def teacher_learns_report(room: Classroom, cfg, teach: list, tests: list, before: list, after: list, scored: dict,
                           evals: dict, history: list[dict]) -> Report:
-    from schoolroom.protocols.teacher_learns import rlt
-
+    """``scored``: per teacher ("start", "trained"), each final explanation's (RLT reward, gain, mean KL) as the
+    starting student reads it."""
     table, accuracy, fig = compare(evals, "start", seed=cfg.seed, header="student",
                                    note=f"Each student fine-tuned from the start on one explanation per problem of "
                                         f"`{cfg.teach}` ({len(teach)} problems) followed by its gold solution; the "
                                         "co-trained student: the one the teacher was rewarded by, at the end.")
-    untaught, by_explanation = readings[:len(teach)], {r.explanation_id: r for r in readings[len(teach):]}
-    scored = {who: [rlt(cfg, by_explanation[e.id], u, e) if e.logprobs is not None else None
-                    for e, u in zip(exps, untaught)] for who, exps in (("start", before), ("trained", after))}
     teach_rows = [[f"the {who} teacher", mean([s[0] for s in ss if s]), mean([s[1] for s in ss if s]),
                    mean([s[2] for s in ss if s and s[2] is not None]),
                    mean([e.tokens for e in (before if who == "start" else after)])] for who, ss in scored.items()]
