@@ -151,8 +151,8 @@ def check_parsed(replies: list[str], parsed: list, notes: list) -> None:
     assert made == Counter(x.strip() for x in replies), "one message per reply, nothing lost or invented"
     for r in parsed:  # the number the "####" line states (after its last "=": "#### 18 + 9 = 27" states 27)
         said = r.text.rsplit("####", 1)[1].split("\n", 1)[0].rsplit("=", 1)[-1] if "####" in r.text else ""
-        m = re.search(r"-?[\d.,]*\d", said)
-        assert m is None or answers_match(r.answer, m.group()), (r.answer, r.text)
+        m = re.match(r"\s*\$?(-?[\d.,]*\d)", said)  # a line that starts with its number ("#### #1" states none)
+        assert m is None or answers_match(r.answer, m.group(1)), (r.answer, r.text)
         assert r.steps and all(s in r.text and not s.startswith("####") for s in r.steps), r.steps
     for n in notes:
         assert not re.search(r"####\s*-?\d", n.data["reply"]), f"a reply stating its answer was skipped: {n.data}"
