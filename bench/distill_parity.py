@@ -53,49 +53,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default="runs/distill_parity", help="results folder")
     ap.add_argument("--quick", action="store_true", help="a smoke run with tiny sizes: a few minutes on quiet cores")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--teacher-n", type=int, default=512, help="gold solutions the teacher's SFT adapter learns")
     ap.add_argument("--teacher-seed", type=int, default=5)
     ap.add_argument("--teacher-lr", type=float, default=5e-4)
     ap.add_argument("--teacher-epochs", type=float, default=3.0)
-    ap.add_argument("--iterations", type=int, default=8, help="updates: one generation + its optimizer steps each")
-    ap.add_argument("--batch", type=int, default=8, help="problems per update")
-    ap.add_argument("--n", type=int, default=4, help="rollouts per problem")
-    ap.add_argument("--batch-size", type=int, default=8, help="rollouts per optimizer step")
-    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--clip", type=float, default=0.2, help="schoolroom's clip epsilon (TRL's loss has none)")
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--max-tokens", type=int, default=64, help="max completion tokens (training and eval)")
-    ap.add_argument("--max-grad-norm", type=float, default=1.0)
-    ap.add_argument("--lora-r", type=int, default=16)
-    ap.add_argument("--lora-alpha", type=float, default=32)
-    ap.add_argument("--lora-dropout", type=float, default=0.0)
-    ap.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj")
-    ap.add_argument("--steps", default="1,2", help="synthetic problem sizes (operations)")
-    ap.add_argument("--train-n", type=int, default=256)
-    ap.add_argument("--train-seed", type=int, default=3)
-    ap.add_argument("--eval-n", type=int, default=256, help="held-out problems")
-    ap.add_argument("--eval-seed", type=int, default=2)
-    ap.add_argument("--eval-batch-size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=min(os.cpu_count() or 2, 16))
-    ap.add_argument("--runtime", choices=["local", "inline"], default="local")
+    common.shared_args(ap, iterations=8, eval_n=256)
     args = ap.parse_args(argv)
-    if args.quick:
-        quick = dict(iterations=2, batch=2, n=4, batch_size=4, max_tokens=32, eval_n=16, train_n=16, teacher_n=16,
-                     teacher_epochs=1.0)
-        for k, v in quick.items():
-            if getattr(args, k) == ap.get_default(k):
-                setattr(args, k, v)
-    if (args.batch * args.n) % args.batch_size:
-        ap.error(f"--batch x --n must be a multiple of --batch-size ({args.batch_size})")
-    args.steps = [int(s) for s in args.steps.split(",")]
-    args.lora_targets = args.lora_targets.split(",")
+    common.finish_args(ap, args, dict(iterations=2, batch=2, n=4, batch_size=4, max_tokens=32, eval_n=16, train_n=16,
+                                      teacher_n=16, teacher_epochs=1.0))
     args.epochs, args.sft_n, args.start = 1, 0, "base"  # what the shared helpers read
     return args
-
-
-def steps_per_update(args) -> int:
-    return args.batch * args.n // args.batch_size
 
 
 # ----------------------------------------------------------------------------------------- schoolroom's side
@@ -130,28 +98,9 @@ def schoolroom_config(args) -> dict:
 
 def run_schoolroom(args, folder: Path) -> dict:
     """``schoolroom run`` on the config (the GRPO bench's runner); the numbers read back from the run directory."""
-    import tomli_w
-
     from schoolroom import Run
 
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "config.toml"
-    config.write_text(tomli_w.dumps(schoolroom_config(args)))
-    env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"), HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH")
-                                                         else [])))
-    import subprocess
-
-    t0 = time.perf_counter()
-    with open(folder / "cli.log", "w") as log:
-        rc = subprocess.run([sys.executable, "-m", "schoolroom.cli", "run", str(config.resolve()), "--out",
-                             str((folder / "runs").resolve())], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            cwd=ROOT).returncode
-    wall = time.perf_counter() - t0
-    if rc != 0:
-        raise RuntimeError(f"schoolroom run failed (exit {rc}); {folder / 'cli.log'} ends:\n"
-                           + (folder / "cli.log").read_text()[-3000:])
-    run_dir = max((folder / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    run_dir, wall = common.cli_run(schoolroom_config(args), folder)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     its = sorted((h for h in metrics["curves"] if h["arm"] == "opd"), key=lambda h: h["iteration"])
     run = Run(run_dir)
@@ -176,7 +125,7 @@ def trl_settings(args, out_dir: Path) -> dict:
         output_dir=str(out_dir), seed=args.seed, data_seed=args.seed,
         use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,  # TRL: bf16=True, checkpointing=True
         per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
-        max_steps=args.iterations * steps_per_update(args),
+        max_steps=args.iterations * common.steps_per_update(args),
         shuffle_dataset=False,  # the prompts in the protocol's order, each n times
         temperature=args.temperature, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
         max_completion_length=args.max_tokens, generation_kwargs=None, use_vllm=False, pad_to_multiple_of=None,
@@ -215,7 +164,7 @@ def run_trl(args, updates: list[list], folder: Path, teacher_adapter: str) -> di
             ids = super()._generate_single_turn(*a, **kw)
             return [c[:common.answer_line_end(tok, c, set(self.eos_token_ids))] for c in ids]
 
-    every, clock = steps_per_update(args), {"update_s": []}
+    every, clock = common.steps_per_update(args), {"update_s": []}
 
     class Clock(TrainerCallback):
         start = 0.0
@@ -290,7 +239,7 @@ def main(argv=None) -> None:
     train, heldout = common.problem_sets(args)
     pool = {p.problem_id: p for p in train}
     print(f"Distillation parity: {args.iterations} updates of {args.batch} problems x {args.n} rollouts (<= "
-          f"{args.max_tokens} tokens, temperature {args.temperature}), {steps_per_update(args)} optimizer steps of "
+          f"{args.max_tokens} tokens, temperature {args.temperature}), {common.steps_per_update(args)} optimizer steps of "
           f"{args.batch_size} per update; lr {args.lr:g}; LoRA r {args.lora_r}; {os.cpu_count()} CPUs", flush=True)
     sr = run_schoolroom(args, out / "schoolroom")
     updates = [[pool[i] for i in b] for b in sr["order"]]

@@ -59,29 +59,14 @@ MARKER = "####"  # the schoolroom student's stop: the line break after this mark
 
 
 # ----------------------------------------------------------------------------------------------------- settings
-def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/trl_parity", help="results folder")
-    ap.add_argument("--quick", action="store_true", help="a smoke run (tiny sizes, and --protocol-eval): a few minutes on quiet cores")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--sides", nargs="+", choices=["schoolroom", "trl"], default=["schoolroom", "trl"])
+def shared_args(ap: argparse.ArgumentParser, iterations: int, eval_n: int) -> None:
+    """The settings both parity benches share: the model, the updates and their sampling, LoRA, the problems."""
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--start", default="sft",
-                    help="base (a fresh LoRA on the base model), sft (the first schoolroom run trains the reinforce "
-                         "protocol's SFT start on gold solutions; every run continues that adapter), or a peft "
-                         "adapter folder both sides continue")
-    ap.add_argument("--sft-n", type=int, default=128, help="--start sft: gold solutions (synthetic, --sft-seed)")
-    ap.add_argument("--sft-seed", type=int, default=1)
-    ap.add_argument("--sft-lr", type=float, default=5e-4)
-    ap.add_argument("--sft-epochs", type=float, default=2.0)
-    ap.add_argument("--iterations", type=int, default=6, help="updates: one generation + its optimizer steps each")
+    ap.add_argument("--iterations", type=int, default=iterations, help="updates: one generation + its optimizer steps each")
     ap.add_argument("--batch", type=int, default=8, help="problems per update")
     ap.add_argument("--n", type=int, default=4, help="rollouts per problem (TRL num_generations)")
-    ap.add_argument("--epochs", type=int, default=2, help="passes over an update's rollouts (TRL num_iterations)")
     ap.add_argument("--batch-size", type=int, default=8, help="rollouts per optimizer step")
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--beta", type=float, default=0.04, help="KL weight (k3, to the start policy)")
-    ap.add_argument("--clip", type=float, default=0.2, help="clip epsilon (both sides)")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--max-tokens", type=int, default=64, help="max completion tokens (training and eval)")
     ap.add_argument("--max-grad-norm", type=float, default=1.0)
@@ -92,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", default="1,2", help="synthetic problem sizes (operations)")
     ap.add_argument("--train-n", type=int, default=256, help="train pool the protocol walks a shuffle of")
     ap.add_argument("--train-seed", type=int, default=3)
-    ap.add_argument("--eval-n", type=int, default=128, help="held-out problems")
+    ap.add_argument("--eval-n", type=int, default=eval_n, help="held-out problems")
     ap.add_argument("--eval-seed", type=int, default=2)
     ap.add_argument("--eval-batch-size", type=int, default=64, help="rows the eval engine decodes together")
     ap.add_argument("--threads", type=int, default=min(os.cpu_count() or 2, 16),
@@ -100,6 +85,42 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "shared: two threads on a busy 2-core machine spin-wait for each other)")
     ap.add_argument("--runtime", choices=["local", "inline"], default="local",
                     help="schoolroom agents as local Ray actors (as the experiments run) or in one process")
+
+
+def finish_args(ap: argparse.ArgumentParser, args: argparse.Namespace, quick: dict) -> argparse.Namespace:
+    """--quick's sizes where a setting was left at its default; the checks and the lists both benches need."""
+    if args.quick:
+        for k, v in quick.items():
+            if getattr(args, k) == ap.get_default(k):
+                setattr(args, k, v)
+    rollouts = args.batch * args.n
+    if rollouts % args.batch_size:
+        ap.error(f"--batch x --n ({rollouts} rollouts) must be a multiple of --batch-size ({args.batch_size}): "
+                 "TRL splits a generation into whole optimizer steps")
+    if args.iterations * args.batch > args.train_n:
+        ap.error("--iterations x --batch is more than --train-n: the protocol would reuse prompts")
+    args.steps = [int(s) for s in args.steps.split(",")]
+    args.lora_targets = args.lora_targets.split(",")
+    return args
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/trl_parity", help="results folder")
+    ap.add_argument("--quick", action="store_true", help="a smoke run (tiny sizes, and --protocol-eval): a few minutes on quiet cores")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--sides", nargs="+", choices=["schoolroom", "trl"], default=["schoolroom", "trl"])
+    ap.add_argument("--start", default="sft",
+                    help="base (a fresh LoRA on the base model), sft (the first schoolroom run trains the reinforce "
+                         "protocol's SFT start on gold solutions; every run continues that adapter), or a peft "
+                         "adapter folder both sides continue")
+    ap.add_argument("--sft-n", type=int, default=128, help="--start sft: gold solutions (synthetic, --sft-seed)")
+    ap.add_argument("--sft-seed", type=int, default=1)
+    ap.add_argument("--sft-lr", type=float, default=5e-4)
+    ap.add_argument("--sft-epochs", type=float, default=2.0)
+    ap.add_argument("--epochs", type=int, default=2, help="passes over an update's rollouts (TRL num_iterations)")
+    ap.add_argument("--beta", type=float, default=0.04, help="KL weight (k3, to the start policy)")
+    ap.add_argument("--clip", type=float, default=0.2, help="clip epsilon (both sides)")
     ap.add_argument("--trl-stop", choices=["answer-line", "eos"], default="answer-line",
                     help="answer-line: cut TRL's sampled completions where the schoolroom student stops (the line "
                          "break after '####'; the tokens after it are neither rewarded nor trained); eos: TRL as is")
@@ -109,28 +130,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--protocol-eval", action="store_true",
                     help="also let the reinforce protocol evaluate the same held-out set (its own eval, before and "
                          "after) and check that it agrees with this script's evaluation of the schoolroom adapter")
+    shared_args(ap, iterations=6, eval_n=128)
     args = ap.parse_args(argv)
-    if args.quick:
-        quick = dict(iterations=2, batch=4, n=4, epochs=1, batch_size=8, max_tokens=32, eval_n=16, train_n=32,
-                     lr=1e-4, sft_n=16, sft_epochs=1.0)
-        for k, v in quick.items():
-            if getattr(args, k) == ap.get_default(k):
-                setattr(args, k, v)
-        args.protocol_eval = True
-    rollouts = args.batch * args.n
-    if rollouts % args.batch_size:
-        ap.error(f"--batch x --n ({rollouts} rollouts) must be a multiple of --batch-size ({args.batch_size}): "
-                 "TRL splits a generation into whole optimizer steps")
-    if args.iterations * args.batch > args.train_n:
-        ap.error("--iterations x --batch is more than --train-n: the protocol would reuse prompts")
+    args.protocol_eval = args.protocol_eval or args.quick
+    finish_args(ap, args, dict(iterations=2, batch=4, n=4, epochs=1, batch_size=8, max_tokens=32, eval_n=16,
+                               train_n=32, lr=1e-4, sft_n=16, sft_epochs=1.0))
     if args.start == "sft" and "schoolroom" not in args.sides:
         ap.error("--start sft trains the start in the first schoolroom run: run the schoolroom side too")
     if args.start not in ("base", "sft"):
         if not (Path(args.start) / "adapter_config.json").exists():
             ap.error(f"--start {args.start}: not a peft adapter folder (no adapter_config.json)")
         args.start = str(Path(args.start).resolve())
-    args.steps = [int(s) for s in args.steps.split(",")]
-    args.lora_targets = args.lora_targets.split(",")
     return args
 
 
@@ -179,19 +189,18 @@ def schoolroom_config(args, seed: int, start: str) -> dict:
     }
 
 
-def run_schoolroom(args, seed: int, folder: Path, start: str) -> dict:
-    """``schoolroom run`` on the config; the numbers read back from the run directory."""
+def cli_run(config: dict, folder: Path) -> tuple[Path, float]:
+    """``schoolroom run`` on ``config`` (written to ``folder/config.toml``), with this checkout's schoolroom in the
+    CLI and its Ray workers (ahead of an editable install elsewhere); the run directory and the wall seconds."""
     import tomli_w
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "config.toml"
-    config.write_text(tomli_w.dumps(schoolroom_config(args, seed, start)))
-    # the schoolroom of this checkout, in the CLI and in its Ray workers (before an editable install elsewhere)
+    path = folder / "config.toml"
+    path.write_text(tomli_w.dumps(config))
     env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"), HF_HUB_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", PYTHONPATH=os.pathsep.join(
                    [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-    cli = [sys.executable, "-m", "schoolroom.cli", "run", str(config.resolve()), "--out",
-           str((folder / "runs").resolve())]
+    cli = [sys.executable, "-m", "schoolroom.cli", "run", str(path.resolve()), "--out", str((folder / "runs").resolve())]
     t0 = time.perf_counter()
     with open(folder / "cli.log", "w") as log:
         rc = subprocess.run(cli, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
@@ -199,7 +208,12 @@ def run_schoolroom(args, seed: int, folder: Path, start: str) -> dict:
     if rc != 0:
         tail = (folder / "cli.log").read_text()[-3000:]
         raise RuntimeError(f"schoolroom run failed (exit {rc}); {folder / 'cli.log'} ends:\n{tail}")
-    run_dir = max((folder / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    return max((folder / "runs").iterdir(), key=lambda p: p.stat().st_mtime), wall
+
+
+def run_schoolroom(args, seed: int, folder: Path, start: str) -> dict:
+    """``schoolroom run`` on the config; the numbers read back from the run directory."""
+    run_dir, wall = cli_run(schoolroom_config(args, seed, start), folder)
     return read_schoolroom(args, run_dir) | {"run_dir": str(run_dir), "wall_s": wall}
 
 
