@@ -5,9 +5,9 @@ with everything that can be held fixed held fixed.
     python bench/distill_parity.py --quick    # smoke: 2 updates of 2 problems x 4, 32 tokens, 16 held out
 
 Schoolroom's side is the ``distill`` protocol run from a config by the CLI (``schoolroom run``), one arm (``opd``),
-read back from the run directory. Its first run also trains the teacher: SmolLM2 with an SFT adapter on gold
-solutions (``teacher_adapter = "sft"``), which TRL's side loads merged into the base weights as its
-``teacher_model``. TRL's side is ``trl.DistillationTrainer`` in this process. Held fixed for both:
+read back from the run directory. Its run also trains the teacher: SmolLM2 with an SFT adapter on gold
+solutions (``teacher_adapter = "sft"``; ``--teacher-adapter`` names one already trained instead), which TRL's side
+loads merged into the base weights as its ``teacher_model``. TRL's side is ``trl.DistillationTrainer`` in this process. Held fixed for both:
 
 - student: SmolLM2-135M-Instruct from the base weights with a fresh LoRA (same rank, alpha, dropout, targets), fp32;
 - teacher: the same SFT adapter on the same base, reading the student's prompt and its sampled tokens;
@@ -57,11 +57,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--teacher-seed", type=int, default=5)
     ap.add_argument("--teacher-lr", type=float, default=5e-4)
     ap.add_argument("--teacher-epochs", type=float, default=3.0)
+    ap.add_argument("--teacher-adapter", default="sft",
+                    help="a peft adapter folder to use as the teacher instead of training one (the teacher_sft adapter "
+                         "of a distill run with these --teacher-* settings saves its 20 minutes on 2 cores)")
     ap.add_argument("--clip", type=float, default=0.2, help="schoolroom's clip epsilon (TRL's loss has none)")
     common.shared_args(ap, iterations=8, eval_n=256)
     args = ap.parse_args(argv)
     common.finish_args(ap, args, dict(iterations=2, batch=2, n=4, batch_size=4, max_tokens=32, eval_n=16, train_n=16,
                                       teacher_n=16, teacher_epochs=1.0))
+    if args.teacher_adapter != "sft":
+        if not (Path(args.teacher_adapter) / "adapter_config.json").exists():
+            ap.error(f"--teacher-adapter {args.teacher_adapter}: not a peft adapter folder (no adapter_config.json)")
+        args.teacher_adapter = str(Path(args.teacher_adapter).resolve())
     args.epochs, args.sft_n, args.start = 1, 0, "base"  # what the shared helpers read
     return args
 
@@ -84,7 +91,7 @@ def schoolroom_config(args) -> dict:
             "verifier": {"role": "verifier", "resources": {"num_cpus": 0}},
         },
         "protocol": {
-            "name": "distill", "seed": args.seed, "start": "base", "teacher_adapter": "sft",
+            "name": "distill", "seed": args.seed, "start": "base", "teacher_adapter": args.teacher_adapter,
             "teacher_sft_data": "teacher_train",
             "teacher_sft": {"learning_rate": args.teacher_lr, "epochs": args.teacher_epochs, "batch_size": 8},
             "context": "question", "train": ["train"], "iterations": args.iterations, "batch": args.batch,
@@ -105,7 +112,8 @@ def run_schoolroom(args, folder: Path) -> dict:
     its = sorted((h for h in metrics["curves"] if h["arm"] == "opd"), key=lambda h: h["iteration"])
     run = Run(run_dir)
     results = run.table("train_results")
-    teacher = results[results["adapter"].astype(str).str.startswith("teacher_sft")].iloc[-1]["path"]
+    teacher = (args.teacher_adapter if args.teacher_adapter != "sft" else
+               results[results["adapter"].astype(str).str.startswith("teacher_sft")].iloc[-1]["path"])
     opd = results[results["adapter"].astype(str).str.startswith("opd-")].sort_values("round")
     calls = run.table("calls")
     seconds = [float(calls[(calls["round"] == r["round"]) & (calls["time"] <= float(r["time"]) + 0.5)
@@ -241,6 +249,8 @@ def main(argv=None) -> None:
     print(f"Distillation parity: {args.iterations} updates of {args.batch} problems x {args.n} rollouts (<= "
           f"{args.max_tokens} tokens, temperature {args.temperature}), {common.steps_per_update(args)} optimizer steps of "
           f"{args.batch_size} per update; lr {args.lr:g}; LoRA r {args.lora_r}; {os.cpu_count()} CPUs", flush=True)
+    print("teacher: " + ("SFT on the gold solutions in schoolroom's run" if args.teacher_adapter == "sft"
+                         else args.teacher_adapter), flush=True)
     sr = run_schoolroom(args, out / "schoolroom")
     updates = [[pool[i] for i in b] for b in sr["order"]]
     print(f"schoolroom: {sr['wall_s']:.0f} s; divergence " + " ".join(f"{x:.3f}" for x in sr["divergence"]), flush=True)
