@@ -1,13 +1,15 @@
 """Schoolroom's on-policy distillation (the ``distill`` protocol's ``opd`` arm) beside TRL's ``DistillationTrainer``,
 with everything that can be held fixed held fixed.
 
-    python bench/distill_parity.py            # 8 updates of 8 problems x 4 a side, 256 held out: ~50 min, 2 cores
+    python bench/distill_parity.py            # 8 updates of 8 problems x 4 a side, 256 held out: ~45 min, 2 cores
+    python bench/distill_parity.py --teacher-adapter RUN/adapters/teacher_sft-...   # the same, 25 min (measured)
     python bench/distill_parity.py --quick    # smoke: 2 updates of 2 problems x 4, 32 tokens, 16 held out
 
 Schoolroom's side is the ``distill`` protocol run from a config by the CLI (``schoolroom run``), one arm (``opd``),
 read back from the run directory. Its run also trains the teacher: SmolLM2 with an SFT adapter on gold
 solutions (``teacher_adapter = "sft"``; ``--teacher-adapter`` names one already trained instead), which TRL's side
-loads merged into the base weights as its ``teacher_model``. TRL's side is ``trl.DistillationTrainer`` in this process. Held fixed for both:
+loads merged into the base weights as its ``teacher_model``. TRL's side is ``trl.DistillationTrainer`` in this
+process. Held fixed for both:
 
 - student: SmolLM2-135M-Instruct from the base weights with a fresh LoRA (same rank, alpha, dropout, targets), fp32;
 - teacher: the same SFT adapter on the same base, reading the student's prompt and its sampled tokens;

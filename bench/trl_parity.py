@@ -64,7 +64,7 @@ def shared_args(ap: argparse.ArgumentParser, iterations: int, eval_n: int) -> No
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--iterations", type=int, default=iterations, help="updates: one generation + its optimizer steps each")
     ap.add_argument("--batch", type=int, default=8, help="problems per update")
-    ap.add_argument("--n", type=int, default=4, help="rollouts per problem (TRL num_generations)")
+    ap.add_argument("--n", type=int, default=4, help="rollouts per problem (TRL: GRPO's num_generations; the prompt repeated for distillation)")
     ap.add_argument("--batch-size", type=int, default=8, help="rollouts per optimizer step")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--temperature", type=float, default=1.0)
