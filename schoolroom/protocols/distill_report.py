@@ -24,13 +24,15 @@ def distill_report(room: Classroom, cfg, start: TrainResult | None, taught: Trai
              f"teacher `{teacher}` ({room.describe(teacher)}) with {taught.adapter if taught else 'no adapter'} "
              f"({cfg.teacher_adapter}), reading the {cfg.context} before the student's tokens. {cfg.iterations} "
              f"iterations of {cfg.batch} problems × {cfg.n} samples at temperature {cfg.temperature}; "
-             f"{len(tests)} held-out problems (`{cfg.eval}`).",
-             f"- opd: advantage = -{cfg.opd.kl_coef} × (log π_student - log π_teacher) per sampled token"
-             + (f" + {cfg.opd.task_coef} × the answer check's group advantage" if cfg.opd.task_coef else "")
-             + f"; GRPO's clipped objective, learning rate {cfg.opd.learning_rate}, β {cfg.opd.beta}",
-             f"- sft_teacher: SFT on the teacher's own {cfg.n} samples per problem (off-policy distillation), "
-             f"learning rate {cfg.sft_teacher.learning_rate}",
-             f"- grpo: the answer check's group advantage, learning rate {cfg.grpo.learning_rate}, β {cfg.grpo.beta}"]
+             f"{len(tests)} held-out problems (`{cfg.eval}`)."]
+    arms = {"opd": f"- opd: advantage = -{cfg.opd.kl_coef} × (log π_student - log π_teacher) per sampled token"
+                   + (f" + {cfg.opd.task_coef} × the answer check's group advantage" if cfg.opd.task_coef else "")
+                   + f"; GRPO's clipped objective, learning rate {cfg.opd.learning_rate}, β {cfg.opd.beta}",
+            "sft_teacher": f"- sft_teacher: SFT on the teacher's own {cfg.n} samples per problem (off-policy "
+                           f"distillation), learning rate {cfg.sft_teacher.learning_rate}",
+            "grpo": f"- grpo: the answer check's group advantage, learning rate {cfg.grpo.learning_rate}, "
+                    f"β {cfg.grpo.beta}"}
+    lines += [arms[arm] for arm in cfg.arms]  # the settings of the arms that ran, no others
     rows = [[h["arm"], h["iteration"], h["spent"]["student_tokens"], h["spent"]["teacher_tokens"],
              fmt(-h["advantage_mean"] if h["arm"] == "opd" and "advantage_mean" in h else None, ".3f"),
              fmt(h.get("reward_mean") if h["arm"] == "grpo" or cfg.opd.task_coef else None, ".2f"),
