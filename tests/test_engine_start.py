@@ -60,7 +60,8 @@ def test_a_killed_actors_child_process_is_killed_too():
         def start(self):
             return os.getpid(), subprocess.Popen(["sleep", "600"]).pid
 
-    pid, child = ray.get(Engine.remote().start.remote())
+    engine = Engine.remote()  # held: an actor whose last handle is dropped is stopped, and its child with it
+    pid, child = ray.get(engine.start.remote())
     assert subprocess.run(["false"]).returncode == 1, "this driver reaps its own children (Ray's subreaper setting)"
     assert _alive(child)
     os.kill(pid, signal.SIGKILL)
@@ -71,3 +72,4 @@ def test_a_killed_actors_child_process_is_killed_too():
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive, "the dead actor's child process was left running"
+    del engine
