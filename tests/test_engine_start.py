@@ -72,4 +72,3 @@ def test_a_killed_actors_child_process_is_killed_too():
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive, "the dead actor's child process was left running"
-    del engine
